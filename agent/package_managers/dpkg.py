@@ -1,0 +1,226 @@
+"""Debian and Ubuntu: the dpkg database for what is installed, ``apt-get -s`` for updates.
+
+``apt-get -s dist-upgrade`` needs no root and changes nothing; it prints one ``Inst`` line per
+package it would install, naming the origins of the candidate version::
+
+    Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian:12.15/oldstable, \
+Debian-Security:12/oldstable-security [amd64])
+
+An update is a security update when one of its candidate's origins is a ``-security`` suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.commands import Runner, run_command
+from agent.package_managers import dpkg_version
+from agent.schema import Package, PackagesData, PendingUpdate, UpdatesData
+
+_INST = re.compile(
+    r"^Inst (?P<name>\S+)"
+    r"(?: \[(?P<installed>[^\]]+)\])?"
+    r" \((?P<candidate>\S+) (?P<origins>.*) \[(?P<arch>[^\]]+)\]\)"
+)
+# dpkg states in which a package's files are on disk.
+_PRESENT_STATES = frozenset(
+    {
+        "installed",
+        "half-configured",
+        "unpacked",
+        "half-installed",
+        "triggers-awaited",
+        "triggers-pending",
+    }
+)
+_KERNEL_PREFIX = "linux-image-"
+APT_TIMEOUT = 300.0
+
+
+def parse_status(text: str) -> list[Package]:
+    """The installed packages of a dpkg status file, sorted by name and architecture."""
+    packages: list[Package] = []
+    fields: dict[str, str] = {}
+    for line in [*text.splitlines(), ""]:
+        if not line:
+            if fields:
+                package = _package_from_fields(fields)
+                if package is not None:
+                    packages.append(package)
+                fields = {}
+            continue
+        if line[0] in " \t":
+            continue  # a continuation line of a multi-line field we do not read
+        key, sep, value = line.partition(":")
+        if sep and key in {"Package", "Status", "Version", "Architecture", "Source"}:
+            fields[key] = value.strip()
+    packages.sort(key=lambda p: (p.name, p.architecture))
+    return packages
+
+
+def _package_from_fields(fields: dict[str, str]) -> Package | None:
+    state = fields.get("Status", "").rsplit(" ", 1)[-1]
+    if (
+        state not in _PRESENT_STATES
+        or "Package" not in fields
+        or "Version" not in fields
+    ):
+        return None
+    version = fields["Version"]
+    source, source_version = fields["Package"], version
+    if "Source" in fields:
+        # "Source: name" or "Source: name (version)" when it differs from the binary's
+        name_part, _, rest = fields["Source"].partition(" (")
+        source = name_part.strip() or source
+        if rest.endswith(")"):
+            source_version = rest[:-1].strip() or version
+    return Package(
+        name=fields["Package"],
+        version=version,
+        architecture=fields.get("Architecture", "all"),
+        source=source,
+        source_version=source_version,
+    )
+
+
+def parse_simulation(text: str) -> list[PendingUpdate]:
+    """The upgrades in ``apt-get -s dist-upgrade`` output, sorted by name and architecture."""
+    updates = []
+    for line in text.splitlines():
+        match = _INST.match(line)
+        if match is None:
+            continue
+        origins = [o.strip() for o in match["origins"].split(",") if o.strip()]
+        updates.append(
+            PendingUpdate(
+                name=match["name"],
+                architecture=match["arch"],
+                installed_version=match["installed"],
+                candidate_version=match["candidate"],
+                security=any(_is_security_origin(o) for o in origins),
+                origins=origins[:32],
+            )
+        )
+    updates.sort(key=lambda u: (u.name, u.architecture))
+    return updates
+
+
+def _is_security_origin(origin: str) -> bool:
+    # "Debian-Security:12/oldstable-security", "Ubuntu:22.04/jammy-security"
+    suite = origin.rsplit("/", 1)[-1]
+    return suite.endswith("-security")
+
+
+def _stat_key(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path}:absent"
+    return f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _tree_keys(directory: Path) -> list[str]:
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return [f"{directory}:absent"]
+    return [_stat_key(Path(e.path)) for e in entries if e.is_file()]
+
+
+class Dpkg:
+    """The dpkg database with apt for updates.
+
+    Every path and the command runner can be pointed elsewhere, which is how tests feed it
+    files captured from real hosts.
+    """
+
+    name = "dpkg"
+
+    def __init__(
+        self,
+        *,
+        status_path: Path = Path("/var/lib/dpkg/status"),
+        lists_dir: Path = Path("/var/lib/apt/lists"),
+        apt_config_dir: Path = Path("/etc/apt"),
+        run: Runner = run_command,
+    ) -> None:
+        self.status_path = status_path
+        self.lists_dir = lists_dir
+        self.apt_config_dir = apt_config_dir
+        self.run = run
+
+    def installed_packages(self) -> PackagesData:
+        text = self.status_path.read_text(encoding="utf-8", errors="replace")
+        return PackagesData(manager=self.name, packages=parse_status(text))
+
+    def pending_updates(self) -> UpdatesData:
+        output = self.run(
+            [
+                "apt-get",
+                "-s",
+                "-o",
+                "Debug::NoLocking=true",
+                "-o",
+                "APT::Get::Show-User-Simulation-Note=false",
+                "dist-upgrade",
+            ],
+            APT_TIMEOUT,
+        )
+        return UpdatesData(
+            manager="apt",
+            index_refreshed_at=self.index_refreshed_at(),
+            updates=parse_simulation(output),
+        )
+
+    def index_refreshed_at(self) -> datetime | None:
+        """The time of the newest package index (apt stamps each Release file with it)."""
+        newest = None
+        try:
+            entries = list(os.scandir(self.lists_dir))
+        except OSError:
+            return None
+        for entry in entries:
+            if entry.name.endswith(("_InRelease", "_Release")) and entry.is_file():
+                mtime = entry.stat().st_mtime
+                newest = mtime if newest is None else max(newest, mtime)
+        return None if newest is None else datetime.fromtimestamp(newest, UTC)
+
+    def packages_signature(self) -> str:
+        return _stat_key(self.status_path)
+
+    def updates_signature(self) -> str:
+        keys = [
+            _stat_key(self.status_path),
+            *_tree_keys(self.lists_dir),
+            _stat_key(self.apt_config_dir / "sources.list"),
+            *_tree_keys(self.apt_config_dir / "sources.list.d"),
+            _stat_key(self.apt_config_dir / "preferences"),
+            *_tree_keys(self.apt_config_dir / "preferences.d"),
+            *_tree_keys(self.apt_config_dir / "apt.conf.d"),
+        ]
+        return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+    def kernel_package_version(
+        self, packages: PackagesData, release: str
+    ) -> str | None:
+        wanted = _KERNEL_PREFIX + release
+        for package in packages.packages:
+            if package.name == wanted:
+                return package.version
+        return None
+
+    def newest_kernel(self, packages: PackagesData) -> tuple[str, str] | None:
+        kernels = [
+            (p.name.removeprefix(_KERNEL_PREFIX), p.version)
+            for p in packages.packages
+            # linux-image-6.1.0-28-amd64, not the linux-image-amd64 metapackage
+            if p.name.startswith(_KERNEL_PREFIX)
+            and p.name[len(_KERNEL_PREFIX) :][:1].isdigit()
+        ]
+        if not kernels:
+            return None
+        return max(kernels, key=lambda k: dpkg_version.sort_key(k[1]))

@@ -1,0 +1,1 @@
+"""fleetwatch collector: receives agent reports, holds each host against its baseline."""

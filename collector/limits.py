@@ -1,0 +1,94 @@
+"""Limits on what a client may send: body size, body speed, request rate."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+
+class LimitError(Exception):
+    """A request over a limit; ``status`` is the HTTP status to answer."""
+
+    def __init__(
+        self, status: int, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
+    """The request body, decompressed, refusing more than ``max_bytes`` or a slow sender."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        msg = f"request body of {declared} bytes is over the limit of {max_bytes}"
+        raise LimitError(413, msg)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in {"identity", "gzip"}:
+        raise LimitError(
+            415, f"unsupported Content-Encoding {encoding!r}: use gzip or none"
+        )
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > max_bytes:
+                    msg = f"request body is over the limit of {max_bytes} bytes"
+                    raise LimitError(413, msg)
+                chunks.append(chunk)
+    except TimeoutError:
+        msg = f"request body not received within {timeout:g} s"
+        raise LimitError(408, msg) from None
+    body = b"".join(chunks)
+    if encoding == "gzip":
+        body = _gunzip(body, max_bytes)
+    return body
+
+
+def _gunzip(data: bytes, max_bytes: int) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise LimitError(400, f"body is not valid gzip: {exc}") from exc
+    if len(out) > max_bytes or inflater.unconsumed_tail:
+        msg = f"decompressed request body is over the limit of {max_bytes} bytes"
+        raise LimitError(413, msg)
+    if not inflater.eof:
+        raise LimitError(400, "body is not valid gzip: truncated")
+    return out
+
+
+class RateLimiter:
+    """A token bucket per key: ``rate`` requests a second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: str, now: float | None = None) -> float | None:
+        """Take one token for ``key``; None if allowed, else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, stamp = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
+            if tokens < 1:
+                self._buckets[key] = (tokens, now)
+                return math.ceil((1 - tokens) / self.rate)
+            if len(self._buckets) >= self.max_keys and key not in self._buckets:
+                self._buckets.clear()  # a flood of distinct keys: start over, stay bounded
+            self._buckets[key] = (tokens - 1, now)
+            return None

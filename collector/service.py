@@ -1,0 +1,170 @@
+"""The running collector: its database, policy, ingestion and housekeeping, wired together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+from pydantic import ValidationError
+
+from agent.schema import SUPPORTED_SCHEMA_VERSIONS, Report, ReportAck
+from collector.compliance import Compliance
+from collector.db import make_engine, upgrade
+from collector.identity import Identity
+from collector.ingest import Ingestor, ReportRejectedError
+from collector.limits import RateLimiter
+from collector.policy import PolicySource
+from collector.store import Store
+
+if TYPE_CHECKING:
+    from collector.settings import CollectorSettings
+
+log = structlog.get_logger(__name__)
+
+PRUNE_EVERY = 3600.0
+MAX_ERRORS_SHOWN = 20
+
+
+def validation_detail(exc: ValidationError) -> list[dict[str, object]]:
+    """Validation errors without the offending input (which may be huge or hostile)."""
+    return [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False)[
+            :MAX_ERRORS_SHOWN
+        ]
+    ]
+
+
+class ReportInvalidError(Exception):
+    """A report body that does not parse; ``detail`` says what is wrong."""
+
+    def __init__(self, status: int, detail: object) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+
+
+def parse_report(body: bytes) -> Report:
+    """Validate a report body; raise ReportInvalidError naming what is wrong."""
+    try:
+        report = Report.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            raise ReportInvalidError(
+                400, f"body is not valid JSON: {errors[0]['msg']}"
+            ) from exc
+        version = _schema_version(body)
+        if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise ReportInvalidError(400, _version_message(version)) from exc
+        raise ReportInvalidError(422, validation_detail(exc)) from exc
+    if report.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ReportInvalidError(400, _version_message(report.schema_version))
+    return report
+
+
+def _schema_version(body: bytes) -> object:
+    import json  # noqa: PLC0415  (only on the error path)
+
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return data.get("schema_version") if isinstance(data, dict) else None
+
+
+def _version_message(version: object) -> str:
+    supported = ", ".join(str(v) for v in sorted(SUPPORTED_SCHEMA_VERSIONS))
+    return f"unsupported schema_version {version!r}; this collector understands {supported}"
+
+
+class CollectorService:
+    def __init__(self, settings: CollectorSettings) -> None:
+        self.settings = settings
+        self.engine = make_engine(
+            settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
+        self.store = Store(self.engine)
+        self.policy = PolicySource(settings.policy)
+        self.compliance = Compliance(self.store)
+        self.ingestor = Ingestor(self.store, self.policy, self.compliance)
+        self.identity = Identity(self.store, settings, self.policy)
+        self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
+        self.enroll_limiter = RateLimiter(rate=0.5, burst=20)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        upgrade(self.engine)
+        self._thread = threading.Thread(
+            target=self._housekeeping, name="housekeeping", daemon=True
+        )
+        self._thread.start()
+        log.info(
+            "collector started",
+            database=self.engine.url.render_as_string(),
+            policy=self.policy.current.source,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.engine.dispose()
+
+    def receive_report(self, body: bytes, token_host: str) -> ReportAck:
+        report = parse_report(body)
+        return self.ingestor.ingest(report, token_host)
+
+    def reload_policy(self) -> tuple[bool, int]:
+        """Re-read the policy file; if it changed, evaluate every host against it now."""
+        if not self.policy.reload_if_changed():
+            if self.policy.error:
+                log.error(
+                    "policy file not loaded; the previous policy stays in force",
+                    error=self.policy.error,
+                )
+            return False, 0
+        started = time.monotonic()
+        count = self.ingestor.reevaluate_all()
+        log.info(
+            "policy changed; hosts evaluated again",
+            hosts=count,
+            digest=self.policy.current.digest[:12],
+            seconds=round(time.monotonic() - started, 2),
+        )
+        return True, count
+
+    def prune(self) -> tuple[int, int]:
+        cutoff = datetime.now(UTC) - timedelta(days=self.settings.report_retention_days)
+        with self.store.write() as conn:
+            return self.store.prune(conn, cutoff)
+
+    def _housekeeping(self) -> None:
+        next_prune = time.monotonic() + 60
+        while not self._stop.wait(self.settings.policy_check_interval):
+            try:
+                self.reload_policy()
+                if time.monotonic() >= next_prune:
+                    reports, contents = self.prune()
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                    if reports or contents:
+                        log.info(
+                            "pruned old reports", reports=reports, contents=contents
+                        )
+            except Exception as exc:  # noqa: BLE001  (housekeeping must outlive a bad moment)
+                log.error(
+                    "housekeeping failed", error=f"{type(exc).__name__}: {exc}"[:500]
+                )
+
+
+__all__ = [
+    "CollectorService",
+    "ReportInvalidError",
+    "ReportRejectedError",
+    "parse_report",
+]

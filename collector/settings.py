@@ -1,0 +1,156 @@
+"""Settings of the collector service and of the admin command line.
+
+Every field reads from ``FLEETWATCH_<NAME>``. Secrets can also come from a file named by
+``FLEETWATCH_<NAME>_FILE`` (for systemd credentials, Docker or Kubernetes secrets).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8470
+
+
+def _secret_from_file(
+    value: SecretStr | None, path: Path | None, name: str
+) -> SecretStr | None:
+    if value is not None or path is None:
+        return value
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        msg = f"{name}_file: cannot read {path}: {exc.strerror}"
+        raise ValueError(msg) from exc
+    return SecretStr(text) if text else None
+
+
+class CollectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETWATCH_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=DEFAULT_PORT, description="Port to listen on."
+    )
+    data_dir: Path = Field(
+        default=Path("/var/lib/fleetwatch"),
+        description="Where the default SQLite database lives.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="sqlite:///PATH or postgresql://USER@HOST/DB; a SQLite file in data_dir "
+        "when unset.",
+    )
+    policy: Path | None = Field(
+        default=None, description="Policy file (TOML) every host is held against."
+    )
+    policy_check_interval: Annotated[float, Field(gt=0)] = Field(
+        default=5.0,
+        description="Seconds between checks of the policy file for changes.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bootstrap admin API token (or FLEETWATCH_ADMIN_TOKEN_FILE).",
+    )
+    admin_token_file: Path | None = Field(
+        default=None, description="File holding admin_token."
+    )
+    enroll_secret: SecretStr | None = Field(
+        default=None,
+        description="Fleet-wide enrollment secret (or FLEETWATCH_ENROLL_SECRET_FILE); "
+        "per-unit secrets are created with `fleetwatch token create --kind enroll`.",
+    )
+    enroll_secret_file: Path | None = Field(
+        default=None, description="File holding enroll_secret."
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="TLS certificate chain (PEM)."
+    )
+    tls_key: Path | None = Field(default=None, description="TLS private key (PEM).")
+    max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=16 * 1024 * 1024,
+        description="Largest request body accepted, after decompression.",
+    )
+    body_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="Seconds a client may take to send its request body."
+    )
+    host_rate: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="Reports per second a single host may send, on average.",
+    )
+    host_burst: Annotated[int, Field(ge=1)] = Field(
+        default=30,
+        description="Reports a single host may send at once before being slowed.",
+    )
+    report_retention_days: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Days a received report is kept (the latest of each host is always kept).",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL survives power loss; NORMAL survives a crash of the process only.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe log level written."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="auto: readable lines on a terminal, JSON lines otherwise.",
+    )
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> CollectorSettings:
+        self.admin_token = _secret_from_file(
+            self.admin_token, self.admin_token_file, "admin_token"
+        )
+        self.enroll_secret = _secret_from_file(
+            self.enroll_secret, self.enroll_secret_file, "enroll_secret"
+        )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            msg = "tls_cert and tls_key go together: set both or neither"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'fleetwatch.db'}"
+
+
+class ClientSettings(BaseSettings):
+    """How the admin command line reaches the collector's API."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETWATCH_", extra="ignore")
+
+    api_url: str = Field(
+        default=f"http://127.0.0.1:{DEFAULT_PORT}",
+        description="Base URL of the collector.",
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="API token (admin, read or unit read); or FLEETWATCH_API_TOKEN_FILE.",
+    )
+    api_token_file: Path | None = Field(
+        default=None, description="File holding api_token."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Used when api_token is unset, as on the collector's own host.",
+    )
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="CA certificates to verify the collector's TLS certificate.",
+    )
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> ClientSettings:
+        self.api_token = _secret_from_file(
+            self.api_token, self.api_token_file, "api_token"
+        )
+        if self.api_token is None:
+            self.api_token = self.admin_token
+        return self

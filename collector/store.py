@@ -1,0 +1,480 @@
+"""Persistence: every SQL statement the collector runs, on SQLite or PostgreSQL.
+
+Writes go through `Store.write()`: one transaction that holds the database's write lock on
+SQLite (taken at BEGIN, so writers queue instead of deadlocking) and row locks on PostgreSQL
+(`lock_host` serialises the reports of one host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime  # noqa: TC003  (used at runtime by dataclasses)
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from collector.db import WRITE_OPTION
+from collector.tables import (
+    api_tokens,
+    blobs,
+    conditions,
+    findings,
+    host_tokens,
+    hosts,
+    reports,
+)
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host_id: str
+    unit: str | None
+    enrolled_at: datetime
+    reenroll_until: datetime | None
+    instance_id: str | None
+    last_sequence: int | None
+    last_collected_at: datetime | None
+    last_received_at: datetime | None
+    agent_version: str | None
+    sections: dict[str, dict[str, Any]]
+    dropped_total: int
+
+    @property
+    def observed_at(self) -> datetime | None:
+        """When the latest report's facts were true: collected, unless the clock was ahead."""
+        if self.last_collected_at is None or self.last_received_at is None:
+            return None
+        return min(self.last_collected_at, self.last_received_at)
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    id: int
+    host_id: str
+    rule: str
+    key: str
+    severity: str
+    detail: str
+    first_seen: datetime
+    last_seen: datetime
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    id: int
+    host_id: str
+    instance_id: str
+    sequence: int
+    collected_at: datetime
+    received_at: datetime
+    agent_version: str
+    sections: dict[str, str]
+    errors: dict[str, str]
+    missing: list[str]
+    dropped: int
+
+
+@dataclass(frozen=True)
+class ApiTokenRow:
+    id: int
+    name: str
+    kind: str
+    unit: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+def storable(text: str) -> str:
+    """Agent text made safe to store: PostgreSQL text cannot hold NUL."""
+    return text.replace("\x00", "\ufffd")
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        self.dialect = engine.dialect.name
+        # SQLite has one writer at a time anyway; queueing here is fairer than its busy loop.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends without an exception."""
+        with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def ping(self) -> None:
+        with self.read() as conn:
+            conn.execute(select(1)).scalar_one()
+
+    def _insert_ignore(self, table: Any) -> Any:  # noqa: ANN401
+        make = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        return make(table).on_conflict_do_nothing()
+
+    # -- hosts and their tokens ---------------------------------------------------------
+
+    @staticmethod
+    def _host(row: Any) -> HostRow:  # noqa: ANN401
+        return HostRow(**{**row._mapping, "sections": row.sections or {}})  # noqa: SLF001
+
+    def get_host(
+        self, conn: Connection, host_id: str, *, lock: bool = False
+    ) -> HostRow | None:
+        query = select(hosts).where(hosts.c.host_id == host_id)
+        if lock and self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return None if row is None else self._host(row)
+
+    def all_hosts(self, conn: Connection) -> list[HostRow]:
+        return [
+            self._host(r) for r in conn.execute(select(hosts).order_by(hosts.c.host_id))
+        ]
+
+    def create_host(
+        self, conn: Connection, host_id: str, unit: str | None, now: datetime
+    ) -> None:
+        conn.execute(
+            insert(hosts).values(
+                host_id=host_id,
+                unit=unit,
+                enrolled_at=now,
+                sections={},
+                dropped_total=0,
+            )
+        )
+
+    def set_reenroll(
+        self, conn: Connection, host_id: str, until: datetime | None
+    ) -> bool:
+        done = conn.execute(
+            update(hosts).where(hosts.c.host_id == host_id).values(reenroll_until=until)
+        )
+        return bool(done.rowcount)
+
+    def active_host_tokens(self, conn: Connection, host_id: str) -> int:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(host_tokens)
+                .where(
+                    host_tokens.c.host_id == host_id, host_tokens.c.revoked_at.is_(None)
+                )
+            ).scalar_one()
+        )
+
+    def add_host_token(
+        self, conn: Connection, host_id: str, token_hash: str, now: datetime
+    ) -> None:
+        conn.execute(
+            insert(host_tokens).values(
+                host_id=host_id,
+                token_hash=token_hash,
+                created_at=now,
+            )
+        )
+
+    def revoke_host_tokens(
+        self,
+        conn: Connection,
+        host_id: str,
+        now: datetime,
+        *,
+        except_hash: str | None = None,
+    ) -> int:
+        query = update(host_tokens).where(
+            host_tokens.c.host_id == host_id, host_tokens.c.revoked_at.is_(None)
+        )
+        if except_hash is not None:
+            query = query.where(host_tokens.c.token_hash != except_hash)
+        return int(conn.execute(query.values(revoked_at=now)).rowcount)
+
+    def host_for_token(self, conn: Connection, token_hash: str) -> str | None:
+        return conn.execute(
+            select(host_tokens.c.host_id).where(
+                host_tokens.c.token_hash == token_hash,
+                host_tokens.c.revoked_at.is_(None),
+            )
+        ).scalar_one_or_none()
+
+    # -- API tokens ---------------------------------------------------------------------
+
+    def api_token(self, conn: Connection, token_hash: str) -> ApiTokenRow | None:
+        row = conn.execute(
+            select(api_tokens).where(
+                api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None)
+            )
+        ).first()
+        if row is None:
+            return None
+        values = dict(row._mapping)  # noqa: SLF001
+        values.pop("token_hash")
+        return ApiTokenRow(**values)
+
+    def add_api_token(  # noqa: PLR0913
+        self,
+        conn: Connection,
+        *,
+        name: str,
+        kind: str,
+        unit: str | None,
+        token_hash: str,
+        now: datetime,
+    ) -> int:
+        result = conn.execute(
+            insert(api_tokens)
+            .values(
+                name=name,
+                kind=kind,
+                unit=unit,
+                token_hash=token_hash,
+                created_at=now,
+            )
+            .returning(api_tokens.c.id)
+        )
+        return int(result.scalar_one())
+
+    def list_api_tokens(self, conn: Connection) -> list[ApiTokenRow]:
+        columns = [c for c in api_tokens.c if c.name != "token_hash"]
+        return [
+            ApiTokenRow(**r._mapping)
+            for r in conn.execute(  # noqa: SLF001
+                select(*columns).order_by(api_tokens.c.id)
+            )
+        ]
+
+    def revoke_api_token(self, conn: Connection, token_id: int, now: datetime) -> bool:
+        done = conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return bool(done.rowcount)
+
+    # -- reports and their sections -----------------------------------------------------
+
+    def find_report(
+        self, conn: Connection, host_id: str, instance_id: str, sequence: int
+    ) -> ReportRow | None:
+        row = conn.execute(
+            select(reports).where(
+                reports.c.host_id == host_id,
+                reports.c.instance_id == instance_id,
+                reports.c.sequence == sequence,
+            )
+        ).first()
+        return None if row is None else ReportRow(**row._mapping)  # noqa: SLF001
+
+    def put_blob(
+        self,
+        conn: Connection,
+        content_hash: str,
+        section: str,
+        payload: bytes,
+        now: datetime,
+    ) -> None:
+        """Store a section's content once; a second store of the same hash does nothing."""
+        exists = conn.execute(
+            select(blobs.c.hash).where(blobs.c.hash == content_hash)
+        ).first()
+        if exists is not None:
+            return
+        conn.execute(
+            self._insert_ignore(blobs).values(
+                hash=content_hash,
+                section=section,
+                data=zlib.compress(payload, 6),
+                size=len(payload),
+                created_at=now,
+            )
+        )
+
+    def release_blob(self, conn: Connection, content_hash: str, now: datetime) -> None:
+        """A host moved on from this content: it may be pruned once retention has passed."""
+        conn.execute(
+            update(blobs).where(blobs.c.hash == content_hash).values(released_at=now)
+        )
+
+    def get_blob(self, conn: Connection, content_hash: str) -> bytes | None:
+        data = conn.execute(
+            select(blobs.c.data).where(blobs.c.hash == content_hash)
+        ).scalar_one_or_none()
+        return None if data is None else zlib.decompress(data)
+
+    def insert_report(self, conn: Connection, **values: Any) -> None:  # noqa: ANN401
+        conn.execute(insert(reports).values(**values))
+
+    def update_latest(self, conn: Connection, host_id: str, **values: Any) -> None:  # noqa: ANN401
+        conn.execute(update(hosts).where(hosts.c.host_id == host_id).values(**values))
+
+    def list_reports(
+        self, conn: Connection, host_id: str, limit: int, before_id: int | None = None
+    ) -> list[ReportRow]:
+        query = select(reports).where(reports.c.host_id == host_id)
+        if before_id is not None:
+            query = query.where(reports.c.id < before_id)
+        query = query.order_by(reports.c.id.desc()).limit(limit)
+        return [ReportRow(**r._mapping) for r in conn.execute(query)]  # noqa: SLF001
+
+    # -- conditions ---------------------------------------------------------------------
+
+    def conditions(
+        self, conn: Connection, host_id: str
+    ) -> dict[tuple[str, str], datetime]:
+        rows = conn.execute(
+            select(conditions.c.kind, conditions.c.key, conditions.c.first_seen).where(
+                conditions.c.host_id == host_id
+            )
+        )
+        return {(r.kind, r.key): r.first_seen for r in rows}
+
+    def set_conditions(
+        self,
+        conn: Connection,
+        host_id: str,
+        kind: str,
+        keys: set[str],
+        now: datetime,
+        existing: dict[tuple[str, str], datetime],
+    ) -> None:
+        """Make ``keys`` the conditions of this kind: new ones start now, gone ones are deleted."""
+        have = {key for (k, key) in existing if k == kind}
+        gone = have - keys
+        if gone:
+            conn.execute(
+                delete(conditions).where(
+                    conditions.c.host_id == host_id,
+                    conditions.c.kind == kind,
+                    conditions.c.key.in_(sorted(gone)),
+                )
+            )
+        new = keys - have
+        if new:
+            conn.execute(
+                insert(conditions),
+                [
+                    {"host_id": host_id, "kind": kind, "key": key, "first_seen": now}
+                    for key in sorted(new)
+                ],
+            )
+
+    # -- findings -----------------------------------------------------------------------
+
+    def open_findings(self, conn: Connection, host_id: str) -> list[FindingRow]:
+        rows = conn.execute(
+            select(findings).where(
+                findings.c.host_id == host_id, findings.c.resolved_at.is_(None)
+            )
+        )
+        return [FindingRow(**r._mapping) for r in rows]  # noqa: SLF001
+
+    def add_findings(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(findings), rows)
+
+    def touch_findings(self, conn: Connection, ids: list[int], now: datetime) -> None:
+        if ids:
+            conn.execute(
+                update(findings).where(findings.c.id.in_(ids)).values(last_seen=now)
+            )
+
+    def change_finding(self, conn: Connection, finding_id: int, **values: Any) -> None:  # noqa: ANN401
+        conn.execute(
+            update(findings).where(findings.c.id == finding_id).values(**values)
+        )
+
+    def resolve_findings(self, conn: Connection, ids: list[int], now: datetime) -> None:
+        if ids:
+            conn.execute(
+                update(findings).where(findings.c.id.in_(ids)).values(resolved_at=now)
+            )
+
+    def open_finding_counts(self, conn: Connection) -> dict[str, dict[str, int]]:
+        """host -> severity -> number of open findings."""
+        rows = conn.execute(
+            select(findings.c.host_id, findings.c.severity, func.count())
+            .where(findings.c.resolved_at.is_(None))
+            .group_by(findings.c.host_id, findings.c.severity)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for host_id, severity, count in rows:
+            counts.setdefault(host_id, {})[severity] = int(count)
+        return counts
+
+    def query_findings(  # noqa: PLR0913
+        self,
+        conn: Connection,
+        *,
+        host_ids: list[str] | None = None,
+        rule: str | None = None,
+        is_open: bool | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[FindingRow]:
+        query = select(findings)
+        if host_ids is not None:
+            query = query.where(findings.c.host_id.in_(host_ids))
+        if rule is not None:
+            query = query.where(findings.c.rule == rule)
+        if is_open is True:
+            query = query.where(findings.c.resolved_at.is_(None))
+        elif is_open is False:
+            query = query.where(findings.c.resolved_at.is_not(None))
+        query = (
+            query.order_by(
+                findings.c.host_id, findings.c.rule, findings.c.key, findings.c.id
+            )
+            .limit(limit)
+            .offset(offset)
+        )
+        return [FindingRow(**r._mapping) for r in conn.execute(query)]  # noqa: SLF001
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def prune(self, conn: Connection, older_than: datetime) -> tuple[int, int]:
+        """Delete old reports (never a host's latest) and contents no host holds any more.
+
+        A content released before ``older_than`` can only be referred to by reports that are
+        older still, which go in the same pass. Returns (reports deleted, contents deleted).
+        """
+        latest = (
+            select(func.max(reports.c.id)).group_by(reports.c.host_id).scalar_subquery()
+        )
+        gone_reports = conn.execute(
+            delete(reports).where(
+                reports.c.received_at < older_than, reports.c.id.not_in(latest)
+            )
+        ).rowcount
+        current = {
+            section["hash"]
+            for (sections,) in conn.execute(select(hosts.c.sections))
+            for section in (sections or {}).values()
+            if section.get("hash")
+        }
+        released = [
+            h
+            for (h,) in conn.execute(
+                select(blobs.c.hash).where(blobs.c.released_at < older_than)
+            )
+            if h not in current
+        ]
+        for start in range(0, len(released), 500):
+            conn.execute(
+                delete(blobs).where(blobs.c.hash.in_(released[start : start + 500]))
+            )
+        return int(gone_reports or 0), len(released)

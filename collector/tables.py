@@ -1,0 +1,200 @@
+"""The collector's tables. Alembic migrations in ``collector/migrations`` create and change them.
+
+Section contents are stored once per distinct content, in ``blobs``, keyed by their hash:
+reports and hosts refer to them, so a package list that does not change is stored once
+however many reports repeat it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            msg = "naive datetime given to the database"
+            raise ValueError(msg)
+        value = value.astimezone(UTC)
+        # SQLite keeps text; without the offset it compares correctly in SQL
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:  # noqa: ANN401, ARG002
+        if value is None:
+            return None
+        return (
+            value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        )
+
+
+# BIGINT autoincrement keys, which SQLite spells INTEGER PRIMARY KEY
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("host_id", String(253), primary_key=True),
+    Column("unit", String(255), nullable=True),
+    Column("enrolled_at", UTCDateTime(), nullable=False),
+    Column("reenroll_until", UTCDateTime(), nullable=True),
+    Column("instance_id", String(32), nullable=True),
+    Column("last_sequence", BigInteger(), nullable=True),
+    Column("last_collected_at", UTCDateTime(), nullable=True),
+    Column("last_received_at", UTCDateTime(), nullable=True),
+    Column("agent_version", String(255), nullable=True),
+    # section name -> {"hash": last content hash held, "error": why the last report lacked it}
+    Column("sections", JSON(), nullable=False, default=dict),
+    Column("dropped_total", BigInteger(), nullable=False, default=0),
+)
+
+host_tokens = Table(
+    "host_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "host_id",
+        String(253),
+        ForeignKey("hosts.host_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    # admin: everything; read: every host, read only; enroll: enrolls hosts (into its unit)
+    Column("kind", String(16), nullable=False),
+    Column("unit", String(255), nullable=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("section", String(32), nullable=False),
+    Column("data", LargeBinary(), nullable=False),  # zlib-compressed canonical JSON
+    Column("size", Integer(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # when a host last moved away from this content; current contents are never pruned
+    Column("released_at", UTCDateTime(), nullable=True),
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "host_id",
+        String(253),
+        ForeignKey("hosts.host_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("instance_id", String(32), nullable=False),
+    Column("sequence", BigInteger(), nullable=False),
+    Column("collected_at", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("agent_version", String(255), nullable=False),
+    Column("sections", JSON(), nullable=False),  # section -> content hash
+    Column("errors", JSON(), nullable=False),  # section -> error text
+    Column(
+        "missing", JSON(), nullable=False
+    ),  # sections sent as a hash we did not hold
+    Column("dropped", BigInteger(), nullable=False, default=0),
+    UniqueConstraint("host_id", "instance_id", "sequence"),
+    Index(None, "host_id", "received_at"),
+    Index(None, "received_at"),
+)
+
+findings = Table(
+    "findings",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "host_id",
+        String(253),
+        ForeignKey("hosts.host_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("rule", String(64), nullable=False),
+    Column("key", String(512), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("detail", Text(), nullable=False),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    Column("last_seen", UTCDateTime(), nullable=False),
+    Column("resolved_at", UTCDateTime(), nullable=True),
+    Index(None, "host_id", "resolved_at"),
+    Index(None, "rule", "resolved_at"),
+    # at most one open finding per host, rule and subject
+    Index(
+        "uq_findings_open",
+        "host_id",
+        "rule",
+        "key",
+        unique=True,
+        sqlite_where=Column("resolved_at").is_(None),
+        postgresql_where=Column("resolved_at").is_(None),
+    ),
+)
+
+conditions = Table(
+    "conditions",
+    metadata,
+    # Conditions whose age matters (a pending security update, a wanted reboot): since when.
+    Column(
+        "host_id",
+        String(253),
+        ForeignKey("hosts.host_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("kind", String(32), primary_key=True),
+    Column("key", String(512), primary_key=True),
+    Column("first_seen", UTCDateTime(), nullable=False),
+)
