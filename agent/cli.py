@@ -27,12 +27,8 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fleetwatch-agent", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"fleetwatch-agent {__version__}"
-    )
+    parser = argparse.ArgumentParser(prog="fleetwatch-agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"fleetwatch-agent {__version__}")
     parser.add_argument(
         "--config",
         type=Path,
@@ -40,9 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         help="TOML settings file (default: /etc/fleetwatch/agent.toml when it exists)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "collect", help="print this host's report as JSON and send nothing"
-    )
+    commands.add_parser("collect", help="print this host's report as JSON and send nothing")
     run = commands.add_parser("run", help="report to the collector every interval")
     run.add_argument(
         "--once", action="store_true", help="collect and deliver one report, then exit"
@@ -59,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
 
-    from agent.runner import Agent  # noqa: PLC0415  (settings errors answer without the imports)
+    from agent.runner import Agent
 
     try:
         agent = Agent(settings)
@@ -72,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        agent.client  # noqa: B018  (refuse an insecure URL before collecting anything)
+        agent.client  # noqa: B018  (refuses an insecure URL before anything is collected)
         if args.once:
             return 0 if agent.run_once() else 1
         stop = threading.Event()

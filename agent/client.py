@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -118,9 +118,7 @@ class CollectorClient:
         self.session.verify = str(ca_bundle) if ca_bundle else True
         self.session.headers["User-Agent"] = f"fleetwatch-agent/{__version__}"
 
-    def _post(
-        self, path: str, body: bytes, headers: dict[str, str]
-    ) -> requests.Response:
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> requests.Response:
         try:
             return self.session.post(
                 self.base_url + path, data=body, headers=headers, timeout=self.timeout
@@ -134,14 +132,8 @@ class CollectorClient:
 
     def enroll(self, host_id: str, secret: str) -> str:
         """Exchange the enrollment secret for this host's token."""
-        body = (
-            EnrollRequest(host_id=host_id, enroll_secret=secret)
-            .model_dump_json()
-            .encode()
-        )
-        response = self._post(
-            "/api/v1/enroll", body, {"Content-Type": "application/json"}
-        )
+        body = EnrollRequest(host_id=host_id, enroll_secret=secret).model_dump_json().encode()
+        response = self._post("/api/v1/enroll", body, {"Content-Type": "application/json"})
         if response.status_code in {401, 403, 409}:
             raise EnrollRefusedError(
                 error_message(response), retryable=False, status=response.status_code
@@ -163,10 +155,8 @@ class CollectorClient:
             body = gzip.compress(body, compresslevel=6, mtime=0)
             headers["Content-Encoding"] = "gzip"
         response = self._post("/api/v1/report", body, headers)
-        if response.status_code == 401:  # noqa: PLR2004
-            raise TokenRejectedError(
-                error_message(response), retryable=True, status=401
-            )
+        if response.status_code == 401:
+            raise TokenRejectedError(error_message(response), retryable=True, status=401)
         self._raise_for_status(response)
         try:
             return ReportAck.model_validate_json(response.content)
@@ -177,11 +167,11 @@ class CollectorClient:
     @staticmethod
     def _raise_for_status(response: requests.Response) -> None:
         status = response.status_code
-        if status < 400:  # noqa: PLR2004
+        if status < 400:
             return
         # 429 and 5xx are the collector's trouble: try again later. Any other 4xx means
         # this very request is wrong, and sending it again cannot help.
-        retryable = status == 429 or status >= 500  # noqa: PLR2004
+        retryable = status == 429 or status >= 500
         raise DeliveryError(
             error_message(response),
             retryable=retryable,

@@ -18,7 +18,7 @@ def run_command(argv: Sequence[str], timeout: float) -> str:
     """Run a command in the C locale; raise CommandError with its stderr if it fails."""
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "LANGUAGE": ""}
     try:
-        done = subprocess.run(  # noqa: S603  (argv is built by fleetwatch, never from input)
+        done = subprocess.run(  # noqa: S603  (argv is fleetwatch's own, never from input)
             list(argv),
             capture_output=True,
             text=True,
@@ -35,9 +35,7 @@ def run_command(argv: Sequence[str], timeout: float) -> str:
         msg = f"{argv[0]}: no answer within {timeout:g} s"
         raise CommandError(msg) from exc
     if done.returncode != 0:
-        detail = done.stderr.strip().splitlines()[-1:] or [
-            f"exit status {done.returncode}"
-        ]
+        detail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
         msg = f"{argv[0]} failed: {detail[0][:500]}"
         raise CommandError(msg)
     return done.stdout

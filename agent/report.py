@@ -129,17 +129,13 @@ class ReportBuilder:
             finally:
                 run.done.set()
 
-        thread = threading.Thread(
-            target=target, name=f"collect-{collector.name}", daemon=True
-        )
+        thread = threading.Thread(target=target, name=f"collect-{collector.name}", daemon=True)
         run = _Run(thread=thread, started=time.monotonic())
         thread.start()
         return run
 
 
-def build_report(
-    sections: Sections, *, host_id: str, instance_id: str, sequence: int
-) -> Report:
+def build_report(sections: Sections, *, host_id: str, instance_id: str, sequence: int) -> Report:
     return Report(
         schema_version=SCHEMA_VERSION,
         host_id=host_id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,8 @@ from agent.spool import CorruptEntryError, Spool
 from agent.state import AgentState, SectionBase
 
 if TYPE_CHECKING:
+    import threading
+
     from agent.settings import AgentSettings
 
 log = structlog.get_logger(__name__)
@@ -99,11 +100,7 @@ class Agent:
         log.info(
             "report collected",
             sequence=report.sequence,
-            errors=[
-                n
-                for n in SECTION_NAMES
-                if (s := getattr(report.sections, n)) and s.error
-            ],
+            errors=[n for n in SECTION_NAMES if (s := getattr(report.sections, n)) and s.error],
         )
         return report
 
@@ -164,9 +161,7 @@ class Agent:
                 "host token rejected by the collector; enrolling again",
                 host_id=self.host_id,
             )
-            self.state.token_path.replace(
-                self.state.token_path.with_suffix(".rejected")
-            )
+            self.state.token_path.replace(self.state.token_path.with_suffix(".rejected"))
             raise
         log.info(
             "report delivered",
@@ -178,7 +173,7 @@ class Agent:
         if ack.missing:
             self.state.clear_bases()
         else:
-            bases = {}
+            bases: dict[str, SectionBase] = {}
             for name, remote in ack.sections.items():
                 section = getattr(report.sections, name)
                 if section is not None and section.hash is not None:
@@ -189,17 +184,13 @@ class Agent:
     def _wire(self, report: Report) -> tuple[bytes, int, list[str]]:
         """The report as sent: unchanged sections as the collector's hash, losses declared."""
         sections: dict[str, Any] = {}
-        hash_only = []
+        hash_only: list[str] = []
         for name in SECTION_NAMES:
             section = getattr(report.sections, name)
             if section is None:
                 continue
             base = self.state.base(name)
-            if (
-                section.data is not None
-                and base is not None
-                and base.local == section.hash
-            ):
+            if section.data is not None and base is not None and base.local == section.hash:
                 sections[name] = {"hash": base.remote}
                 hash_only.append(name)
             else:
@@ -208,9 +199,7 @@ class Agent:
         wire = report.model_copy(
             update={
                 "sections": Sections.model_validate(sections),
-                "delivery": Delivery(
-                    dropped_reports=dropped, spool_error=self.spool.error
-                ),
+                "delivery": Delivery(dropped_reports=dropped, spool_error=self.spool.error),
             }
         )
         return wire.model_dump_json(exclude_none=True).encode(), dropped, hash_only
@@ -251,9 +240,7 @@ class Agent:
             return False
         return True
 
-    def run_forever(
-        self, stop: threading.Event, rng: random.Random | None = None
-    ) -> None:
+    def run_forever(self, stop: threading.Event, rng: random.Random | None = None) -> None:
         """Report every interval (with jitter) until ``stop`` is set."""
         rng = rng or random.Random()  # noqa: S311  (jitter, not cryptography)
         interval, jitter = self.settings.interval, self.settings.jitter

@@ -235,9 +235,7 @@ class Sections(_Model):
     resources: Section[ResourcesData] | None = None
 
 
-SectionName = Literal[
-    "system", "packages", "updates", "ports", "services", "checks", "resources"
-]
+SectionName = Literal["system", "packages", "updates", "ports", "services", "checks", "resources"]
 SECTION_NAMES: tuple[SectionName, ...] = (
     "system",
     "packages",

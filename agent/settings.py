@@ -11,7 +11,7 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -21,8 +21,11 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
-from agent.collectors.checks import CheckConfig, HttpCheck, ProcessCheck, TcpCheck  # noqa: TC001
-from agent.schema import HostId  # noqa: TC001  (pydantic needs it at runtime)
+from agent.collectors.checks import CheckConfig, HttpCheck, ProcessCheck, TcpCheck
+from agent.schema import HostId
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 DEFAULT_CONFIG = Path("/etc/fleetwatch/agent.toml")
 ENV_PREFIX = "FLEETWATCH_"
@@ -143,15 +146,11 @@ class AgentSettings(BaseSettings):
         return list(self.checks)
 
 
-def _describe(error: dict[str, Any], config: Path | None) -> str:
+def _describe(error: ErrorDetails, config: Path | None) -> str:
     loc = [str(part) for part in error.get("loc", ())]
     field = loc[0] if loc else "?"
     env_name = ENV_PREFIX + field.upper()
-    where = (
-        env_name
-        if env_name in os.environ
-        else (f"{field} in {config}" if config else env_name)
-    )
+    where = env_name if env_name in os.environ else (f"{field} in {config}" if config else env_name)
     path = ".".join(loc)
     message = error.get("msg", "invalid")
     if error.get("type") == "extra_forbidden":
@@ -181,7 +180,5 @@ def load_settings(config: Path | None = None) -> AgentSettings:
         return AgentSettings(**values)
     except ValidationError as exc:
         raise SettingsError(_describe(exc.errors()[0], path)) from exc
-    except (
-        SourceError
-    ) as exc:  # an environment variable that is not valid JSON, for one
+    except SourceError as exc:  # an environment variable that is not valid JSON, for one
         raise SettingsError(str(exc)) from exc

@@ -17,14 +17,11 @@ import os
 import re
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import structlog
 
 from agent.state import atomic_write, fsync_directory
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 log = structlog.get_logger(__name__)
 
@@ -59,9 +56,7 @@ class Spool:
             atomic_write(path, compressed)
         except OSError as exc:
             self.error = f"cannot write spool file {path}: {exc.strerror or exc}"
-            log.error(
-                "spool write failed, keeping the report in memory", error=self.error
-            )
+            log.error("spool write failed, keeping the report in memory", error=self.error)
             self._memory[sequence] = compressed
         else:
             self.error = None
@@ -69,10 +64,7 @@ class Spool:
 
     def pending(self) -> list[Entry]:
         """Spooled reports, oldest first."""
-        entries = {
-            seq: Entry(seq, len(data), payload=data)
-            for seq, data in self._memory.items()
-        }
+        entries = {seq: Entry(seq, len(data), payload=data) for seq, data in self._memory.items()}
         try:
             scanned = list(os.scandir(self.directory))
         except FileNotFoundError:
@@ -88,17 +80,13 @@ class Spool:
                 size = item.stat().st_size
             except OSError:
                 continue
-            entries[int(match[1])] = Entry(
-                int(match[1]), size, path=self.directory / item.name
-            )
+            entries[int(match[1])] = Entry(int(match[1]), size, path=self.directory / item.name)
         return [entries[seq] for seq in sorted(entries)]
 
     def read(self, entry: Entry) -> bytes:
         """The report's JSON; raise CorruptEntryError (after setting the file aside) if broken."""
         try:
-            compressed = (
-                entry.payload if entry.payload is not None else self._read_file(entry)
-            )
+            compressed = entry.payload if entry.payload is not None else self._read_file(entry)
             return gzip.decompress(compressed)
         except (OSError, EOFError, zlib.error) as exc:
             self.set_aside(entry, str(exc))
@@ -106,7 +94,7 @@ class Spool:
 
     @staticmethod
     def _read_file(entry: Entry) -> bytes:
-        assert entry.path is not None  # noqa: S101  (entries without payload come from disk)
+        assert entry.path is not None
         return entry.path.read_bytes()
 
     def remove(self, entry: Entry) -> None:
@@ -122,28 +110,22 @@ class Spool:
     def set_aside(self, entry: Entry, reason: str) -> None:
         """Move a report that can never be delivered out of the way, keeping it for inspection."""
         self._memory.pop(entry.sequence, None)
-        log.error(
-            "spooled report set aside", sequence=entry.sequence, reason=reason[:300]
-        )
+        log.error("spooled report set aside", sequence=entry.sequence, reason=reason[:300])
         if entry.path is None:
             return
         aside = self.directory / "corrupt"
         try:
             aside.mkdir(exist_ok=True, mode=0o700)
-            os.replace(entry.path, aside / entry.path.name)
+            entry.path.replace(aside / entry.path.name)
         except OSError as exc:
-            log.error(
-                "cannot set spool file aside", path=str(entry.path), error=exc.strerror
-            )
+            log.error("cannot set spool file aside", path=str(entry.path), error=exc.strerror)
 
     def _enforce_bounds(self) -> int:
         entries = self.pending()
         total = sum(e.size for e in entries)
         dropped = 0
         # The newest report is never dropped: it is the freshest view of the host.
-        while len(entries) > 1 and (
-            len(entries) > self.max_reports or total > self.max_bytes
-        ):
+        while len(entries) > 1 and (len(entries) > self.max_reports or total > self.max_bytes):
             oldest = entries.pop(0)
             total -= oldest.size
             self.remove(oldest)

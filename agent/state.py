@@ -51,7 +51,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             tmp.unlink()
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    tmp.replace(path)
     fsync_directory(path.parent)
 
 
@@ -83,7 +83,7 @@ class AgentState:
                 return _StateFile.model_validate_json(path.read_bytes())
             except ValidationError as exc:
                 aside = path.with_name(f"{STATE_FILE}.corrupt")
-                os.replace(path, aside)
+                path.replace(aside)
                 log.error(
                     "state file corrupt, set aside; starting a new report stream",
                     path=str(path),
@@ -93,9 +93,7 @@ class AgentState:
         return _StateFile(instance_id=uuid.uuid4().hex)
 
     def save(self) -> None:
-        atomic_write(
-            self.directory / STATE_FILE, self._state.model_dump_json().encode()
-        )
+        atomic_write(self.directory / STATE_FILE, self._state.model_dump_json().encode())
 
     @property
     def instance_id(self) -> str:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from agent.schema import HostId, EnrollRequest, EnrollResponse, ReportAck
+from agent.schema import EnrollRequest, EnrollResponse, HostId, ReportAck
 from collector.identity import AccessError, Principal
 from collector.limits import LimitError, read_body
 from collector.service import validation_detail
@@ -56,9 +56,7 @@ def bearer(request: Request) -> str:
 def reader(request: Request) -> Principal:
     principal = service(request).identity.principal_for(bearer(request))
     if principal is None:
-        raise HTTPException(
-            401, "API token not accepted", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise HTTPException(401, "API token not accepted", headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
@@ -69,7 +67,6 @@ def admin(principal: Annotated[Principal, Depends(reader)]) -> Principal:
 
 
 Reader = Annotated[Principal, Depends(reader)]
-Admin = Annotated[Principal, Depends(admin)]
 
 
 def _json(model: BaseModel) -> Response:
@@ -128,9 +125,7 @@ async def report(request: Request) -> Response:
     retry = svc.host_limiter.check(host_id)
     if retry is not None:
         raise LimitError(429, f"host {host_id} is reporting too often", retry)
-    body = await read_body(
-        request, svc.settings.max_body_bytes, svc.settings.body_timeout
-    )
+    body = await read_body(request, svc.settings.max_body_bytes, svc.settings.body_timeout)
     ack = await run_in_threadpool(svc.receive_report, body, host_id)
     return _json(ack)
 
@@ -181,9 +176,7 @@ def list_hosts(
 
 
 @router.get("/api/v1/hosts/{host_id}", response_model=HostDetail, tags=["read"])
-def get_host(
-    request: Request, host_id: HostId, principal: Reader, data: bool = True
-) -> HostDetail:
+def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = True) -> HostDetail:
     """A host's latest state: every section as last reported, and its open findings."""
     svc = service(request)
     now = datetime.now(UTC)
@@ -221,23 +214,17 @@ def get_host(
     )
 
 
-@router.get(
-    "/api/v1/hosts/{host_id}/reports", response_model=list[ReportView], tags=["read"]
-)
+@router.get("/api/v1/hosts/{host_id}/reports", response_model=list[ReportView], tags=["read"])
 def list_reports(
     request: Request,
     host_id: HostId,
     principal: Reader,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    before: Annotated[
-        int | None, Query(ge=1, description="Report id to page back from")
-    ] = None,
+    before: Annotated[int | None, Query(ge=1, description="Report id to page back from")] = None,
 ) -> list[ReportView]:
     """Reports received from a host, newest first: sequence, collection and receive time."""
     svc = service(request)
-    summary = next(
-        (s for s in _summaries(svc, principal) if s.host_id == host_id), None
-    )
+    summary = next((s for s in _summaries(svc, principal) if s.host_id == host_id), None)
     if summary is None:
         raise HTTPException(404, f"no host {host_id!r}")
     with svc.store.read() as conn:
@@ -246,7 +233,7 @@ def list_reports(
 
 
 @router.get("/api/v1/findings", response_model=list[FindingView], tags=["read"])
-def list_findings(  # noqa: PLR0913
+def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
     request: Request,
     principal: Reader,
     host_id: HostId | None = None,
@@ -263,8 +250,7 @@ def list_findings(  # noqa: PLR0913
         visible = [
             s.host_id
             for s in _summaries(svc, principal)
-            if (unit is None or s.unit == unit)
-            and (host_id is None or s.host_id == host_id)
+            if (unit is None or s.unit == unit) and (host_id is None or s.host_id == host_id)
         ]
         host_ids = visible
     with svc.store.read() as conn:
@@ -296,8 +282,10 @@ class PolicyReload(BaseModel):
     error: str | None
 
 
-@router.get("/api/v1/policy", response_model=PolicyState, tags=["admin"])
-def get_policy(request: Request, principal: Reader) -> PolicyState:  # noqa: ARG001
+@router.get(
+    "/api/v1/policy", response_model=PolicyState, tags=["admin"], dependencies=[Depends(reader)]
+)
+def get_policy(request: Request) -> PolicyState:
     """The policy in force, and why a newer file was not loaded, if it was not."""
     source = service(request).policy
     return PolicyState(
@@ -309,8 +297,13 @@ def get_policy(request: Request, principal: Reader) -> PolicyState:  # noqa: ARG
     )
 
 
-@router.post("/api/v1/policy/reload", response_model=PolicyReload, tags=["admin"])
-def reload_policy(request: Request, principal: Admin) -> PolicyReload:  # noqa: ARG001
+@router.post(
+    "/api/v1/policy/reload",
+    response_model=PolicyReload,
+    tags=["admin"],
+    dependencies=[Depends(admin)],
+)
+def reload_policy(request: Request) -> PolicyReload:
     """Read the policy file now and evaluate every host against it if it changed."""
     svc = service(request)
     changed, count = svc.reload_policy()
@@ -321,12 +314,13 @@ class ReenrollRequest(BaseModel):
     minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 60
 
 
-@router.post("/api/v1/hosts/{host_id}/allow-reenroll", tags=["admin"])
+@router.post(
+    "/api/v1/hosts/{host_id}/allow-reenroll", tags=["admin"], dependencies=[Depends(admin)]
+)
 def allow_reenroll(
     request: Request,
     host_id: HostId,
-    principal: Admin,
-    body: ReenrollRequest | None = None,  # noqa: ARG001
+    body: ReenrollRequest | None = None,
 ) -> dict[str, str]:
     """Let an enrolled host enroll again (after losing its state) within a time window."""
     minutes = (body or ReenrollRequest()).minutes
@@ -335,10 +329,8 @@ def allow_reenroll(
     return {"detail": f"{host_id} may enroll again within {minutes:g} minutes"}
 
 
-@router.post("/api/v1/hosts/{host_id}/revoke", tags=["admin"])
-def revoke_host(
-    request: Request, host_id: HostId, principal: Admin
-) -> dict[str, object]:  # noqa: ARG001
+@router.post("/api/v1/hosts/{host_id}/revoke", tags=["admin"], dependencies=[Depends(admin)])
+def revoke_host(request: Request, host_id: HostId) -> dict[str, object]:
     """Revoke every token of a host: it cannot report until it is allowed to enroll again."""
     count = service(request).identity.revoke_host(host_id)
     return {"revoked": count}
@@ -368,25 +360,25 @@ class NewToken(BaseModel):
     token: str
 
 
-@router.post("/api/v1/tokens", response_model=NewToken, tags=["admin"])
-def create_token(request: Request, body: TokenRequest, principal: Admin) -> NewToken:  # noqa: ARG001
+@router.post(
+    "/api/v1/tokens", response_model=NewToken, tags=["admin"], dependencies=[Depends(admin)]
+)
+def create_token(request: Request, body: TokenRequest) -> NewToken:
     """Create an API token (admin, read, or read limited to a unit) or an enrollment secret."""
-    token_id, token = service(request).identity.create_token(
-        body.name, body.kind, body.unit
-    )
-    return NewToken(
-        id=token_id, name=body.name, kind=body.kind, unit=body.unit, token=token
-    )
+    token_id, token = service(request).identity.create_token(body.name, body.kind, body.unit)
+    return NewToken(id=token_id, name=body.name, kind=body.kind, unit=body.unit, token=token)
 
 
-@router.get("/api/v1/tokens", response_model=list[TokenView], tags=["admin"])
-def list_tokens(request: Request, principal: Admin) -> list[TokenView]:  # noqa: ARG001
+@router.get(
+    "/api/v1/tokens", response_model=list[TokenView], tags=["admin"], dependencies=[Depends(admin)]
+)
+def list_tokens(request: Request) -> list[TokenView]:
     """API tokens and enrollment secrets (never the tokens themselves)."""
     return [TokenView(**vars(row)) for row in service(request).identity.list_tokens()]
 
 
-@router.delete("/api/v1/tokens/{token_id}", tags=["admin"])
-def revoke_token(request: Request, token_id: int, principal: Admin) -> dict[str, str]:  # noqa: ARG001
+@router.delete("/api/v1/tokens/{token_id}", tags=["admin"], dependencies=[Depends(admin)])
+def revoke_token(request: Request, token_id: int) -> dict[str, str]:
     """Revoke an API token or enrollment secret."""
     if not service(request).identity.revoke_token(token_id):
         raise HTTPException(404, f"no active token {token_id}")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
@@ -24,15 +22,16 @@ from collector.limits import LimitError
 from collector.service import CollectorService, ReportInvalidError
 from collector.settings import CollectorSettings
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from pydantic import BaseModel
+
 DB_RETRY_AFTER = 5
 
 
-def _error(
-    status: int, detail: object, retry_after: float | None = None
-) -> JSONResponse:
-    headers = (
-        {"Retry-After": str(int(retry_after))} if retry_after is not None else None
-    )
+def _error(status: int, detail: object, retry_after: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
@@ -54,9 +53,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(exc.status, exc.detail)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(
-        request: Request, exc: RequestValidationError
-    ) -> JSONResponse:  # noqa: ARG001
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:  # noqa: ARG001
         errors = [
             {
                 "loc": list(e.get("loc", ())),
@@ -80,11 +77,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    bodies = {"Report": Report, "EnrollRequest": EnrollRequest}
+    bodies: dict[str, type[BaseModel]] = {"Report": Report, "EnrollRequest": EnrollRequest}
     for name, model in bodies.items():
-        model_schema = TypeAdapter(model).json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[name] = model_schema
     for methods in schema.get("paths", {}).values():
@@ -94,9 +89,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 operation["requestBody"] = {
                     "required": True,
                     "content": {
-                        "application/json": {
-                            "schema": {"$ref": f"#/components/schemas/{body}"}
-                        }
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
                     },
                 }
     app.openapi_schema = schema

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from collector.client import ApiClient
+    from collector.settings import CollectorSettings
 
 EXIT_USAGE = 2
 
@@ -47,8 +48,8 @@ def _settings_error(exc: ValidationError) -> CliError:
 # -- the service --------------------------------------------------------------------------
 
 
-def _collector_settings(args: argparse.Namespace) -> Any:  # noqa: ANN401
-    from collector.settings import CollectorSettings  # noqa: PLC0415
+def _collector_settings(args: argparse.Namespace) -> CollectorSettings:
+    from collector.settings import CollectorSettings
 
     overrides = {
         name: getattr(args, name)
@@ -62,12 +63,12 @@ def _collector_settings(args: argparse.Namespace) -> Any:  # noqa: ANN401
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
-    from agent.logs import configure_logging  # noqa: PLC0415
-    from collector.app import create_app  # noqa: PLC0415
-    from collector.db import DatabaseURLError  # noqa: PLC0415
-    from collector.policy import PolicyError  # noqa: PLC0415
+    from agent.logs import configure_logging
+    from collector.app import create_app
+    from collector.db import DatabaseURLError
+    from collector.policy import PolicyError
 
     settings = _collector_settings(args)
     configure_logging(settings.log_level, settings.log_format)
@@ -90,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from collector.db import DatabaseURLError, make_engine, upgrade  # noqa: PLC0415
+    from collector.db import DatabaseURLError, make_engine, upgrade
 
     settings = _collector_settings(args)
     try:
@@ -107,8 +108,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _client() -> ApiClient:
-    from collector.client import ApiClient  # noqa: PLC0415
-    from collector.settings import ClientSettings  # noqa: PLC0415
+    from collector.client import ApiClient
+    from collector.settings import ClientSettings
 
     try:
         settings = ClientSettings()
@@ -122,7 +123,7 @@ def _client() -> ApiClient:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    from collector import render  # noqa: PLC0415
+    from collector import render
 
     status = "noncompliant" if args.noncompliant else args.status
     hosts = _client().get("/api/v1/hosts", unit=args.unit, status=status)
@@ -131,7 +132,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
 
 def cmd_host(args: argparse.Namespace) -> int:
-    from collector import render  # noqa: PLC0415
+    from collector import render
 
     client = _client()
     path = f"/api/v1/hosts/{args.host_id}"
@@ -149,7 +150,7 @@ def cmd_host(args: argparse.Namespace) -> int:
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    from collector import render  # noqa: PLC0415
+    from collector import render
 
     is_open = True if args.open else (False if args.resolved else None)
     findings = _client().get(
@@ -164,7 +165,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
 
 def cmd_reports(args: argparse.Namespace) -> int:
-    from collector import render  # noqa: PLC0415
+    from collector import render
 
     reports = _client().get(f"/api/v1/hosts/{args.host_id}/reports", limit=args.limit)
     if args.json:
@@ -185,10 +186,10 @@ def cmd_reports(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from collector import render  # noqa: PLC0415
+    from collector import render
 
     client = _client()
-    if args.token_command == "create":
+    if args.token_command == "create":  # noqa: S105  (a command name)
         made = client.post(
             "/api/v1/tokens", {"name": args.name, "kind": args.kind, "unit": args.unit}
         )
@@ -200,7 +201,7 @@ def cmd_token(args: argparse.Namespace) -> int:
                 "shown once, keep it safe)",
                 file=sys.stderr,
             )
-    elif args.token_command == "list":
+    elif args.token_command == "list":  # noqa: S105  (a command name)
         tokens = client.get("/api/v1/tokens")
         if args.json:
             print(render.to_json(tokens))
@@ -216,28 +217,24 @@ def cmd_token(args: argparse.Namespace) -> int:
                 ]
                 for t in tokens
             ]
-            print(
-                render.table(["ID", "NAME", "KIND", "UNIT", "CREATED", "STATE"], rows)
-            )
+            print(render.table(["ID", "NAME", "KIND", "UNIT", "CREATED", "STATE"], rows))
     else:
         print(render.clean(client.delete(f"/api/v1/tokens/{args.id}")["detail"]))
     return 0
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from collector.policy import Policy, PolicyError  # noqa: PLC0415
+    from collector.policy import Policy, PolicyError
 
     if args.policy_command == "check":
         try:
             policy = Policy.from_file(args.file)
         except PolicyError as exc:
             raise CliError(str(exc), 1) from exc
-        print(
-            f"{args.file}: {len(policy.hosts)} hosts, {len(policy.groups)} groups; valid"
-        )
+        print(f"{args.file}: {len(policy.hosts)} hosts, {len(policy.groups)} groups; valid")
         return 0
     if args.policy_command == "compile":
-        from deploy.baseline import InventoryError, compile_policy  # noqa: PLC0415
+        from deploy.baseline import InventoryError, compile_policy
 
         try:
             text = compile_policy(args.inventory)
@@ -256,7 +253,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from collector.demo import run_demo  # noqa: PLC0415
+    from collector.demo import run_demo
 
     return run_demo(args.dir, keep=args.keep)
 
@@ -269,18 +266,12 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
         "--database-url",
         help="sqlite:///PATH or postgresql://... (FLEETWATCH_DATABASE_URL)",
     )
-    parser.add_argument(
-        "--data-dir", type=Path, help="directory of the default SQLite database"
-    )
+    parser.add_argument("--data-dir", type=Path, help="directory of the default SQLite database")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fleetwatch", description=(__doc__ or "").split("\n")[0]
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"fleetwatch {__version__}"
-    )
+def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per option)
+    parser = argparse.ArgumentParser(prog="fleetwatch", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"fleetwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the collector service")
@@ -297,12 +288,8 @@ def _parser() -> argparse.ArgumentParser:
     db_upgrade.set_defaults(func=cmd_db_upgrade)
 
     hosts = commands.add_parser("hosts", help="hosts and their status")
-    hosts.add_argument(
-        "--noncompliant", action="store_true", help="only noncompliant hosts"
-    )
-    hosts.add_argument(
-        "--status", choices=["compliant", "noncompliant", "stale", "never_reported"]
-    )
+    hosts.add_argument("--noncompliant", action="store_true", help="only noncompliant hosts")
+    hosts.add_argument("--status", choices=["compliant", "noncompliant", "stale", "never_reported"])
     hosts.add_argument("--unit", help="only hosts of this unit")
     hosts.add_argument("--json", action="store_true", help="JSON for scripts")
     hosts.set_defaults(func=cmd_hosts)
@@ -342,9 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     create = token_commands.add_parser("create", help="create a token (shown once)")
     create.add_argument("--name", required=True, help="what the token is for")
     create.add_argument("--kind", required=True, choices=["admin", "read", "enroll"])
-    create.add_argument(
-        "--unit", help="limit a read token or enrollment secret to a unit"
-    )
+    create.add_argument("--unit", help="limit a read token or enrollment secret to a unit")
     create.add_argument("--json", action="store_true")
     listing = token_commands.add_parser("list", help="list tokens")
     listing.add_argument("--json", action="store_true")
@@ -362,9 +347,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument("inventory", help="pyinfra inventory file")
     compile_.add_argument("-o", "--output", type=Path, help="write to this file")
-    policy_commands.add_parser(
-        "reload", help="make the collector re-read its policy now"
-    )
+    policy_commands.add_parser("reload", help="make the collector re-read its policy now")
     policy.set_defaults(func=cmd_policy)
 
     demo = commands.add_parser(
@@ -388,7 +371,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    from collector.client import ApiError  # noqa: PLC0415
+    from collector.client import ApiError
 
     try:
         return func(args)
@@ -396,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fleetwatch: {exc}", file=sys.stderr)
         return exc.code
     except ApiError as exc:
-        from collector.render import clean  # noqa: PLC0415
+        from collector.render import clean
 
         print(f"fleetwatch: {clean(exc)}", file=sys.stderr)
         return 1

@@ -28,24 +28,22 @@ class ApiClient:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:  # noqa: ANN401
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self.session.request(
-                method, self.url + path, timeout=self.timeout, **kwargs
-            )
+            response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
             msg = f"cannot reach the collector at {self.url}: {type(exc).__name__}"
             raise ApiError(msg) from exc
-        if response.status_code >= 400:  # noqa: PLR2004
+        if response.status_code >= 400:
             raise ApiError(error_message(response))
         return response.json()
 
-    def get(self, path: str, **params: Any) -> Any:  # noqa: ANN401
+    def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", path, params=clean)
 
-    def post(self, path: str, body: Any = None) -> Any:  # noqa: ANN401
+    def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, json=body)
 
-    def delete(self, path: str) -> Any:  # noqa: ANN401
+    def delete(self, path: str) -> Any:
         return self.request("DELETE", path)

@@ -7,8 +7,6 @@ the problem is still there, and is resolved when a later evaluation no longer fi
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -18,6 +16,9 @@ from collector.rules import Evaluation, Memo, evaluate
 from collector.store import storable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from datetime import datetime
+
     from sqlalchemy import Connection
 
     from collector.policy import HostPolicy
@@ -52,19 +53,15 @@ class HostFacts:
     def section_hash(self, name: str) -> str | None:
         return self._known_hash(name)
 
-    def section(self, name: str) -> Any:  # noqa: ANN401
+    def section(self, name: str) -> Any:
         if name not in self._data:
             content_hash = self._known_hash(name)
-            self._data[name] = (
-                None if content_hash is None else self._load(content_hash, name)
-            )
+            self._data[name] = None if content_hash is None else self._load(content_hash, name)
         return self._data[name]
 
     def errors(self) -> Mapping[str, str]:
         return {
-            name: state["error"]
-            for name, state in self._sections.items()
-            if state.get("error")
+            name: state["error"] for name, state in self._sections.items() if state.get("error")
         }
 
     def since(self, kind: str, key: str) -> datetime:
@@ -77,8 +74,9 @@ class Compliance:
     def __init__(self, store: Store, memo: Memo | None = None) -> None:
         self.store = store
         self.memo = memo or Memo()
+        # decoded sections by hash: the latest reports of a fleet repeat a few contents
+        self.load = functools.lru_cache(maxsize=512)(self._decode)
 
-    @functools.lru_cache(maxsize=512)  # noqa: B019  (one Compliance lives as long as the app)
     def _decode(self, content_hash: str, section: str) -> BaseModel | None:
         with self.store.read() as conn:
             payload = self.store.get_blob(conn, content_hash)
@@ -88,9 +86,6 @@ class Compliance:
             return SECTION_TYPES[section].model_validate_json(payload)  # type: ignore[index]
         except ValidationError:
             return None  # stored by an older schema that no longer parses: unknown
-
-    def load(self, content_hash: str, section: str) -> BaseModel | None:
-        return self._decode(content_hash, section)
 
     def update_conditions(
         self,
@@ -104,9 +99,7 @@ class Compliance:
         updates = fresh.get("updates")
         if isinstance(updates, UpdatesData):
             keys = {storable(u.name) for u in updates.updates if u.security}
-            self.store.set_conditions(
-                conn, host_id, "security_update", keys, now, existing
-            )
+            self.store.set_conditions(conn, host_id, "security_update", keys, now, existing)
         system = fresh.get("system")
         if isinstance(system, SystemData):
             wanted = system.reboot_required or bool(system.kernel_outdated)
@@ -122,7 +115,7 @@ class Compliance:
             existing = self.store.conditions(conn, host_id)
         return existing
 
-    def apply(  # noqa: PLR0913
+    def apply(
         self,
         conn: Connection,
         host_id: str,

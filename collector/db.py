@@ -54,7 +54,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
 
 def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, record: Any) -> None:  # noqa: ANN401, ARG001
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:  # noqa: ARG001
         # We issue BEGIN ourselves (below), so pysqlite must not.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()

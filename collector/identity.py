@@ -59,9 +59,7 @@ class Principal:
 
 
 class Identity:
-    def __init__(
-        self, store: Store, settings: CollectorSettings, policy: PolicySource
-    ) -> None:
+    def __init__(self, store: Store, settings: CollectorSettings, policy: PolicySource) -> None:
         self.store = store
         self.settings = settings
         self.policy = policy
@@ -71,9 +69,7 @@ class Identity:
     def _enroll_unit(self, secret: str) -> tuple[bool, str | None]:
         """Whether the secret may enroll hosts, and the unit it enrolls them into."""
         fleet_secret = self.settings.enroll_secret
-        if fleet_secret is not None and same_secret(
-            secret, fleet_secret.get_secret_value()
-        ):
+        if fleet_secret is not None and same_secret(secret, fleet_secret.get_secret_value()):
             return True, None
         with self.store.read() as conn:
             row = self.store.api_token(conn, token_hash(secret))
@@ -88,11 +84,7 @@ class Identity:
         if not allowed:
             raise AccessError(403, "enrollment secret not accepted")
         policy_unit = self.policy.current.for_host(host_id).unit
-        if (
-            secret_unit is not None
-            and policy_unit is not None
-            and secret_unit != policy_unit
-        ):
+        if secret_unit is not None and policy_unit is not None and secret_unit != policy_unit:
             msg = (
                 f"this enrollment secret is for unit {secret_unit!r}, but the policy puts "
                 f"{host_id!r} in unit {policy_unit!r}"
@@ -103,9 +95,7 @@ class Identity:
             with self.store.write() as conn:
                 host = self.store.get_host(conn, host_id, lock=True)
                 if host is None:
-                    self.store.create_host(
-                        conn, host_id, secret_unit or policy_unit, now
-                    )
+                    self.store.create_host(conn, host_id, secret_unit or policy_unit, now)
                 elif host.reenroll_until is None or host.reenroll_until < now:
                     msg = (
                         f"host {host_id!r} is already enrolled; an admin must allow it to "
@@ -146,26 +136,18 @@ class Identity:
         fresh = new_token(HOST_PREFIX)
         with self.store.write() as conn:
             self.store.add_host_token(conn, host_id, token_hash(fresh), now)
-            self.store.revoke_host_tokens(
-                conn, host_id, now, except_hash=token_hash(fresh)
-            )
+            self.store.revoke_host_tokens(conn, host_id, now, except_hash=token_hash(fresh))
         log.info("host token rotated", host_id=host_id)
         return fresh
 
-    def allow_reenroll(
-        self, host_id: str, minutes: float, now: datetime | None = None
-    ) -> bool:
+    def allow_reenroll(self, host_id: str, minutes: float, now: datetime | None = None) -> bool:
         now = now or datetime.now(UTC)
         with self.store.write() as conn:
-            return self.store.set_reenroll(
-                conn, host_id, now + timedelta(minutes=minutes)
-            )
+            return self.store.set_reenroll(conn, host_id, now + timedelta(minutes=minutes))
 
     def revoke_host(self, host_id: str, now: datetime | None = None) -> int:
         with self.store.write() as conn:
-            return self.store.revoke_host_tokens(
-                conn, host_id, now or datetime.now(UTC)
-            )
+            return self.store.revoke_host_tokens(conn, host_id, now or datetime.now(UTC))
 
     # -- API callers --------------------------------------------------------------------
 

@@ -9,23 +9,35 @@ again is acknowledged again and not stored twice.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
+from pydantic import BaseModel
 
 from agent.schema import SECTION_NAMES, Report, ReportAck
 from collector.compliance import MISSING_BASE
 from collector.store import storable
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
+    from sqlalchemy import Connection
 
     from collector.compliance import Compliance
     from collector.policy import PolicySource
     from collector.store import HostRow, ReportRow, Store
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Outcome:
+    """What became of each section of a report."""
+
+    accepted: dict[str, str] = field(default_factory=dict)  # section -> content hash
+    missing: list[str] = field(default_factory=list)  # sent as a hash we do not hold
+    errors: dict[str, str] = field(default_factory=dict)  # the agent could not collect it
+    fresh: dict[str, BaseModel] = field(default_factory=dict)  # sent in full this time
 
 
 class ReportRejectedError(Exception):
@@ -49,16 +61,12 @@ def _ack(row: ReportRow, status: str) -> ReportAck:
 
 
 class Ingestor:
-    def __init__(
-        self, store: Store, policy: PolicySource, compliance: Compliance
-    ) -> None:
+    def __init__(self, store: Store, policy: PolicySource, compliance: Compliance) -> None:
         self.store = store
         self.policy = policy
         self.compliance = compliance
 
-    def ingest(
-        self, report: Report, token_host: str, now: datetime | None = None
-    ) -> ReportAck:
+    def ingest(self, report: Report, token_host: str, now: datetime | None = None) -> ReportAck:
         """Store a report from the host its token belongs to, and acknowledge it."""
         if report.host_id != token_host:
             msg = (
@@ -76,9 +84,7 @@ class Ingestor:
             )
             if existing is not None:
                 return _ack(existing, "duplicate")
-            accepted, missing, errors, fresh = self._sections(
-                conn, report, host, received_at
-            )
+            outcome = self._sections(conn, report, host, received_at)
             self.store.insert_report(
                 conn,
                 host_id=report.host_id,
@@ -87,51 +93,44 @@ class Ingestor:
                 collected_at=report.collected_at,
                 received_at=received_at,
                 agent_version=storable(report.agent_version),
-                sections=accepted,
-                errors=errors,
-                missing=missing,
+                sections=outcome.accepted,
+                errors=outcome.errors,
+                missing=outcome.missing,
                 dropped=report.delivery.dropped_reports,
             )
             if self._is_newest(host, report):
-                self._advance(
-                    conn, host, report, received_at, accepted, missing, errors, fresh
-                )
-        return ReportAck(
-            status="stored",
-            sequence=report.sequence,
-            sections=accepted,  # type: ignore[arg-type]
-            missing=missing,  # type: ignore[arg-type]
+                self._advance(conn, host, report, received_at, outcome)
+        return ReportAck.model_validate(
+            {
+                "status": "stored",
+                "sequence": report.sequence,
+                "sections": outcome.accepted,
+                "missing": outcome.missing,
+            }
         )
 
-    def _sections(
-        self,
-        conn: Any,
-        report: Report,
-        host: HostRow,
-        now: datetime,  # noqa: ANN401
-    ) -> tuple[dict[str, str], list[str], dict[str, str], dict[str, BaseModel]]:
-        accepted: dict[str, str] = {}
-        missing: list[str] = []
-        errors: dict[str, str] = {}
-        fresh: dict[str, BaseModel] = {}
+    def _sections(self, conn: Connection, report: Report, host: HostRow, now: datetime) -> _Outcome:
+        outcome = _Outcome()
         for name in SECTION_NAMES:
             section = getattr(report.sections, name)
             if section is None:
                 continue
             if section.error is not None:
-                errors[name] = storable(section.error)
+                outcome.errors[name] = storable(section.error)
             elif section.data is not None:
                 # Our own hash of the content: what an agent claims is never trusted.
                 payload = section.data.model_dump_json().encode()
                 content_hash = hashlib.sha256(payload).hexdigest()
                 self.store.put_blob(conn, content_hash, name, payload, now)
-                accepted[name] = content_hash
-                fresh[name] = section.data
-            elif section.hash == host.sections.get(name, {}).get("hash"):
-                accepted[name] = section.hash  # type: ignore[assignment]
+                outcome.accepted[name] = content_hash
+                outcome.fresh[name] = section.data
+            elif section.hash is not None and section.hash == host.sections.get(name, {}).get(
+                "hash"
+            ):
+                outcome.accepted[name] = section.hash
             else:
-                missing.append(name)
-        return accepted, missing, errors, fresh
+                outcome.missing.append(name)
+        return outcome
 
     @staticmethod
     def _is_newest(host: HostRow, report: Report) -> bool:
@@ -140,28 +139,25 @@ class Ingestor:
             return True
         return report.sequence > host.last_sequence
 
-    def _advance(  # noqa: PLR0913
+    def _advance(
         self,
-        conn: Any,  # noqa: ANN401
+        conn: Connection,
         host: HostRow,
         report: Report,
         received_at: datetime,
-        accepted: dict[str, str],
-        missing: list[str],
-        errors: dict[str, str],
-        fresh: dict[str, BaseModel],
+        outcome: _Outcome,
     ) -> None:
+        """Make this report the host's latest state, and evaluate it."""
         sections = {name: dict(state) for name, state in host.sections.items()}
-        for name, content_hash in accepted.items():
+        for name, content_hash in outcome.accepted.items():
             old = sections.get(name, {}).get("hash")
             if old and old != content_hash:
                 self.store.release_blob(conn, old, received_at)
             sections[name] = {"hash": content_hash}
-        for name, error in errors.items():
+        for name, error in outcome.errors.items():
             sections[name] = {**sections.get(name, {}), "error": error}
-        for name in missing:
+        for name in outcome.missing:
             sections[name] = {**sections.get(name, {}), "missing": MISSING_BASE}
-        observed_at = min(report.collected_at, received_at)
         self.store.update_latest(
             conn,
             host.host_id,
@@ -178,8 +174,8 @@ class Ingestor:
             host.host_id,
             self.policy.current.for_host(host.host_id),
             sections,
-            observed_at,
-            fresh,
+            min(report.collected_at, received_at),
+            outcome.fresh,
         )
         if report.delivery.dropped_reports:
             log.warning(

@@ -16,16 +16,14 @@ if TYPE_CHECKING:
 class LimitError(Exception):
     """A request over a limit; ``status`` is the HTTP status to answer."""
 
-    def __init__(
-        self, status: int, message: str, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
 
 
-async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
+async def read_body(request: Request, max_bytes: int, time_limit: float) -> bytes:
     """The request body, decompressed, refusing more than ``max_bytes`` or a slow sender."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -33,13 +31,11 @@ async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
         raise LimitError(413, msg)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in {"identity", "gzip"}:
-        raise LimitError(
-            415, f"unsupported Content-Encoding {encoding!r}: use gzip or none"
-        )
+        raise LimitError(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
     chunks: list[bytes] = []
     total = 0
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(time_limit):
             async for chunk in request.stream():
                 total += len(chunk)
                 if total > max_bytes:
@@ -47,7 +43,7 @@ async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
                     raise LimitError(413, msg)
                 chunks.append(chunk)
     except TimeoutError:
-        msg = f"request body not received within {timeout:g} s"
+        msg = f"request body not received within {time_limit:g} s"
         raise LimitError(408, msg) from None
     body = b"".join(chunks)
     if encoding == "gzip":

@@ -22,13 +22,15 @@ import fnmatch
 import hashlib
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from agent.package_managers import dpkg_version
-from agent.schema import HostId  # noqa: TC001  (pydantic needs it at runtime)
+from agent.schema import HostId
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITY_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -88,7 +90,7 @@ def parse_port_spec(spec: str) -> PortRange:
     except ValueError:
         msg = f"{spec!r} is not a port: write tcp/PORT, udp/PORT or tcp/LOW-HIGH"
         raise ValueError(msg) from None
-    if not 0 <= low <= high <= 65535:  # noqa: PLR2004
+    if not 0 <= low <= high <= 65535:
         msg = f"{spec!r}: ports run from 0 to 65535, low to high"
         raise ValueError(msg)
     return PortRange(protocol, low, high)
@@ -96,9 +98,7 @@ def parse_port_spec(spec: str) -> PortRange:
 
 def _port_spec(value: str) -> str:
     parsed = parse_port_spec(value)
-    suffix = (
-        str(parsed.low) if parsed.low == parsed.high else f"{parsed.low}-{parsed.high}"
-    )
+    suffix = str(parsed.low) if parsed.low == parsed.high else f"{parsed.low}-{parsed.high}"
     return f"{parsed.protocol}/{suffix}"
 
 
@@ -171,18 +171,17 @@ class Baseline(BaseModel):
         default=900.0,
         description="Seconds after its last report that a host becomes stale.",
     )
-    check_failures: bool = Field(
-        default=True, description="A failing active check is a finding."
-    )
+    check_failures: bool = Field(default=True, description="A failing active check is a finding.")
     collection_errors: bool = Field(
         default=True, description="A section the agent could not collect is a finding."
     )
-    severity: dict[RuleId, Severity] = Field(
-        default={}, description="Severity overrides per rule."
-    )
+    severity: dict[RuleId, Severity] = Field(default={}, description="Severity overrides per rule.")
 
     def severity_of(self, rule: str) -> str:
-        return self.severity.get(rule, RULE_SEVERITY[rule])  # type: ignore[call-overload]
+        for name, level in self.severity.items():
+            if name == rule:
+                return level
+        return RULE_SEVERITY[rule]
 
     @property
     def port_ranges(self) -> list[PortRange]:
@@ -218,7 +217,7 @@ class HostPolicy:
 
 def _where(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
-    if parts and parts[0] in {"groups", "hosts"} and len(parts) >= 2:  # noqa: PLR2004
+    if parts and parts[0] in {"groups", "hosts"} and len(parts) >= 2:
         table = f'[{parts[0]}."{parts[1]}"]'
         rest = parts[2:]
     elif parts and parts[0] == "defaults":
@@ -295,9 +294,7 @@ class Policy:
             layers.append(entry)
         merged: dict[str, Any] = {}
         for layer in layers:
-            merged.update(
-                layer.model_dump(exclude_unset=True, exclude={"unit", "groups"})
-            )
+            merged.update(layer.model_dump(exclude_unset=True, exclude={"unit", "groups"}))
         resolved = HostPolicy(
             host_id=host_id,
             unit=entry.unit if entry else None,

@@ -33,13 +33,13 @@ def clean(value: object) -> str:
             "Cn",
         }:
             code = ord(char)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")  # noqa: PLR2004
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:
             out.append(char)
     return "".join(out)
 
 
-def to_json(data: Any) -> str:  # noqa: ANN401
+def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=True, sort_keys=False)
 
 
@@ -93,9 +93,7 @@ def hosts_table(hosts: list[dict[str, Any]]) -> str:
         ]
         for h in hosts
     ]
-    return table(
-        ["HOST", "UNIT", "STATUS", "LAST REPORT", "AGENT", "OPEN FINDINGS"], rows
-    )
+    return table(["HOST", "UNIT", "STATUS", "LAST REPORT", "AGENT", "OPEN FINDINGS"], rows)
 
 
 def findings_table(findings: list[dict[str, Any]]) -> str:
@@ -131,9 +129,7 @@ def host_text(host: dict[str, Any]) -> str:
             f"reboot needed: {'yes' if system.get('reboot_required') else 'no'}",
         ]
     if host.get("dropped_reports"):
-        lines.append(
-            f"dropped:       {host['dropped_reports']} reports lost by the agent"
-        )
+        lines.append(f"dropped:       {host['dropped_reports']} reports lost by the agent")
     for name, section in sorted((host.get("sections") or {}).items()):
         problem = section.get("error") or section.get("missing")
         if problem:

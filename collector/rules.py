@@ -47,7 +47,7 @@ class Facts(Protocol):
 
     now: datetime
 
-    def section(self, name: str) -> Any:  # noqa: ANN401  (each rule knows its section's type)
+    def section(self, name: str) -> Any:
         """The section's data, or None when it is unknown."""
         ...
 
@@ -72,7 +72,7 @@ class Evaluation:
 
 def _days(delta: timedelta) -> str:
     days = delta.total_seconds() / 86400
-    return f"{days:.1f} days" if days < 10 else f"{days:.0f} days"  # noqa: PLR2004
+    return f"{days:.1f} days" if days < 10 else f"{days:.0f} days"
 
 
 def _is_loopback(address: str) -> bool:
@@ -165,9 +165,7 @@ def required_services(baseline: Baseline, services: ServicesData) -> list[Findin
                     name,
                     severity,
                     f"{unit.name} is required but {unit.active or 'not loaded'}"
-                    + (
-                        f" ({unit.sub})" if unit.sub and unit.sub != unit.active else ""
-                    ),
+                    + (f" ({unit.sub})" if unit.sub and unit.sub != unit.active else ""),
                 )
             )
     return findings
@@ -202,19 +200,17 @@ def forbidden_services(baseline: Baseline, services: ServicesData) -> list[Findi
 
 def forbidden_packages(baseline: Baseline, packages: PackagesData) -> list[Finding]:
     severity = baseline.severity_of("forbidden_packages")
-    findings = []
-    for pattern in baseline.forbidden_packages:
-        for package in packages.packages:
-            if name_matches(pattern, package.name):
-                findings.append(
-                    Finding(
-                        "forbidden_packages",
-                        package.name,
-                        severity,
-                        f"{package.name} {package.version} ({package.architecture}) is installed "
-                        "but forbidden",
-                    )
-                )
+    findings = [
+        Finding(
+            "forbidden_packages",
+            package.name,
+            severity,
+            f"{package.name} {package.version} ({package.architecture}) is installed but forbidden",
+        )
+        for pattern in baseline.forbidden_packages
+        for package in packages.packages
+        if name_matches(pattern, package.name)
+    ]
     return _unique(findings)
 
 
@@ -243,18 +239,13 @@ def min_versions(baseline: Baseline, packages: PackagesData) -> list[Finding]:
     return _unique(findings)
 
 
-def security_updates(
-    baseline: Baseline, updates: UpdatesData, facts: Facts
-) -> list[Finding]:
+def security_updates(baseline: Baseline, updates: UpdatesData, facts: Facts) -> list[Finding]:
     if baseline.max_pending_security_updates is None:
         return []
     grace = timedelta(days=baseline.security_update_grace_days)
     overdue: dict[str, list[Any]] = defaultdict(list)
     for update in updates.updates:
-        if (
-            update.security
-            and facts.now - facts.since("security_update", update.name) >= grace
-        ):
+        if update.security and facts.now - facts.since("security_update", update.name) >= grace:
             overdue[update.name].append(update)
     if len(overdue) <= baseline.max_pending_security_updates:
         return []
@@ -300,9 +291,7 @@ def index_age(baseline: Baseline, updates: UpdatesData, facts: Facts) -> list[Fi
     ]
 
 
-def reboot_required(
-    baseline: Baseline, system: SystemData, facts: Facts
-) -> list[Finding]:
+def reboot_required(baseline: Baseline, system: SystemData, facts: Facts) -> list[Finding]:
     if baseline.reboot_grace_days is None:
         return []
     reasons = []
@@ -342,8 +331,7 @@ def disk_usage(baseline: Baseline, resources: ResourcesData) -> list[Finding]:
             "disk_usage",
             mount.mountpoint,
             baseline.severity_of("disk_usage"),
-            f"{mount.mountpoint} ({mount.device}) is {mount.percent:.1f}% full "
-            f"(limit {limit:g}%)",
+            f"{mount.mountpoint} ({mount.device}) is {mount.percent:.1f}% full (limit {limit:g}%)",
         )
         for mount in resources.mounts
         if mount.percent > limit

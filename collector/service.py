@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -32,9 +33,7 @@ def validation_detail(exc: ValidationError) -> list[dict[str, object]]:
     """Validation errors without the offending input (which may be huge or hostile)."""
     return [
         {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_url=False, include_input=False)[
-            :MAX_ERRORS_SHOWN
-        ]
+        for error in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS_SHOWN]
     ]
 
 
@@ -54,9 +53,7 @@ def parse_report(body: bytes) -> Report:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if errors and errors[0]["type"] == "json_invalid":
-            raise ReportInvalidError(
-                400, f"body is not valid JSON: {errors[0]['msg']}"
-            ) from exc
+            raise ReportInvalidError(400, f"body is not valid JSON: {errors[0]['msg']}") from exc
         version = _schema_version(body)
         if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
             raise ReportInvalidError(400, _version_message(version)) from exc
@@ -67,8 +64,6 @@ def parse_report(body: bytes) -> Report:
 
 
 def _schema_version(body: bytes) -> object:
-    import json  # noqa: PLC0415  (only on the error path)
-
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -100,9 +95,7 @@ class CollectorService:
 
     def start(self) -> None:
         upgrade(self.engine)
-        self._thread = threading.Thread(
-            target=self._housekeeping, name="housekeeping", daemon=True
-        )
+        self._thread = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._thread.start()
         log.info(
             "collector started",
@@ -153,13 +146,9 @@ class CollectorService:
                     reports, contents = self.prune()
                     next_prune = time.monotonic() + PRUNE_EVERY
                     if reports or contents:
-                        log.info(
-                            "pruned old reports", reports=reports, contents=contents
-                        )
+                        log.info("pruned old reports", reports=reports, contents=contents)
             except Exception as exc:  # noqa: BLE001  (housekeeping must outlive a bad moment)
-                log.error(
-                    "housekeeping failed", error=f"{type(exc).__name__}: {exc}"[:500]
-                )
+                log.error("housekeeping failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 __all__ = [

@@ -15,9 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_PORT = 8470
 
 
-def _secret_from_file(
-    value: SecretStr | None, path: Path | None, name: str
-) -> SecretStr | None:
+def _secret_from_file(value: SecretStr | None, path: Path | None, name: str) -> SecretStr | None:
     if value is not None or path is None:
         return value
     try:
@@ -55,20 +53,14 @@ class CollectorSettings(BaseSettings):
         default=None,
         description="Bootstrap admin API token (or FLEETWATCH_ADMIN_TOKEN_FILE).",
     )
-    admin_token_file: Path | None = Field(
-        default=None, description="File holding admin_token."
-    )
+    admin_token_file: Path | None = Field(default=None, description="File holding admin_token.")
     enroll_secret: SecretStr | None = Field(
         default=None,
         description="Fleet-wide enrollment secret (or FLEETWATCH_ENROLL_SECRET_FILE); "
         "per-unit secrets are created with `fleetwatch token create --kind enroll`.",
     )
-    enroll_secret_file: Path | None = Field(
-        default=None, description="File holding enroll_secret."
-    )
-    tls_cert: Path | None = Field(
-        default=None, description="TLS certificate chain (PEM)."
-    )
+    enroll_secret_file: Path | None = Field(default=None, description="File holding enroll_secret.")
+    tls_cert: Path | None = Field(default=None, description="TLS certificate chain (PEM).")
     tls_key: Path | None = Field(default=None, description="TLS private key (PEM).")
     max_body_bytes: Annotated[int, Field(ge=1024)] = Field(
         default=16 * 1024 * 1024,
@@ -103,9 +95,7 @@ class CollectorSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> CollectorSettings:
-        self.admin_token = _secret_from_file(
-            self.admin_token, self.admin_token_file, "admin_token"
-        )
+        self.admin_token = _secret_from_file(self.admin_token, self.admin_token_file, "admin_token")
         self.enroll_secret = _secret_from_file(
             self.enroll_secret, self.enroll_secret_file, "enroll_secret"
         )
@@ -134,9 +124,7 @@ class ClientSettings(BaseSettings):
         default=None,
         description="API token (admin, read or unit read); or FLEETWATCH_API_TOKEN_FILE.",
     )
-    api_token_file: Path | None = Field(
-        default=None, description="File holding api_token."
-    )
+    api_token_file: Path | None = Field(default=None, description="File holding api_token.")
     admin_token: SecretStr | None = Field(
         default=None,
         description="Used when api_token is unset, as on the collector's own host.",
@@ -148,9 +136,7 @@ class ClientSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> ClientSettings:
-        self.api_token = _secret_from_file(
-            self.api_token, self.api_token_file, "api_token"
-        )
+        self.api_token = _secret_from_file(self.api_token, self.api_token_file, "api_token")
         if self.api_token is None:
             self.api_token = self.admin_token
         return self

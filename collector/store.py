@@ -10,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime  # noqa: TC003  (used at runtime by dataclasses)
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,6 +28,9 @@ from collector.tables import (
     hosts,
     reports,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @dataclass(frozen=True)
@@ -122,19 +124,17 @@ class Store:
         with self.read() as conn:
             conn.execute(select(1)).scalar_one()
 
-    def _insert_ignore(self, table: Any) -> Any:  # noqa: ANN401
+    def _insert_ignore(self, table: Any) -> Any:
         make = pg_insert if self.dialect == "postgresql" else sqlite_insert
         return make(table).on_conflict_do_nothing()
 
     # -- hosts and their tokens ---------------------------------------------------------
 
     @staticmethod
-    def _host(row: Any) -> HostRow:  # noqa: ANN401
-        return HostRow(**{**row._mapping, "sections": row.sections or {}})  # noqa: SLF001
+    def _host(row: Any) -> HostRow:
+        return HostRow(**{**row._mapping, "sections": row.sections or {}})
 
-    def get_host(
-        self, conn: Connection, host_id: str, *, lock: bool = False
-    ) -> HostRow | None:
+    def get_host(self, conn: Connection, host_id: str, *, lock: bool = False) -> HostRow | None:
         query = select(hosts).where(hosts.c.host_id == host_id)
         if lock and self.dialect == "postgresql":
             query = query.with_for_update()
@@ -142,13 +142,9 @@ class Store:
         return None if row is None else self._host(row)
 
     def all_hosts(self, conn: Connection) -> list[HostRow]:
-        return [
-            self._host(r) for r in conn.execute(select(hosts).order_by(hosts.c.host_id))
-        ]
+        return [self._host(r) for r in conn.execute(select(hosts).order_by(hosts.c.host_id))]
 
-    def create_host(
-        self, conn: Connection, host_id: str, unit: str | None, now: datetime
-    ) -> None:
+    def create_host(self, conn: Connection, host_id: str, unit: str | None, now: datetime) -> None:
         conn.execute(
             insert(hosts).values(
                 host_id=host_id,
@@ -159,9 +155,7 @@ class Store:
             )
         )
 
-    def set_reenroll(
-        self, conn: Connection, host_id: str, until: datetime | None
-    ) -> bool:
+    def set_reenroll(self, conn: Connection, host_id: str, until: datetime | None) -> bool:
         done = conn.execute(
             update(hosts).where(hosts.c.host_id == host_id).values(reenroll_until=until)
         )
@@ -172,9 +166,7 @@ class Store:
             conn.execute(
                 select(func.count())
                 .select_from(host_tokens)
-                .where(
-                    host_tokens.c.host_id == host_id, host_tokens.c.revoked_at.is_(None)
-                )
+                .where(host_tokens.c.host_id == host_id, host_tokens.c.revoked_at.is_(None))
             ).scalar_one()
         )
 
@@ -222,11 +214,11 @@ class Store:
         ).first()
         if row is None:
             return None
-        values = dict(row._mapping)  # noqa: SLF001
+        values = dict(row._mapping)
         values.pop("token_hash")
         return ApiTokenRow(**values)
 
-    def add_api_token(  # noqa: PLR0913
+    def add_api_token(
         self,
         conn: Connection,
         *,
@@ -253,9 +245,7 @@ class Store:
         columns = [c for c in api_tokens.c if c.name != "token_hash"]
         return [
             ApiTokenRow(**r._mapping)
-            for r in conn.execute(  # noqa: SLF001
-                select(*columns).order_by(api_tokens.c.id)
-            )
+            for r in conn.execute(select(*columns).order_by(api_tokens.c.id))
         ]
 
     def revoke_api_token(self, conn: Connection, token_id: int, now: datetime) -> bool:
@@ -278,7 +268,7 @@ class Store:
                 reports.c.sequence == sequence,
             )
         ).first()
-        return None if row is None else ReportRow(**row._mapping)  # noqa: SLF001
+        return None if row is None else ReportRow(**row._mapping)
 
     def put_blob(
         self,
@@ -289,9 +279,7 @@ class Store:
         now: datetime,
     ) -> None:
         """Store a section's content once; a second store of the same hash does nothing."""
-        exists = conn.execute(
-            select(blobs.c.hash).where(blobs.c.hash == content_hash)
-        ).first()
+        exists = conn.execute(select(blobs.c.hash).where(blobs.c.hash == content_hash)).first()
         if exists is not None:
             return
         conn.execute(
@@ -306,9 +294,7 @@ class Store:
 
     def release_blob(self, conn: Connection, content_hash: str, now: datetime) -> None:
         """A host moved on from this content: it may be pruned once retention has passed."""
-        conn.execute(
-            update(blobs).where(blobs.c.hash == content_hash).values(released_at=now)
-        )
+        conn.execute(update(blobs).where(blobs.c.hash == content_hash).values(released_at=now))
 
     def get_blob(self, conn: Connection, content_hash: str) -> bytes | None:
         data = conn.execute(
@@ -316,10 +302,10 @@ class Store:
         ).scalar_one_or_none()
         return None if data is None else zlib.decompress(data)
 
-    def insert_report(self, conn: Connection, **values: Any) -> None:  # noqa: ANN401
+    def insert_report(self, conn: Connection, **values: Any) -> None:
         conn.execute(insert(reports).values(**values))
 
-    def update_latest(self, conn: Connection, host_id: str, **values: Any) -> None:  # noqa: ANN401
+    def update_latest(self, conn: Connection, host_id: str, **values: Any) -> None:
         conn.execute(update(hosts).where(hosts.c.host_id == host_id).values(**values))
 
     def list_reports(
@@ -329,13 +315,11 @@ class Store:
         if before_id is not None:
             query = query.where(reports.c.id < before_id)
         query = query.order_by(reports.c.id.desc()).limit(limit)
-        return [ReportRow(**r._mapping) for r in conn.execute(query)]  # noqa: SLF001
+        return [ReportRow(**r._mapping) for r in conn.execute(query)]
 
     # -- conditions ---------------------------------------------------------------------
 
-    def conditions(
-        self, conn: Connection, host_id: str
-    ) -> dict[tuple[str, str], datetime]:
+    def conditions(self, conn: Connection, host_id: str) -> dict[tuple[str, str], datetime]:
         rows = conn.execute(
             select(conditions.c.kind, conditions.c.key, conditions.c.first_seen).where(
                 conditions.c.host_id == host_id
@@ -377,11 +361,9 @@ class Store:
 
     def open_findings(self, conn: Connection, host_id: str) -> list[FindingRow]:
         rows = conn.execute(
-            select(findings).where(
-                findings.c.host_id == host_id, findings.c.resolved_at.is_(None)
-            )
+            select(findings).where(findings.c.host_id == host_id, findings.c.resolved_at.is_(None))
         )
-        return [FindingRow(**r._mapping) for r in rows]  # noqa: SLF001
+        return [FindingRow(**r._mapping) for r in rows]
 
     def add_findings(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -389,20 +371,14 @@ class Store:
 
     def touch_findings(self, conn: Connection, ids: list[int], now: datetime) -> None:
         if ids:
-            conn.execute(
-                update(findings).where(findings.c.id.in_(ids)).values(last_seen=now)
-            )
+            conn.execute(update(findings).where(findings.c.id.in_(ids)).values(last_seen=now))
 
-    def change_finding(self, conn: Connection, finding_id: int, **values: Any) -> None:  # noqa: ANN401
-        conn.execute(
-            update(findings).where(findings.c.id == finding_id).values(**values)
-        )
+    def change_finding(self, conn: Connection, finding_id: int, **values: Any) -> None:
+        conn.execute(update(findings).where(findings.c.id == finding_id).values(**values))
 
     def resolve_findings(self, conn: Connection, ids: list[int], now: datetime) -> None:
         if ids:
-            conn.execute(
-                update(findings).where(findings.c.id.in_(ids)).values(resolved_at=now)
-            )
+            conn.execute(update(findings).where(findings.c.id.in_(ids)).values(resolved_at=now))
 
     def open_finding_counts(self, conn: Connection) -> dict[str, dict[str, int]]:
         """host -> severity -> number of open findings."""
@@ -416,7 +392,7 @@ class Store:
             counts.setdefault(host_id, {})[severity] = int(count)
         return counts
 
-    def query_findings(  # noqa: PLR0913
+    def query_findings(
         self,
         conn: Connection,
         *,
@@ -436,13 +412,11 @@ class Store:
         elif is_open is False:
             query = query.where(findings.c.resolved_at.is_not(None))
         query = (
-            query.order_by(
-                findings.c.host_id, findings.c.rule, findings.c.key, findings.c.id
-            )
+            query.order_by(findings.c.host_id, findings.c.rule, findings.c.key, findings.c.id)
             .limit(limit)
             .offset(offset)
         )
-        return [FindingRow(**r._mapping) for r in conn.execute(query)]  # noqa: SLF001
+        return [FindingRow(**r._mapping) for r in conn.execute(query)]
 
     # -- housekeeping -------------------------------------------------------------------
 
@@ -452,13 +426,9 @@ class Store:
         A content released before ``older_than`` can only be referred to by reports that are
         older still, which go in the same pass. Returns (reports deleted, contents deleted).
         """
-        latest = (
-            select(func.max(reports.c.id)).group_by(reports.c.host_id).scalar_subquery()
-        )
+        latest = select(func.max(reports.c.id)).group_by(reports.c.host_id).scalar_subquery()
         gone_reports = conn.execute(
-            delete(reports).where(
-                reports.c.received_at < older_than, reports.c.id.not_in(latest)
-            )
+            delete(reports).where(reports.c.received_at < older_than, reports.c.id.not_in(latest))
         ).rowcount
         current = {
             section["hash"]
@@ -468,13 +438,9 @@ class Store:
         }
         released = [
             h
-            for (h,) in conn.execute(
-                select(blobs.c.hash).where(blobs.c.released_at < older_than)
-            )
+            for (h,) in conn.execute(select(blobs.c.hash).where(blobs.c.released_at < older_than))
             if h not in current
         ]
         for start in range(0, len(released), 500):
-            conn.execute(
-                delete(blobs).where(blobs.c.hash.in_(released[start : start + 500]))
-            )
+            conn.execute(delete(blobs).where(blobs.c.hash.in_(released[start : start + 500])))
         return int(gone_reports or 0), len(released)

@@ -8,7 +8,7 @@ however many reports repeat it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -26,7 +26,9 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -35,9 +37,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(
-        self, value: datetime | None, dialect: Dialect
-    ) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -47,12 +47,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         # SQLite keeps text; without the offset it compares correctly in SQL
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:  # noqa: ANN401, ARG002
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:  # noqa: ARG002
         if value is None:
             return None
-        return (
-            value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        )
+        moment: datetime = value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # BIGINT autoincrement keys, which SQLite spells INTEGER PRIMARY KEY
@@ -144,9 +143,7 @@ reports = Table(
     Column("agent_version", String(255), nullable=False),
     Column("sections", JSON(), nullable=False),  # section -> content hash
     Column("errors", JSON(), nullable=False),  # section -> error text
-    Column(
-        "missing", JSON(), nullable=False
-    ),  # sections sent as a hash we did not hold
+    Column("missing", JSON(), nullable=False),  # sections sent as a hash we did not hold
     Column("dropped", BigInteger(), nullable=False, default=0),
     UniqueConstraint("host_id", "instance_id", "sequence"),
     Index(None, "host_id", "received_at"),

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import psutil
@@ -16,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.schema import CheckResult, ChecksData
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from agent.schema import SectionName
 
-CheckName = Annotated[
-    str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
-]
+CheckName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Timeout = Annotated[float, Field(gt=0, le=300)]
 
 
@@ -54,9 +53,7 @@ class ProcessCheck(_CheckConfig):
     process: Annotated[str, Field(min_length=1, max_length=255)]
 
 
-CheckConfig = Annotated[
-    TcpCheck | HttpCheck | ProcessCheck, Field(discriminator="type")
-]
+CheckConfig = Annotated[TcpCheck | HttpCheck | ProcessCheck, Field(discriminator="type")]
 
 
 def _elapsed_ms(start: float) -> float:
@@ -81,9 +78,7 @@ def run_tcp(check: TcpCheck) -> CheckResult:
             ok=True,
             latency_ms=_elapsed_ms(start),
         )
-    return CheckResult(
-        name=check.name, kind="tcp", target=target, ok=False, reason=reason
-    )
+    return CheckResult(name=check.name, kind="tcp", target=target, ok=False, reason=reason)
 
 
 def run_http(check: HttpCheck) -> CheckResult:
@@ -104,7 +99,7 @@ def run_http(check: HttpCheck) -> CheckResult:
     else:
         latency = _elapsed_ms(start)
         status = response.status_code
-        ok = status in check.expect_status if check.expect_status else status < 400  # noqa: PLR2004
+        ok = status in check.expect_status if check.expect_status else status < 400
         return CheckResult(
             name=check.name,
             kind="http",
@@ -114,9 +109,7 @@ def run_http(check: HttpCheck) -> CheckResult:
             latency_ms=latency,
             reason=None if ok else f"HTTP status {status}",
         )
-    return CheckResult(
-        name=check.name, kind="http", target=check.url, ok=False, reason=reason
-    )
+    return CheckResult(name=check.name, kind="http", target=check.url, ok=False, reason=reason)
 
 
 def process_names() -> Iterator[str]:
@@ -126,7 +119,7 @@ def process_names() -> Iterator[str]:
         if info.get("name"):
             yield info["name"]
         if info.get("exe"):
-            yield os.path.basename(info["exe"])
+            yield PurePath(info["exe"]).name
 
 
 def run_process(
@@ -177,9 +170,7 @@ class ChecksCollector:
             return CheckResult(
                 name=check.name,
                 kind=check.type,
-                target=getattr(check, "url", None)
-                or getattr(check, "process", None)
-                or "?",
+                target=getattr(check, "url", None) or getattr(check, "process", None) or "?",
                 ok=False,
                 reason=f"check failed: {type(exc).__name__}: {str(exc)[:300]}",
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -11,6 +10,8 @@ import psutil
 from agent.schema import MemoryUsage, MountUsage, ResourcesData
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from agent.schema import SectionName
 
 # Read-only images are always full by construction; reporting them would flag every snap host.

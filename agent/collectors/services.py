@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from agent.schema import SectionName
 
 SYSTEMCTL_TIMEOUT = 30.0
-_BULLETS = ("●", "*", "×")
+_BULLETS = ("\u25cf", "*", "\u00d7")  # the marks systemctl puts before troubled units
 
 
 def parse_list_units(text: str) -> dict[str, tuple[str, str, str]]:
@@ -26,7 +26,7 @@ def parse_list_units(text: str) -> dict[str, tuple[str, str, str]]:
         for bullet in _BULLETS:
             line = line.removeprefix(bullet).lstrip()
         fields = line.split(None, 4)
-        if len(fields) >= 4 and "." in fields[0]:  # noqa: PLR2004
+        if len(fields) >= 4 and "." in fields[0]:
             units[fields[0]] = (fields[1], fields[2], fields[3])
     return units
 
@@ -36,7 +36,7 @@ def parse_list_unit_files(text: str) -> dict[str, str]:
     files = {}
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) >= 2 and "." in fields[0]:  # noqa: PLR2004
+        if len(fields) >= 2 and "." in fields[0]:
             files[fields[0]] = fields[1]
     return files
 
@@ -97,21 +97,11 @@ class ServicesCollector:
         for name, (load, active, sub) in loaded.items():
             template = _template_of(name)
             enabled = files.get(name) or (files.get(template) if template else None)
-            units.append(
-                ServiceUnit(
-                    name=name, load=load, active=active, sub=sub, enabled=enabled
-                )
-            )
+            units.append(ServiceUnit(name=name, load=load, active=active, sub=sub, enabled=enabled))
         for name, state in files.items():
             # installed but not loaded, so certainly not running; templates cannot run at all,
             # and an alias is listed under the name of the unit it points to
-            if (
-                name not in loaded
-                and not name.endswith("@.service")
-                and state != "alias"
-            ):
-                units.append(
-                    ServiceUnit(name=name, active="inactive", sub="dead", enabled=state)
-                )
+            if name not in loaded and not name.endswith("@.service") and state != "alias":
+                units.append(ServiceUnit(name=name, active="inactive", sub="dead", enabled=state))
         units.sort(key=lambda u: u.name)
         return ServicesData(manager="systemd", available=True, units=units)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import socket
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +15,8 @@ from agent.package_managers import dpkg_version
 from agent.schema import OsRelease, SystemData
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from agent.collectors.packages import InstalledPackages
     from agent.schema import SectionName
 
@@ -27,7 +29,7 @@ def parse_os_release(text: str) -> OsRelease:
         if not sep or key.startswith("#"):
             continue
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":  # noqa: PLR2004
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
         values[key] = value.replace('\\"', '"')
     return OsRelease(
@@ -48,7 +50,7 @@ def _read(path: Path) -> str | None:
 class SystemCollector:
     name: SectionName = "system"
 
-    def __init__(  # noqa: PLR0913  (each source is injectable for tests)
+    def __init__(  # noqa: PLR0913  (every source can be pointed at a fixture)
         self,
         installed: InstalledPackages | None,
         *,
@@ -73,15 +75,9 @@ class SystemCollector:
         release = self.kernel()
         latest, outdated = self._kernel_state(release)
         reboot_since = None
-        try:
-            reboot_since = datetime.fromtimestamp(
-                self.reboot_required.stat().st_mtime, UTC
-            )
-        except OSError:
-            pass
-        packages_text = _read(
-            self.reboot_required.with_name(self.reboot_required.name + ".pkgs")
-        )
+        with contextlib.suppress(OSError):
+            reboot_since = datetime.fromtimestamp(self.reboot_required.stat().st_mtime, UTC)
+        packages_text = _read(self.reboot_required.with_name(self.reboot_required.name + ".pkgs"))
         reboot_packages = sorted(
             {p.strip() for p in (packages_text or "").splitlines() if p.strip()}
         )

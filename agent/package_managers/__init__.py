@@ -35,9 +35,7 @@ class PackageManager(Protocol):
         """A fingerprint that changes whenever the pending updates may have changed."""
         ...
 
-    def kernel_package_version(
-        self, packages: PackagesData, release: str
-    ) -> str | None:
+    def kernel_package_version(self, packages: PackagesData, release: str) -> str | None:
         """The package version of the kernel with this ``uname -r`` release, if packaged."""
         ...
 
@@ -52,7 +50,7 @@ class NoPackageManagerError(RuntimeError):
 
 def detect(run: Runner | None = None) -> PackageManager:
     """The package manager of this host; raise NoPackageManagerError when none is supported."""
-    from agent.package_managers.dpkg import Dpkg  # noqa: PLC0415  (one import per manager found)
+    from agent.package_managers.dpkg import Dpkg  # noqa: PLC0415  (dpkg imports this module)
 
     if shutil.which("dpkg") and shutil.which("apt-get"):
         return Dpkg(run=run) if run else Dpkg()

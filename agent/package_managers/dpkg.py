@@ -64,11 +64,7 @@ def parse_status(text: str) -> list[Package]:
 
 def _package_from_fields(fields: dict[str, str]) -> Package | None:
     state = fields.get("Status", "").rsplit(" ", 1)[-1]
-    if (
-        state not in _PRESENT_STATES
-        or "Package" not in fields
-        or "Version" not in fields
-    ):
+    if state not in _PRESENT_STATES or "Package" not in fields or "Version" not in fields:
         return None
     version = fields["Version"]
     source, source_version = fields["Package"], version
@@ -110,7 +106,8 @@ def parse_simulation(text: str) -> list[PendingUpdate]:
 
 
 def _is_security_origin(origin: str) -> bool:
-    # "Debian-Security:12/oldstable-security", "Ubuntu:22.04/jammy-security"
+    # Debian's origins read Debian-Security:12/oldstable-security, Ubuntu's
+    # Ubuntu:22.04/jammy-security: the suite after the slash is what counts.
     suite = origin.rsplit("/", 1)[-1]
     return suite.endswith("-security")
 
@@ -204,9 +201,7 @@ class Dpkg:
         ]
         return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
-    def kernel_package_version(
-        self, packages: PackagesData, release: str
-    ) -> str | None:
+    def kernel_package_version(self, packages: PackagesData, release: str) -> str | None:
         wanted = _KERNEL_PREFIX + release
         for package in packages.packages:
             if package.name == wanted:
@@ -218,8 +213,7 @@ class Dpkg:
             (p.name.removeprefix(_KERNEL_PREFIX), p.version)
             for p in packages.packages
             # linux-image-6.1.0-28-amd64, not the linux-image-amd64 metapackage
-            if p.name.startswith(_KERNEL_PREFIX)
-            and p.name[len(_KERNEL_PREFIX) :][:1].isdigit()
+            if p.name.startswith(_KERNEL_PREFIX) and p.name[len(_KERNEL_PREFIX) :][:1].isdigit()
         ]
         if not kernels:
             return None

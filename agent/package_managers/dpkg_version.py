@@ -25,14 +25,12 @@ def _order(char: str) -> int:
     return ord(char) + 256
 
 
-def _compare_part(a: str, b: str) -> int:
+def _compare_part(a: str, b: str) -> int:  # noqa: C901  (dpkg's algorithm, kept in its shape)
     """dpkg's verrevcmp() on an upstream version or a revision."""
     i = j = 0
     len_a, len_b = len(a), len(b)
     while i < len_a or j < len_b:
-        while (i < len_a and a[i] not in _DIGITS) or (
-            j < len_b and b[j] not in _DIGITS
-        ):
+        while (i < len_a and a[i] not in _DIGITS) or (j < len_b and b[j] not in _DIGITS):
             order_a = _order(a[i]) if i < len_a and a[i] not in _DIGITS else 0
             order_b = _order(b[j]) if j < len_b and b[j] not in _DIGITS else 0
             if order_a != order_b:
@@ -85,9 +83,7 @@ def compare(a: str, b: str) -> int:
     epoch_b, upstream_b, revision_b = parse(b)
     if epoch_a != epoch_b:
         return epoch_a - epoch_b
-    return _compare_part(upstream_a, upstream_b) or _compare_part(
-        revision_a, revision_b
-    )
+    return _compare_part(upstream_a, upstream_b) or _compare_part(revision_a, revision_b)
 
 
 sort_key = functools.cmp_to_key(compare)

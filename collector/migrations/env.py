@@ -8,9 +8,7 @@ from collector.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    msg = (
-        "run migrations through `fleetwatch db upgrade`, which provides the connection"
-    )
+    msg = "run migrations through `fleetwatch db upgrade`, which provides the connection"
     raise RuntimeError(msg)
 
 context.configure(
