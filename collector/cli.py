@@ -255,7 +255,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from collector.demo import run_demo
 
-    return run_demo(args.dir, keep=args.keep)
+    return int(run_demo(args.dir, keep=args.keep))
 
 
 # -- parsing ------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Fixtures for every test: clean logging, databases (SQLite always, PostgreSQL on request)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+POSTGRES_ENV = "FLEETWATCH_TEST_DATABASE_URL"
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Each test starts with structlog's defaults, whatever an earlier test configured."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _no_fleetwatch_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the test, never from the environment the suite runs in."""
+    for key in list(os.environ):
+        if key.startswith("FLEETWATCH_") and key != POSTGRES_ENV:
+            monkeypatch.delenv(key)
+
+
+def _postgres_url(schema: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from collector.db import normalize_url
+
+    base = make_url(normalize_url(os.environ[POSTGRES_ENV]))
+    return base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a schema of its own on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fleetwatch.db'}"
+        return
+    if not os.environ.get(POSTGRES_ENV):
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
+    from sqlalchemy import create_engine, text
+
+    from collector.db import normalize_url
+
+    schema = f"fwtest_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(os.environ[POSTGRES_ENV]))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _postgres_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -1,0 +1,152 @@
+"""Helpers shared by the tests: fixture paths, reports, a collector process."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from agent.schema import SECTION_TYPES, Report, section_hash
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BIN = Path(sys.executable).parent
+BASE_REPORT: dict[str, Any] = json.loads((FIXTURES / "reports" / "v1-debian12.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def section_data(name: str, **changes: Any) -> dict[str, Any]:
+    """A section's data from the captured report, with some fields changed."""
+    data = copy.deepcopy(BASE_REPORT["sections"][name]["data"])
+    data.update(changes)
+    return data
+
+
+def full(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A section sent in full, with the hash the agent would compute."""
+    model = SECTION_TYPES[name].model_validate(data)  # type: ignore[index]
+    return {"hash": section_hash(model), "data": data}
+
+
+def make_report(
+    host_id: str,
+    sequence: int,
+    sections: dict[str, Any] | None = None,
+    *,
+    instance_id: str = "a" * 32,
+    collected_at: datetime | None = None,
+    dropped: int = 0,
+) -> dict[str, Any]:
+    """A wire report; by default every section in full, as captured on a Debian 12 machine."""
+    if sections is None:
+        sections = {name: full(name, section_data(name)) for name in SECTION_TYPES}
+    body = {
+        "schema_version": 1,
+        "host_id": host_id,
+        "instance_id": instance_id,
+        "sequence": sequence,
+        "collected_at": (collected_at or datetime.now(UTC)).isoformat(),
+        "agent_version": "0.1.0",
+        "delivery": {"dropped_reports": dropped},
+        "sections": sections,
+    }
+    Report.model_validate(body)  # a test report is a valid report unless a test says otherwise
+    return body
+
+
+def ports_section(*listeners: tuple[str, str, int]) -> dict[str, Any]:
+    return full("ports", {"listeners": [
+        {"protocol": proto, "address": address, "port": port, "pid": 100, "process": "demo",
+         "user": "root"}
+        for proto, address, port in listeners
+    ]})
+
+
+class CollectorProcess:
+    """The real `fleetwatch serve` in a subprocess on a free loopback port."""
+
+    def __init__(self, tmp_path: Path, database_url: str, policy: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = "admin-" + os.urandom(8).hex()
+        self.enroll_secret = "enroll-" + os.urandom(8).hex()
+        self.log = tmp_path / f"collector-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "FLEETWATCH_ADMIN_TOKEN": self.admin_token,
+            "FLEETWATCH_ENROLL_SECRET": self.enroll_secret,
+            "FLEETWATCH_DATABASE_URL": database_url,
+            "FLEETWATCH_POLICY_CHECK_INTERVAL": "0.5",
+            "FLEETWATCH_LOG_FORMAT": "json",
+            **(extra_env or {}),
+        }
+        self.args = [str(BIN / "fleetwatch"), "serve", "--host", "127.0.0.1",
+                     "--port", str(self.port)]
+        if policy is not None:
+            self.args += ["--policy", str(policy)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> CollectorProcess:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = f"collector exited: {self.log.read_text()[-2000:]}"
+                raise RuntimeError(msg)
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        msg = f"collector did not start: {self.log.read_text()[-2000:]}"
+        raise RuntimeError(msg)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def api(self, path: str, **params: Any) -> Any:
+        response = requests.get(self.url + path, params=params, timeout=10,
+                                headers={"Authorization": f"Bearer {self.admin_token}"})
+        response.raise_for_status()
+        return response.json()
+
+    def agent_env(self, state_dir: Path, host_id: str, **settings: str) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith("FLEETWATCH_")}
+        env.update({
+            "FLEETWATCH_COLLECTOR_URL": self.url,
+            "FLEETWATCH_ENROLL_SECRET": self.enroll_secret,
+            "FLEETWATCH_STATE_DIR": str(state_dir),
+            "FLEETWATCH_HOST_ID": host_id,
+            "FLEETWATCH_LOG_FORMAT": "json",
+        })
+        env.update({f"FLEETWATCH_{k.upper()}": v for k, v in settings.items()})
+        return env
