@@ -85,16 +85,32 @@ def run_demo(directory: Path, *, keep: bool = False) -> int:
     collector_log = (directory / "collector.log").open("ab")
     print(f"starting a collector on {url} (database {directory / 'fleetwatch.db'})")
     collector = subprocess.Popen(  # noqa: S603  (our own executables)
-        [str(bin_dir / "fleetwatch"), "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(directory), "--policy", str(_policy(directory, host_id))],
-        env=env, stdout=collector_log, stderr=subprocess.STDOUT,
+        [
+            str(bin_dir / "fleetwatch"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(directory),
+            "--policy",
+            str(_policy(directory, host_id)),
+        ],
+        env=env,
+        stdout=collector_log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_until_up(url, collector)
-        print(f"running this machine's agent once (host id {host_id}); the first run asks "
-              "apt for pending updates, which takes a few seconds")
+        print(
+            f"running this machine's agent once (host id {host_id}); the first run asks "
+            "apt for pending updates, which takes a few seconds"
+        )
         agent = subprocess.run(  # noqa: S603
-            [str(bin_dir / "fleetwatch-agent"), "run", "--once"], env=env, check=False,
+            [str(bin_dir / "fleetwatch-agent"), "run", "--once"],
+            env=env,
+            check=False,
         )
         if agent.returncode != 0:
             print("the agent could not deliver its report; see the lines above", file=sys.stderr)
@@ -105,15 +121,21 @@ def run_demo(directory: Path, *, keep: bool = False) -> int:
         print()
         findings = client.get("/api/v1/findings", open="true")
         print(render.findings_table(findings) if findings else "no open findings")
-        explore = (f"FLEETWATCH_API_URL={url} FLEETWATCH_API_TOKEN=$(cat "
-                   f"{directory / 'admin-token'}) {bin_dir / 'fleetwatch'} host {host_id}")
+        explore = (
+            f"FLEETWATCH_API_URL={url} FLEETWATCH_API_TOKEN=$(cat "
+            f"{directory / 'admin-token'}) {bin_dir / 'fleetwatch'} host {host_id}"
+        )
         if keep:
-            print(f"\nthe collector and the agent (every 60 s) keep running; Ctrl-C stops "
-                  f"both. Meanwhile, in another terminal:\n  {explore}")
+            print(
+                f"\nthe collector and the agent (every 60 s) keep running; Ctrl-C stops "
+                f"both. Meanwhile, in another terminal:\n  {explore}"
+            )
             _run_agent_until_interrupted(bin_dir, env)
         else:
-            print("\n(the collector has stopped; with --keep it stays up to explore, "
-                  "for instance with `fleetwatch host`)")
+            print(
+                "\n(the collector has stopped; with --keep it stays up to explore, "
+                "for instance with `fleetwatch host`)"
+            )
     except RuntimeError as exc:
         print(f"fleetwatch demo: {exc}; see {directory / 'collector.log'}", file=sys.stderr)
         return 1
@@ -134,6 +156,3 @@ def _run_agent_until_interrupted(bin_dir: Path, env: dict[str, str]) -> None:
     except KeyboardInterrupt:
         agent.terminate()
         agent.wait(timeout=30)
-
-
-

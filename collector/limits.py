@@ -27,7 +27,7 @@ async def read_body(request: Request, max_bytes: int, time_limit: float) -> byte
     """The request body, decompressed, refusing more than ``max_bytes`` or a slow sender."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        msg = f"request body of {declared} bytes is over the limit of {max_bytes}"
+        msg = f"request body of {declared} bytes is over the limit of {max_bytes} bytes"
         raise LimitError(413, msg)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in {"identity", "gzip"}:

@@ -68,18 +68,34 @@ def make_report(
 
 
 def ports_section(*listeners: tuple[str, str, int]) -> dict[str, Any]:
-    return full("ports", {"listeners": [
-        {"protocol": proto, "address": address, "port": port, "pid": 100, "process": "demo",
-         "user": "root"}
-        for proto, address, port in listeners
-    ]})
+    return full(
+        "ports",
+        {
+            "listeners": [
+                {
+                    "protocol": proto,
+                    "address": address,
+                    "port": port,
+                    "pid": 100,
+                    "process": "demo",
+                    "user": "root",
+                }
+                for proto, address, port in listeners
+            ]
+        },
+    )
 
 
 class CollectorProcess:
     """The real `fleetwatch serve` in a subprocess on a free loopback port."""
 
-    def __init__(self, tmp_path: Path, database_url: str, policy: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        database_url: str,
+        policy: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = "admin-" + os.urandom(8).hex()
@@ -94,16 +110,23 @@ class CollectorProcess:
             "FLEETWATCH_LOG_FORMAT": "json",
             **(extra_env or {}),
         }
-        self.args = [str(BIN / "fleetwatch"), "serve", "--host", "127.0.0.1",
-                     "--port", str(self.port)]
+        self.args = [
+            str(BIN / "fleetwatch"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         if policy is not None:
             self.args += ["--policy", str(policy)]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> CollectorProcess:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -133,20 +156,25 @@ class CollectorProcess:
         self.process = None
 
     def api(self, path: str, **params: Any) -> Any:
-        response = requests.get(self.url + path, params=params, timeout=10,
-                                headers={"Authorization": f"Bearer {self.admin_token}"})
+        response = requests.get(
+            self.url + path,
+            params=params,
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
         response.raise_for_status()
         return response.json()
 
     def agent_env(self, state_dir: Path, host_id: str, **settings: str) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith("FLEETWATCH_")}
-        env.update({
-            "FLEETWATCH_COLLECTOR_URL": self.url,
-            "FLEETWATCH_ENROLL_SECRET": self.enroll_secret,
-            "FLEETWATCH_STATE_DIR": str(state_dir),
-            "FLEETWATCH_HOST_ID": host_id,
-            "FLEETWATCH_LOG_FORMAT": "json",
-        })
+        env = {key: value for key, value in os.environ.items() if not key.startswith("FLEETWATCH_")}
+        env.update(
+            {
+                "FLEETWATCH_COLLECTOR_URL": self.url,
+                "FLEETWATCH_ENROLL_SECRET": self.enroll_secret,
+                "FLEETWATCH_STATE_DIR": str(state_dir),
+                "FLEETWATCH_HOST_ID": host_id,
+                "FLEETWATCH_LOG_FORMAT": "json",
+            }
+        )
         env.update({f"FLEETWATCH_{k.upper()}": v for k, v in settings.items()})
         return env

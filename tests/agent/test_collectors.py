@@ -40,7 +40,9 @@ from tests.helpers import FIXTURES
 SYSTEMD = FIXTURES / "systemd"
 
 
-def _system(tmp_path: Path, *, kernel: str, reboot: bool, status: str = "status-kernels") -> SystemCollector:
+def _system(
+    tmp_path: Path, *, kernel: str, reboot: bool, status: str = "status-kernels"
+) -> SystemCollector:
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     if reboot:
@@ -101,8 +103,14 @@ class TestSystem:
 
     def test_os_release_quoting(self) -> None:
         """Quoted and unquoted values and comments are read as the shell would."""
-        release = parse_os_release('# comment\nID=ubuntu\nVERSION_ID="22.04"\nPRETTY_NAME=\'Ubuntu 22.04.4 LTS\'\n')
-        assert (release.id, release.version_id, release.pretty_name) == ("ubuntu", "22.04", "Ubuntu 22.04.4 LTS")
+        release = parse_os_release(
+            "# comment\nID=ubuntu\nVERSION_ID=\"22.04\"\nPRETTY_NAME='Ubuntu 22.04.4 LTS'\n"
+        )
+        assert (release.id, release.version_id, release.pretty_name) == (
+            "ubuntu",
+            "22.04",
+            "Ubuntu 22.04.4 LTS",
+        )
 
 
 class TestPackages:
@@ -123,7 +131,9 @@ class TestPackages:
         assert collector.collect() is first
         assert Counting.reads == 1
         with status.open("a") as f:
-            f.write("\nPackage: extra\nStatus: install ok installed\nVersion: 1.0\nArchitecture: all\n")
+            f.write(
+                "\nPackage: extra\nStatus: install ok installed\nVersion: 1.0\nArchitecture: all\n"
+            )
         assert len(collector.collect().packages) == len(first.packages) + 1
         assert Counting.reads == 2
 
@@ -139,8 +149,12 @@ class TestUpdatesCache:
 
         status = tmp_path / "status"
         shutil.copy(FIXTURES / "dpkg" / "status", status)
-        manager = Dpkg(status_path=status, lists_dir=tmp_path / "lists",
-                       apt_config_dir=tmp_path / "etc", run=apt)
+        manager = Dpkg(
+            status_path=status,
+            lists_dir=tmp_path / "lists",
+            apt_config_dir=tmp_path / "etc",
+            run=apt,
+        )
         cache = tmp_path / "cache" / "updates.json"
         collector = UpdatesCollector(manager, cache)
         first = collector.collect()
@@ -158,9 +172,14 @@ class TestUpdatesCache:
         """A damaged cache file means asking apt again, not failing."""
         cache = tmp_path / "updates.json"
         cache.write_text("{not json")
-        manager = Dpkg(status_path=FIXTURES / "dpkg" / "status", lists_dir=tmp_path,
-                       apt_config_dir=tmp_path,
-                       run=lambda argv, timeout: (FIXTURES / "apt" / "dist-upgrade-up-to-date.txt").read_text())
+        manager = Dpkg(
+            status_path=FIXTURES / "dpkg" / "status",
+            lists_dir=tmp_path,
+            apt_config_dir=tmp_path,
+            run=lambda argv, timeout: (
+                FIXTURES / "apt" / "dist-upgrade-up-to-date.txt"
+            ).read_text(),
+        )
         assert UpdatesCollector(manager, cache).collect().updates == []
 
 
@@ -180,7 +199,12 @@ class TestServices:
         assert data.manager == "systemd"
         units = {u.name: u for u in data.units}
         dbus = units["dbus.service"]
-        assert (dbus.load, dbus.active, dbus.sub, dbus.enabled) == ("loaded", "active", "running", "static")
+        assert (dbus.load, dbus.active, dbus.sub, dbus.enabled) == (
+            "loaded",
+            "active",
+            "running",
+            "static",
+        )
         redis = units["redis-server.service"]
         assert (redis.active, redis.sub) == ("failed", "failed")
         assert units["mariadb.service"].enabled == "enabled"
@@ -192,9 +216,16 @@ class TestServices:
     def test_unit_files_not_loaded_are_inactive(self, tmp_path: Path) -> None:
         """An installed but never loaded unit is reported as inactive with its file state."""
         (tmp_path / "system").mkdir()
-        units = {u.name: u for u in ServicesCollector(self._runner(), tmp_path / "system").collect().units}
+        units = {
+            u.name: u
+            for u in ServicesCollector(self._runner(), tmp_path / "system").collect().units
+        }
         debug_shell = units["debug-shell.service"]
-        assert (debug_shell.active, debug_shell.enabled, debug_shell.load) == ("inactive", "disabled", None)
+        assert (debug_shell.active, debug_shell.enabled, debug_shell.load) == (
+            "inactive",
+            "disabled",
+            None,
+        )
 
     def test_host_without_systemd_says_so(self, tmp_path: Path) -> None:
         """Without systemd as init the section says why, and lists no invented units."""
@@ -227,9 +258,15 @@ Addr = namedtuple("Addr", "ip port")
 def _captured_connections() -> tuple[list[Conn], dict[int, tuple[str, str]]]:
     capture = json.loads((FIXTURES / "psutil" / "net_connections.json").read_text())
     conns = [
-        Conn(c["fd"], socket.AddressFamily(c["family"]), socket.SocketKind(c["type"]),
-             Addr(*c["laddr"]) if c["laddr"] else (), Addr(*c["raddr"]) if c["raddr"] else (),
-             c["status"], c["pid"])
+        Conn(
+            c["fd"],
+            socket.AddressFamily(c["family"]),
+            socket.SocketKind(c["type"]),
+            Addr(*c["laddr"]) if c["laddr"] else (),
+            Addr(*c["raddr"]) if c["raddr"] else (),
+            c["status"],
+            c["pid"],
+        )
         for c in capture["connections"]
     ]
     processes = {int(pid): (name, user) for pid, (name, user) in capture["processes"].items()}
@@ -308,8 +345,9 @@ class TestChecks:
         down = run_http(HttpCheck(type="http", name="web", url=http_server + "/down"))
         assert not down.ok
         assert down.reason == "HTTP status 503"
-        allowed = run_http(HttpCheck(type="http", name="web", url=http_server + "/down",
-                                     expect_status=[503]))
+        allowed = run_http(
+            HttpCheck(type="http", name="web", url=http_server + "/down", expect_status=[503])
+        )
         assert allowed.ok
 
     def test_http_check_timeout(self) -> None:
@@ -319,8 +357,9 @@ class TestChecks:
             sock.listen()  # accepts connections, never answers
             port = sock.getsockname()[1]
             started = time.monotonic()
-            result = run_http(HttpCheck(type="http", name="web", url=f"http://127.0.0.1:{port}/",
-                                        timeout=0.5))
+            result = run_http(
+                HttpCheck(type="http", name="web", url=f"http://127.0.0.1:{port}/", timeout=0.5)
+            )
         assert not result.ok
         assert "0.5 s" in (result.reason or "")
         assert time.monotonic() - started < 5
@@ -346,8 +385,10 @@ class TestChecks:
                 raise RuntimeError("boom")
             return run_process(check)
 
-        checks = [ProcessCheck(type="process", name="bad", process="x"),
-                  ProcessCheck(type="process", name="good", process=psutil.Process().name())]
+        checks = [
+            ProcessCheck(type="process", name="bad", process="x"),
+            ProcessCheck(type="process", name="good", process=psutil.Process().name()),
+        ]
         data = ChecksCollector(checks, run).collect()
         results = {r.name: r for r in data.results}
         assert not results["bad"].ok
@@ -362,8 +403,10 @@ class TestResources:
         Usage = namedtuple("Usage", "total used free percent")
         Memory = namedtuple("Memory", "total available percent")
         data = ResourcesCollector(
-            partitions=lambda all: [Part("/dev/vda", "/", "ext4", "rw"),
-                                    Part("/dev/loop0", "/snap/core/1", "squashfs", "ro")],
+            partitions=lambda all: [
+                Part("/dev/vda", "/", "ext4", "rw"),
+                Part("/dev/loop0", "/snap/core/1", "squashfs", "ro"),
+            ],
             usage=lambda path: Usage(100, 93, 7, 93.0),
             memory=lambda: Memory(1000, 400, 60.0),
             load=lambda: (0.5, 0.25, 0.125),

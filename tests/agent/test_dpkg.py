@@ -27,7 +27,9 @@ class TestParseStatus:
 
     def test_source_package_and_version(self) -> None:
         """Source name and version come from the Source field, defaulting to the binary's."""
-        packages = {p.name: p for p in parse_status((FIXTURES / "dpkg" / "status-kernels").read_text())}
+        packages = {
+            p.name: p for p in parse_status((FIXTURES / "dpkg" / "status-kernels").read_text())
+        }
         kernel = packages["linux-image-6.1.0-56-amd64"]
         assert (kernel.source, kernel.source_version) == ("linux-signed-amd64", "6.1.192+2")
         assert kernel.version == "6.1.192-2"
@@ -59,7 +61,10 @@ class TestParseSimulation:
         assert libgcrypt.security
         assert libgcrypt.installed_version == "1.10.1-3"
         assert libgcrypt.candidate_version == "1.10.1-3+deb12u1"
-        assert libgcrypt.origins == ["Debian:12.15/oldstable", "Debian-Security:12/oldstable-security"]
+        assert libgcrypt.origins == [
+            "Debian:12.15/oldstable",
+            "Debian-Security:12/oldstable-security",
+        ]
         base_files = next(u for u in updates if u.name == "base-files")
         assert not base_files.security
 
@@ -117,14 +122,17 @@ def apt_root(tmp_path: Path) -> Path:
     lists = tmp_path / "lists"
     lists.mkdir()
     (lists / "deb.debian.org_debian_dists_bookworm_InRelease").write_text("x")
-    os.utime(lists / "deb.debian.org_debian_dists_bookworm_InRelease", (1_700_000_000, 1_700_000_000))
+    os.utime(
+        lists / "deb.debian.org_debian_dists_bookworm_InRelease", (1_700_000_000, 1_700_000_000)
+    )
     (tmp_path / "etc").mkdir()
     return tmp_path
 
 
 def _dpkg(root: Path, run: FakeApt) -> Dpkg:
-    return Dpkg(status_path=root / "status", lists_dir=root / "lists",
-                apt_config_dir=root / "etc", run=run)
+    return Dpkg(
+        status_path=root / "status", lists_dir=root / "lists", apt_config_dir=root / "etc", run=run
+    )
 
 
 class TestDpkg:

@@ -46,12 +46,16 @@ class TestLoadSettings:
         assert isinstance(checks[1], HttpCheck)
         assert checks[1].timeout == 2
 
-    def test_environment_overrides_the_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_environment_overrides_the_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """FLEETWATCH_* variables win over the file."""
         path = tmp_path / "agent.toml"
         path.write_text(CONFIG)
         monkeypatch.setenv("FLEETWATCH_INTERVAL", "30")
-        monkeypatch.setenv("FLEETWATCH_CHECKS", '[{"type": "process", "name": "p", "process": "sshd"}]')
+        monkeypatch.setenv(
+            "FLEETWATCH_CHECKS", '[{"type": "process", "name": "p", "process": "sshd"}]'
+        )
         settings = load_settings(path)
         assert settings.interval == 30
         assert [c.name for c in settings.active_checks] == ["p"]
@@ -61,15 +65,21 @@ class TestLoadSettings:
 
         assert AgentSettings().resolved_host_id == socket.gethostname()
 
-    def test_bad_environment_value_names_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_bad_environment_value_names_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("FLEETWATCH_INTERVAL", "soon")
-        with pytest.raises(SettingsError, match=r"^invalid setting interval \(FLEETWATCH_INTERVAL\)"):
+        with pytest.raises(
+            SettingsError, match=r"^invalid setting interval \(FLEETWATCH_INTERVAL\)"
+        ):
             load_settings(None)
 
     def test_bad_file_value_names_the_key_and_file(self, tmp_path: Path) -> None:
         path = tmp_path / "agent.toml"
         path.write_text('collector_url = "ftp://x"\n')
-        with pytest.raises(SettingsError, match=rf"invalid setting collector_url \(collector_url in {path}\)"):
+        with pytest.raises(
+            SettingsError, match=rf"invalid setting collector_url \(collector_url in {path}\)"
+        ):
             load_settings(path)
 
     def test_bad_check_names_its_position(self, tmp_path: Path) -> None:
@@ -80,7 +90,7 @@ class TestLoadSettings:
 
     def test_unknown_key_is_refused(self, tmp_path: Path) -> None:
         path = tmp_path / "agent.toml"
-        path.write_text('intervall = 5\n')
+        path.write_text("intervall = 5\n")
         with pytest.raises(SettingsError, match="unknown setting 'intervall'"):
             load_settings(path)
 
@@ -99,18 +109,24 @@ class TestCommandLine:
         done = subprocess.run(
             [str(BIN / "fleetwatch-agent"), "collect"],
             env={"FLEETWATCH_INTERVAL": "-5", "PATH": "/usr/bin:/bin"},
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert done.returncode == 2
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1
-        assert lines[0].startswith("fleetwatch-agent: invalid setting interval (FLEETWATCH_INTERVAL)")
+        assert lines[0].startswith(
+            "fleetwatch-agent: invalid setting interval (FLEETWATCH_INTERVAL)"
+        )
 
     def test_run_needs_a_collector_url(self, tmp_path: Path) -> None:
         done = subprocess.run(
             [str(BIN / "fleetwatch-agent"), "run", "--once"],
             env={"FLEETWATCH_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert done.returncode == 2
         assert "collector_url is not set" in done.stderr
@@ -121,8 +137,14 @@ class TestCommandLine:
 
         done = subprocess.run(
             [str(BIN / "fleetwatch-agent"), "collect"],
-            env={"FLEETWATCH_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
-            capture_output=True, text=True, check=False, timeout=180,
+            env={
+                "FLEETWATCH_STATE_DIR": str(tmp_path / "state"),
+                "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
         )
         assert done.returncode == 0, done.stderr
         report = Report.model_validate_json(done.stdout)

@@ -29,9 +29,14 @@ security_update_grace_days = 7
 def service(database_url: str, tmp_path: Path) -> Iterator[CollectorService]:
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
-    svc = CollectorService(CollectorSettings(
-        database_url=database_url, policy=policy, enroll_secret="s3cret", data_dir=tmp_path,
-    ))
+    svc = CollectorService(
+        CollectorSettings(
+            database_url=database_url,
+            policy=policy,
+            enroll_secret="s3cret",
+            data_dir=tmp_path,
+        )
+    )
     svc.start()
     yield svc
     svc.stop()
@@ -85,8 +90,9 @@ class TestIngest:
     def test_empty_database_asks_for_the_full_report(self, service: CollectorService) -> None:
         """A hash the collector does not hold is named as missing, so the agent sends it in full."""
         service.identity.enroll("web-01", "s3cret")
-        body = make_report("web-01", 1, {"packages": {"hash": "f" * 64},
-                                         "checks": full("checks", {"results": []})})
+        body = make_report(
+            "web-01", 1, {"packages": {"hash": "f" * 64}, "checks": full("checks", {"results": []})}
+        )
         ack = ingest(service, body)
         assert ack.missing == ["packages"]
         assert list(ack.sections) == ["checks"]
@@ -95,7 +101,9 @@ class TestIngest:
         assert detail is not None
         assert detail.sections["packages"]["missing"]
 
-    def test_a_resent_report_is_acknowledged_not_stored_twice(self, service: CollectorService) -> None:
+    def test_a_resent_report_is_acknowledged_not_stored_twice(
+        self, service: CollectorService
+    ) -> None:
         service.identity.enroll("web-01", "s3cret")
         body = make_report("web-01", 1)
         first = ingest(service, body)
@@ -146,17 +154,26 @@ class TestFindingLifecycle:
     def test_a_failed_section_keeps_its_findings_open(self, service: CollectorService) -> None:
         """When the agent could not collect ports, the open port finding is neither cleared nor confirmed."""
         service.identity.enroll("web-01", "s3cret")
-        ingest(service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))}))
+        ingest(
+            service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))})
+        )
         ingest(service, make_report("web-01", 2, {"ports": {"error": "psutil: permission denied"}}))
-        assert open_keys(service, "web-01") == {("allowed_ports", "tcp/8080"),
-                                               ("collection_errors", "ports")}
+        assert open_keys(service, "web-01") == {
+            ("allowed_ports", "tcp/8080"),
+            ("collection_errors", "ports"),
+        }
 
-    def test_security_update_age_is_counted_from_first_seen(self, service: CollectorService) -> None:
+    def test_security_update_age_is_counted_from_first_seen(
+        self, service: CollectorService
+    ) -> None:
         """A pending security update becomes a finding once it has been pending past the grace."""
         service.identity.enroll("web-01", "s3cret")
         updates = section_data("updates")
         t0 = datetime.now(UTC) - timedelta(days=10)
-        ingest(service, make_report("web-01", 1, {"updates": full("updates", updates)}, collected_at=t0))
+        ingest(
+            service,
+            make_report("web-01", 1, {"updates": full("updates", updates)}, collected_at=t0),
+        )
         assert not any(rule == "security_updates" for rule, _ in open_keys(service, "web-01"))
         # eight days later the same updates are still pending: the report repeats the hash
         with service.store.read() as conn:
@@ -172,19 +189,27 @@ class TestFindingLifecycle:
         """A resent older report is stored for the record but the newest state stays."""
         service.identity.enroll("web-01", "s3cret")
         ingest(service, make_report("web-01", 2, {"ports": ports_section(("tcp", "0.0.0.0", 22))}))
-        ingest(service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))}))
+        ingest(
+            service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))})
+        )
         assert open_keys(service, "web-01") == set()
         with service.store.read() as conn:
             host = service.store.get_host(conn, "web-01")
         assert host is not None
         assert host.last_sequence == 2
 
-    def test_policy_change_reevaluates_every_host(self, service: CollectorService, tmp_path: Path) -> None:
+    def test_policy_change_reevaluates_every_host(
+        self, service: CollectorService, tmp_path: Path
+    ) -> None:
         """A changed policy file is applied to every host's latest report at once."""
         service.identity.enroll("web-01", "s3cret")
-        ingest(service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))}))
+        ingest(
+            service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))})
+        )
         assert open_keys(service, "web-01") == {("allowed_ports", "tcp/8080")}
-        (tmp_path / "policy.toml").write_text(POLICY.replace('["tcp/22"]', '["tcp/22", "tcp/8080"]'))
+        (tmp_path / "policy.toml").write_text(
+            POLICY.replace('["tcp/22"]', '["tcp/22", "tcp/8080"]')
+        )
         changed, evaluated = service.reload_policy()
         assert (changed, evaluated) == (True, 1)
         assert open_keys(service, "web-01") == set()
@@ -195,9 +220,23 @@ class TestPrune:
         """Reports past retention go (never a host's latest), and contents no host holds."""
         service.identity.enroll("web-01", "s3cret")
         old = datetime.now(UTC) - timedelta(days=60)
-        ingest(service, make_report("web-01", 1, {"checks": full("checks", {"results": []})}), now=old)
-        ingest(service, make_report("web-01", 2, {"checks": full("checks", {"results": [
-            {"name": "x", "kind": "tcp", "target": "t", "ok": True}]})}), now=old + timedelta(hours=1))
+        ingest(
+            service, make_report("web-01", 1, {"checks": full("checks", {"results": []})}), now=old
+        )
+        ingest(
+            service,
+            make_report(
+                "web-01",
+                2,
+                {
+                    "checks": full(
+                        "checks",
+                        {"results": [{"name": "x", "kind": "tcp", "target": "t", "ok": True}]},
+                    )
+                },
+            ),
+            now=old + timedelta(hours=1),
+        )
         assert count(service, blobs) == 2
         gone_reports, gone_contents = service.prune()
         assert (gone_reports, gone_contents) == (1, 1)

@@ -66,13 +66,18 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("text", "message"),
         [
-            ('[groups.web]\nalowed_ports = ["tcp/22"]\n', '[groups."web"] alowed_ports: unknown key'),
-            ('[defaults]\nallowed_ports = ["tcp/99999"]\n',
-             "[defaults] allowed_ports[0]: Value error, 'tcp/99999': ports run from 0 to 65535"),
+            (
+                '[groups.web]\nalowed_ports = ["tcp/22"]\n',
+                '[groups."web"] alowed_ports: unknown key',
+            ),
+            (
+                '[defaults]\nallowed_ports = ["tcp/99999"]\n',
+                "[defaults] allowed_ports[0]: Value error, 'tcp/99999': ports run from 0 to 65535",
+            ),
             ('[defaults]\nallowed_ports = ["http"]\n', "is not a port"),
             ('[hosts."a"]\ngroups = ["nope"]\n', '[hosts."a"] groups: no table [groups.nope]'),
             ('[defaults]\nmin_versions = { openssl = "" }\n', "[defaults] min_versions.openssl"),
-            ('[defaults]\nmax_disk_percent = 120\n', "[defaults] max_disk_percent"),
+            ("[defaults]\nmax_disk_percent = 120\n", "[defaults] max_disk_percent"),
             ('[hosts."bad host"]\n', "hosts"),
             ("[defaults\n", "not valid TOML"),
         ],

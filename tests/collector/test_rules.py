@@ -17,8 +17,12 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 class Facts:
-    def __init__(self, sections: Mapping[str, Any] | None = None, errors: Mapping[str, str] | None = None,
-                 since: Mapping[tuple[str, str], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        sections: Mapping[str, Any] | None = None,
+        errors: Mapping[str, str] | None = None,
+        since: Mapping[tuple[str, str], datetime] | None = None,
+    ) -> None:
         self.now = NOW
         self._sections = {
             name: SECTION_TYPES[name].model_validate(data)  # type: ignore[index]
@@ -44,8 +48,12 @@ class Facts:
 
 
 def listeners(*items: tuple[str, str, int]) -> dict[str, Any]:
-    return {"listeners": [{"protocol": p, "address": a, "port": n, "pid": 7, "process": "nc",
-                           "user": "nobody"} for p, a, n in items]}
+    return {
+        "listeners": [
+            {"protocol": p, "address": a, "port": n, "pid": 7, "process": "nc", "user": "nobody"}
+            for p, a, n in items
+        ]
+    }
 
 
 def keys(baseline: Baseline, facts: Facts, rule: str | None = None) -> set[str]:
@@ -54,8 +62,16 @@ def keys(baseline: Baseline, facts: Facts, rule: str | None = None) -> set[str]:
 
 class TestAllowedPorts:
     def test_unlisted_port_on_a_public_address_is_a_finding(self) -> None:
-        facts = Facts({"ports": listeners(("tcp", "0.0.0.0", 22), ("tcp", "0.0.0.0", 8080),
-                                          ("tcp", "::", 8080), ("udp", "10.0.0.5", 161))})
+        facts = Facts(
+            {
+                "ports": listeners(
+                    ("tcp", "0.0.0.0", 22),
+                    ("tcp", "0.0.0.0", 8080),
+                    ("tcp", "::", 8080),
+                    ("udp", "10.0.0.5", 161),
+                )
+            }
+        )
         result = evaluate(Baseline(allowed_ports=["tcp/22"]), facts)
         assert {f.key for f in result.findings} == {"tcp/8080", "udp/161"}
         detail = next(f.detail for f in result.findings if f.key == "tcp/8080")
@@ -64,8 +80,15 @@ class TestAllowedPorts:
         assert all(f.severity == "high" for f in result.findings)
 
     def test_loopback_is_ignored_unless_asked(self) -> None:
-        facts = Facts({"ports": listeners(("tcp", "127.0.0.1", 5432), ("tcp", "::1", 6379),
-                                          ("tcp", "::ffff:127.0.0.1", 9000))})
+        facts = Facts(
+            {
+                "ports": listeners(
+                    ("tcp", "127.0.0.1", 5432),
+                    ("tcp", "::1", 6379),
+                    ("tcp", "::ffff:127.0.0.1", 9000),
+                )
+            }
+        )
         assert keys(Baseline(allowed_ports=["tcp/22"]), facts) == set()
         strict = Baseline(allowed_ports=["tcp/22"], ignore_loopback=False)
         assert keys(strict, facts) == {"tcp/5432", "tcp/6379", "tcp/9000"}
@@ -80,16 +103,25 @@ class TestAllowedPorts:
 
 
 def services(**states: tuple[str, str | None]) -> dict[str, Any]:
-    return {"manager": "systemd", "available": True, "units": [
-        {"name": name, "load": "loaded", "active": active, "sub": active, "enabled": enabled}
-        for name, (active, enabled) in states.items()
-    ]}
+    return {
+        "manager": "systemd",
+        "available": True,
+        "units": [
+            {"name": name, "load": "loaded", "active": active, "sub": active, "enabled": enabled}
+            for name, (active, enabled) in states.items()
+        ],
+    }
 
 
 class TestServices:
     def test_required_service_down_or_missing(self) -> None:
-        facts = Facts({"services": services(**{"nginx.service": ("failed", "enabled"),
-                                               "ssh.service": ("active", "enabled")})})
+        facts = Facts(
+            {
+                "services": services(
+                    **{"nginx.service": ("failed", "enabled"), "ssh.service": ("active", "enabled")}
+                )
+            }
+        )
         result = evaluate(Baseline(required_services=["nginx", "ssh.service", "cron"]), facts)
         details = {f.key: f.detail for f in result.findings}
         assert set(details) == {"nginx", "cron"}
@@ -98,18 +130,28 @@ class TestServices:
 
     def test_required_service_without_systemd_cannot_be_verified(self) -> None:
         """No systemd means a required service is not shown to run: a finding that says why."""
-        facts = Facts({"services": {"available": False, "reason": "systemd is not the init system"}})
+        facts = Facts(
+            {"services": {"available": False, "reason": "systemd is not the init system"}}
+        )
         (finding,) = evaluate(Baseline(required_services=["nginx"]), facts).findings
         assert finding.detail == "nginx cannot be verified: systemd is not the init system"
 
     def test_forbidden_service_active_or_enabled(self) -> None:
-        facts = Facts({"services": services(**{
-            "telnet.service": ("inactive", "enabled"),
-            "rsh.service": ("active", "disabled"),
-            "tftpd-hpa.service": ("inactive", "disabled"),
-        })})
+        facts = Facts(
+            {
+                "services": services(
+                    **{
+                        "telnet.service": ("inactive", "enabled"),
+                        "rsh.service": ("active", "disabled"),
+                        "tftpd-hpa.service": ("inactive", "disabled"),
+                    }
+                )
+            }
+        )
         assert keys(Baseline(forbidden_services=["telnet", "rsh*", "tftpd-hpa"]), facts) == {
-            "telnet.service", "rsh.service"}
+            "telnet.service",
+            "rsh.service",
+        }
 
 
 class TestPackages:
@@ -145,19 +187,32 @@ class TestPackages:
 
 
 def updates(*items: tuple[str, bool]) -> dict[str, Any]:
-    return {"manager": "apt", "index_refreshed_at": NOW.isoformat(), "updates": [
-        {"name": name, "architecture": "amd64", "installed_version": "1.0",
-         "candidate_version": "1.1", "security": security} for name, security in items
-    ]}
+    return {
+        "manager": "apt",
+        "index_refreshed_at": NOW.isoformat(),
+        "updates": [
+            {
+                "name": name,
+                "architecture": "amd64",
+                "installed_version": "1.0",
+                "candidate_version": "1.1",
+                "security": security,
+            }
+            for name, security in items
+        ],
+    }
 
 
 class TestSecurityUpdates:
     def test_grace_period_counts_from_first_seen(self) -> None:
         """A security update counts only once pending longer than the grace period."""
-        since = {("security_update", "openssl"): NOW - timedelta(days=9),
-                 ("security_update", "curl"): NOW - timedelta(days=2)}
-        facts = Facts({"updates": updates(("openssl", True), ("curl", True), ("vim", False))},
-                      since=since)
+        since = {
+            ("security_update", "openssl"): NOW - timedelta(days=9),
+            ("security_update", "curl"): NOW - timedelta(days=2),
+        }
+        facts = Facts(
+            {"updates": updates(("openssl", True), ("curl", True), ("vim", False))}, since=since
+        )
         baseline = Baseline(max_pending_security_updates=0, security_update_grace_days=7)
         result = evaluate(baseline, facts)
         assert {f.key for f in result.findings} == {"openssl"}
@@ -191,17 +246,25 @@ class TestReboot:
 
     def test_reboot_required_past_grace(self) -> None:
         since = NOW - timedelta(days=10)
-        facts = Facts({"system": self.system(
-            reboot_required=True, reboot_required_since=since.isoformat(),
-            reboot_required_packages=["linux-image-6.1.0-56-amd64"])})
+        facts = Facts(
+            {
+                "system": self.system(
+                    reboot_required=True,
+                    reboot_required_since=since.isoformat(),
+                    reboot_required_packages=["linux-image-6.1.0-56-amd64"],
+                )
+            }
+        )
         (finding,) = evaluate(Baseline(reboot_grace_days=7), facts).findings
         assert finding.rule == "reboot_required"
         assert "linux-image-6.1.0-56-amd64" in finding.detail
         assert keys(Baseline(reboot_grace_days=14), facts) == set()
 
     def test_outdated_kernel_counts_from_first_seen(self) -> None:
-        facts = Facts({"system": self.system(kernel_outdated=True, kernel_latest_installed="6.1.0-56-amd64")},
-                      since={("reboot_required", ""): NOW - timedelta(days=3)})
+        facts = Facts(
+            {"system": self.system(kernel_outdated=True, kernel_latest_installed="6.1.0-56-amd64")},
+            since={("reboot_required", ""): NOW - timedelta(days=3)},
+        )
         assert keys(Baseline(reboot_grace_days=2), facts) == {"reboot"}
         assert keys(Baseline(reboot_grace_days=4), facts) == set()
 
@@ -209,15 +272,31 @@ class TestReboot:
 class TestDiskChecksErrors:
     def test_disk_over_limit(self) -> None:
         data = section_data("resources")
-        data["mounts"] = [{"mountpoint": "/var", "device": "/dev/vdb", "fstype": "ext4",
-                           "total_bytes": 100, "used_bytes": 95, "percent": 95.0}]
+        data["mounts"] = [
+            {
+                "mountpoint": "/var",
+                "device": "/dev/vdb",
+                "fstype": "ext4",
+                "total_bytes": 100,
+                "used_bytes": 95,
+                "percent": 95.0,
+            }
+        ]
         assert keys(Baseline(max_disk_percent=90), Facts({"resources": data})) == {"/var"}
 
     def test_failing_checks(self) -> None:
-        data = {"results": [
-            {"name": "site", "kind": "http", "target": "http://x/", "ok": False, "reason": "HTTP status 503"},
-            {"name": "ssh", "kind": "tcp", "target": "127.0.0.1:22", "ok": True},
-        ]}
+        data = {
+            "results": [
+                {
+                    "name": "site",
+                    "kind": "http",
+                    "target": "http://x/",
+                    "ok": False,
+                    "reason": "HTTP status 503",
+                },
+                {"name": "ssh", "kind": "tcp", "target": "127.0.0.1:22", "ok": True},
+            ]
+        }
         (finding,) = evaluate(Baseline(), Facts({"checks": data})).findings
         assert (finding.rule, finding.key) == ("failing_checks", "site")
         assert "HTTP status 503" in finding.detail
@@ -225,11 +304,17 @@ class TestDiskChecksErrors:
     def test_collection_errors_are_findings(self) -> None:
         facts = Facts(errors={"updates": "apt-get failed: E: lock"})
         (finding,) = evaluate(Baseline(), facts).findings
-        assert (finding.rule, finding.key, finding.severity) == ("collection_errors", "updates", "low")
+        assert (finding.rule, finding.key, finding.severity) == (
+            "collection_errors",
+            "updates",
+            "low",
+        )
 
     def test_unknown_section_makes_its_rules_undetermined(self) -> None:
         """A rule whose section is unknown neither finds nor clears anything."""
-        result = evaluate(Baseline(allowed_ports=["tcp/22"], max_pending_security_updates=0), Facts())
+        result = evaluate(
+            Baseline(allowed_ports=["tcp/22"], max_pending_security_updates=0), Facts()
+        )
         assert result.findings == []
         assert result.undetermined == {"allowed_ports", "security_updates", "failing_checks"}
 
@@ -237,8 +322,16 @@ class TestDiskChecksErrors:
 @pytest.mark.parametrize("rule", ["disk_usage", "allowed_ports"])
 def test_severity_override(rule: str) -> None:
     data = section_data("resources")
-    data["mounts"] = [{"mountpoint": "/", "device": "/dev/vda", "fstype": "ext4",
-                       "total_bytes": 100, "used_bytes": 99, "percent": 99.0}]
+    data["mounts"] = [
+        {
+            "mountpoint": "/",
+            "device": "/dev/vda",
+            "fstype": "ext4",
+            "total_bytes": 100,
+            "used_bytes": 99,
+            "percent": 99.0,
+        }
+    ]
     facts = Facts({"resources": data, "ports": listeners(("tcp", "0.0.0.0", 1))})
     baseline = Baseline(max_disk_percent=90, allowed_ports=[], severity={rule: "critical"})
     severities = {f.rule: f.severity for f in evaluate(baseline, facts).findings}
