@@ -89,7 +89,7 @@ class CollectorService:
         self.ingestor = Ingestor(self.store, self.policy, self.compliance)
         self.identity = Identity(self.store, settings, self.policy)
         self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
-        self.enroll_limiter = RateLimiter(rate=0.5, burst=20)
+        self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -77,6 +77,14 @@ class CollectorSettings(BaseSettings):
         default=30,
         description="Reports a single host may send at once before being slowed.",
     )
+    enroll_rate: Annotated[float, Field(gt=0)] = Field(
+        default=0.5,
+        description="Enrollment attempts per second one address may make, on average "
+        "(guessing the secret is slow).",
+    )
+    enroll_burst: Annotated[int, Field(ge=1)] = Field(
+        default=20, description="Enrollment attempts one address may make at once."
+    )
     report_retention_days: Annotated[float, Field(gt=0)] = Field(
         default=30.0,
         description="Days a received report is kept (the latest of each host is always kept).",

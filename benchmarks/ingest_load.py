@@ -1,0 +1,99 @@
+"""Load for the collector: many hosts posting reports over real HTTP, as agents do.
+
+Bodies are built and gzip-compressed before the clock starts, so the figures are the
+collector's, not the load generator's JSON encoding.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import http.client
+import json
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from agent.schema import SECTION_TYPES, section_hash
+
+
+def synthetic_packages(base: list[dict[str, Any]], count: int, salt: str) -> list[dict[str, Any]]:
+    """``count`` packages: the captured ones, then made-up ones shaped like them."""
+    packages = copy.deepcopy(base[:count])
+    n = 0
+    while len(packages) < count:
+        template = base[n % len(base)]
+        packages.append({**template, "name": f"{template['name']}-extra{n}",
+                         "source": f"{template['source']}-extra{n}"})
+        n += 1
+    packages[0] = {**packages[0], "version": packages[0]["version"] + f"+{salt}"}
+    packages.sort(key=lambda p: (p["name"], p["architecture"]))
+    return packages
+
+
+def section(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    model = SECTION_TYPES[name].model_validate(data)  # type: ignore[index]
+    return {"hash": section_hash(model), "data": data}
+
+
+@dataclass
+class Job:
+    """Reports posted in order on one connection (one host's reports, in sequence)."""
+
+    url: str
+    token: str
+    bodies: list[bytes]
+
+
+def _post_all(job: Job) -> tuple[int, int, float]:
+    """Post the bodies in order on one keep-alive connection: (ok, errors, seconds)."""
+    parts = urlsplit(job.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    headers = {"Authorization": f"Bearer {job.token}", "Content-Type": "application/json",
+               "Content-Encoding": "gzip"}
+    ok = errors = 0
+    started = time.perf_counter()
+    for body in job.bodies:
+        conn.request("POST", "/api/v1/report", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status == 200:
+            ok += 1
+        else:
+            errors += 1
+    conn.close()
+    return ok, errors, time.perf_counter() - started
+
+
+def _run_process(jobs: list[Job]) -> tuple[int, int]:
+    results: list[tuple[int, int, float]] = []
+    lock = threading.Lock()
+
+    def worker(job: Job) -> None:
+        outcome = _post_all(job)
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=worker, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def run_load(jobs: list[Job], processes: int = 2) -> tuple[int, int, float]:
+    """Post every job's bodies concurrently (one connection per job); (ok, errors, seconds)."""
+    chunks = [jobs[i::processes] for i in range(processes)]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(processes) as pool:
+        outcomes = list(pool.map(_run_process, chunks))
+    elapsed = time.perf_counter() - started
+    return sum(o[0] for o in outcomes), sum(o[1] for o in outcomes), elapsed
+
+
+def gz(body: dict[str, Any]) -> bytes:
+    return gzip.compress(json.dumps(body).encode(), compresslevel=6, mtime=0)
