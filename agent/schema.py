@@ -18,7 +18,8 @@ instead of being stored.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Generic, Literal, TypeVar
+from collections.abc import Iterator  # noqa: TC003  (pydantic reads annotations)
+from typing import Annotated, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -91,19 +92,35 @@ class SystemData(_Model):
     )
 
 
-class Package(_Model):
+class Package(NamedTuple):
     """One installed package. CVE data is keyed by source package, so that is kept too."""
 
-    name: Name
-    version: Version
-    architecture: Name
-    source: Name
-    source_version: Version
+    name: str
+    version: str
+    architecture: str
+    source: str
+    source_version: str
+
+
+PackageRow = tuple[Name, Version, Name, Name, Version]
+"""A package on the wire: ``[name, version, architecture, source, source_version]``.
+
+Rows rather than objects: a host has a thousand or more packages, and a list of arrays
+validates about four times faster than a list of objects, which is what lets a collector
+take hundreds of full reports a second.
+"""
 
 
 class PackagesData(_Model):
     manager: Name
-    packages: Annotated[list[Package], Field(max_length=MAX_PACKAGES)]
+    packages: Annotated[list[PackageRow], Field(max_length=MAX_PACKAGES)] = Field(
+        description="Rows of [name, version, architecture, source, source_version], "
+        "sorted by name and architecture."
+    )
+
+    def rows(self) -> Iterator[Package]:
+        """The packages with named fields."""
+        return map(Package._make, self.packages)
 
 
 class PendingUpdate(_Model):

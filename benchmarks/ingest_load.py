@@ -20,17 +20,16 @@ from urllib.parse import urlsplit
 from agent.schema import SECTION_TYPES, section_hash
 
 
-def synthetic_packages(base: list[dict[str, Any]], count: int, salt: str) -> list[dict[str, Any]]:
-    """``count`` packages: the captured ones, then made-up ones shaped like them."""
+def synthetic_packages(base: list[list[str]], count: int, salt: str) -> list[list[str]]:
+    """``count`` package rows: the captured ones, then made-up ones shaped like them."""
     packages = copy.deepcopy(base[:count])
     n = 0
     while len(packages) < count:
-        template = base[n % len(base)]
-        packages.append({**template, "name": f"{template['name']}-extra{n}",
-                         "source": f"{template['source']}-extra{n}"})
+        name, version, arch, source, source_version = base[n % len(base)]
+        packages.append([f"{name}-extra{n}", version, arch, f"{source}-extra{n}", source_version])
         n += 1
-    packages[0] = {**packages[0], "version": packages[0]["version"] + f"+{salt}"}
-    packages.sort(key=lambda p: (p["name"], p["architecture"]))
+    packages[0] = [packages[0][0], packages[0][1] + f"+{salt}", *packages[0][2:]]
+    packages.sort(key=lambda p: (p[0], p[2]))
     return packages
 
 

@@ -208,7 +208,7 @@ def forbidden_packages(baseline: Baseline, packages: PackagesData) -> list[Findi
             f"{package.name} {package.version} ({package.architecture}) is installed but forbidden",
         )
         for pattern in baseline.forbidden_packages
-        for package in packages.packages
+        for package in packages.rows()
         if name_matches(pattern, package.name)
     ]
     return _unique(findings)
@@ -219,7 +219,7 @@ def min_versions(baseline: Baseline, packages: PackagesData) -> list[Finding]:
         return []
     severity = baseline.severity_of("min_versions")
     findings = []
-    for package in packages.packages:
+    for package in packages.rows():
         for pattern, minimum in baseline.min_versions.items():
             if not name_matches(pattern, package.name):
                 continue

@@ -74,13 +74,8 @@ def _package_from_fields(fields: dict[str, str]) -> Package | None:
         source = name_part.strip() or source
         if rest.endswith(")"):
             source_version = rest[:-1].strip() or version
-    return Package(
-        name=fields["Package"],
-        version=version,
-        architecture=fields.get("Architecture", "all"),
-        source=source,
-        source_version=source_version,
-    )
+    return Package(fields["Package"], version, fields.get("Architecture", "all"), source,
+                   source_version)
 
 
 def parse_simulation(text: str) -> list[PendingUpdate]:
@@ -203,7 +198,7 @@ class Dpkg:
 
     def kernel_package_version(self, packages: PackagesData, release: str) -> str | None:
         wanted = _KERNEL_PREFIX + release
-        for package in packages.packages:
+        for package in packages.rows():
             if package.name == wanted:
                 return package.version
         return None
@@ -211,7 +206,7 @@ class Dpkg:
     def newest_kernel(self, packages: PackagesData) -> tuple[str, str] | None:
         kernels = [
             (p.name.removeprefix(_KERNEL_PREFIX), p.version)
-            for p in packages.packages
+            for p in packages.rows()
             # linux-image-6.1.0-28-amd64, not the linux-image-amd64 metapackage
             if p.name.startswith(_KERNEL_PREFIX) and p.name[len(_KERNEL_PREFIX) :][:1].isdigit()
         ]

@@ -65,13 +65,7 @@ class TestBounds:
                 {
                     "manager": "dpkg",
                     "packages": [
-                        {
-                            "name": "x" * 256,
-                            "version": "1",
-                            "architecture": "all",
-                            "source": "x",
-                            "source_version": "1",
-                        }
+                        ["x" * 256, "1", "all", "x", "1"]
                     ],
                 }
             )

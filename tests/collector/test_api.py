@@ -210,7 +210,7 @@ class TestReport:
         """After a refused report the host still has never reported."""
         token = api.enroll("web-01")
         body = make_report("web-01", 1)
-        body["sections"]["packages"]["data"]["packages"][5]["version"] = ""
+        body["sections"]["packages"]["data"]["packages"][5][1] = ""
         assert api.report(token, body).status_code == 422
         host = api.admin("GET", "/api/v1/hosts/web-01").json()
         assert host["status"] == "never_reported"

@@ -162,8 +162,8 @@ class TestPackages:
 
     def test_min_versions_in_dpkg_order(self) -> None:
         data = section_data("packages")
-        openssl = next(p for p in data["packages"] if p["name"] == "openssl")
-        installed = openssl["version"]
+        openssl = next(p for p in data["packages"] if p[0] == "openssl")
+        installed = openssl[1]
         facts = Facts({"packages": data})
         higher = installed + "+fix1"
         assert keys(Baseline(min_versions={"openssl": higher}), facts) == {"openssl"}
