@@ -34,8 +34,13 @@ def main() -> None:
 
     configure_logging("error", "json")
 
-    settings = AgentSettings(collector_url=args.url, enroll_secret=args.enroll_secret,
-                             state_dir=args.state, host_id="bench-agent", log_level="error")
+    settings = AgentSettings(
+        collector_url=args.url,
+        enroll_secret=args.enroll_secret,
+        state_dir=args.state,
+        host_id="bench-agent",
+        log_level="error",
+    )
     agent = Agent(settings)
     imported = time.perf_counter() - started
 
@@ -45,19 +50,24 @@ def main() -> None:
         cpu_self, cpu_children = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
         agent.collect_and_spool()
         delivered = agent.deliver()
-        cycles.append({
-            "wall": time.perf_counter() - wall,
-            "cpu": _cpu(resource.RUSAGE_SELF) - cpu_self,
-            "cpu_children": _cpu(resource.RUSAGE_CHILDREN) - cpu_children,
-            "delivered": delivered,
-        })
-    json.dump({
-        "import_seconds": imported,
-        "first": cycles[0],
-        "steady": cycles[1:],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-    }, sys.stdout)
+        cycles.append(
+            {
+                "wall": time.perf_counter() - wall,
+                "cpu": _cpu(resource.RUSAGE_SELF) - cpu_self,
+                "cpu_children": _cpu(resource.RUSAGE_CHILDREN) - cpu_children,
+                "delivered": delivered,
+            }
+        )
+    json.dump(
+        {
+            "import_seconds": imported,
+            "first": cycles[0],
+            "steady": cycles[1:],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        },
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":

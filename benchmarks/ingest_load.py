@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.client import COMPRESS_ABOVE
 from agent.schema import SECTION_TYPES, section_hash
 
 
@@ -44,19 +45,19 @@ class Job:
 
     url: str
     token: str
-    bodies: list[bytes]
+    bodies: list[tuple[bytes, bool]]  # (body, gzip-compressed)
 
 
 def _post_all(job: Job) -> tuple[int, int, float]:
     """Post the bodies in order on one keep-alive connection: (ok, errors, seconds)."""
     parts = urlsplit(job.url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    headers = {"Authorization": f"Bearer {job.token}", "Content-Type": "application/json",
-               "Content-Encoding": "gzip"}
+    plain = {"Authorization": f"Bearer {job.token}", "Content-Type": "application/json"}
+    compressed = {**plain, "Content-Encoding": "gzip"}
     ok = errors = 0
     started = time.perf_counter()
-    for body in job.bodies:
-        conn.request("POST", "/api/v1/report", body=body, headers=headers)
+    for body, gzipped in job.bodies:
+        conn.request("POST", "/api/v1/report", body=body, headers=compressed if gzipped else plain)
         response = conn.getresponse()
         response.read()
         if response.status == 200:
@@ -94,5 +95,9 @@ def run_load(jobs: list[Job], processes: int = 2) -> tuple[int, int, float]:
     return sum(o[0] for o in outcomes), sum(o[1] for o in outcomes), elapsed
 
 
-def gz(body: dict[str, Any]) -> bytes:
-    return gzip.compress(json.dumps(body).encode(), compresslevel=6, mtime=0)
+def gz(body: dict[str, Any]) -> tuple[bytes, bool]:
+    """The body as the agent sends it: gzip-compressed when it is large enough to gain."""
+    raw = json.dumps(body).encode()
+    if len(raw) <= COMPRESS_ABOVE:
+        return raw, False
+    return gzip.compress(raw, compresslevel=6, mtime=0), True

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from agent.schema import EnrollRequest, EnrollResponse, HostId, ReportAck
+from agent.schema import EnrollRequest, EnrollResponse, HostId
 from collector.identity import AccessError, Principal
 from collector.limits import LimitError, read_body
 from collector.service import validation_detail
@@ -98,36 +98,6 @@ async def enroll(request: Request) -> Response:
         svc.identity.enroll, enrollment.host_id, enrollment.enroll_secret
     )
     return _json(EnrollResponse(token=token))
-
-
-async def _host_of(request: Request) -> str:
-    svc = service(request)
-    host_id = await run_in_threadpool(svc.identity.host_for, bearer(request))
-    if host_id is None:
-        raise HTTPException(
-            401,
-            "host token not accepted (unknown or revoked)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return host_id
-
-
-@router.post(
-    "/api/v1/report",
-    response_model=ReportAck,
-    tags=["agent"],
-    openapi_extra={"x-fleetwatch-body": "Report"},
-)
-async def report(request: Request) -> Response:
-    """Deliver one report; answered only after it is committed."""
-    svc = service(request)
-    host_id = await _host_of(request)
-    retry = svc.host_limiter.check(host_id)
-    if retry is not None:
-        raise LimitError(429, f"host {host_id} is reporting too often", retry)
-    body = await read_body(request, svc.settings.max_body_bytes, svc.settings.body_timeout)
-    ack = await run_in_threadpool(svc.receive_report, body, host_id)
-    return _json(ack)
 
 
 class RotatedToken(BaseModel):

@@ -14,8 +14,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 
 from agent import __version__
-from agent.schema import EnrollRequest, Report
+from agent.logs import configure_logging
+from agent.schema import EnrollRequest, Report, ReportAck
 from collector.api import router
+from collector.fastpath import REPORT_PATH, ReportFastPath
 from collector.identity import AccessError
 from collector.ingest import ReportRejectedError
 from collector.limits import LimitError
@@ -71,6 +73,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(error, _database)
 
 
+_REPORT_ERRORS = {
+    400: "Not JSON, not gzip, or an unsupported schema version",
+    401: "No host token, or one that is unknown or revoked",
+    403: "The report names another host than the token's",
+    408: "The body did not arrive in time",
+    413: "The body is over the size limit",
+    415: "An unsupported Content-Encoding",
+    422: "The report does not match the schema",
+    429: "The host reports too often (see Retry-After)",
+    503: "The database is unavailable or the collector is busy (see Retry-After)",
+}
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with the agent bodies we read by hand described too."""
     if app.openapi_schema:
@@ -82,6 +97,46 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[name] = model_schema
+    # POST /api/v1/report is served by the fast path, outside the framework: describe it here
+    schema["paths"][REPORT_PATH] = {
+        "post": {
+            "tags": ["agent"],
+            "summary": "Report",
+            "description": "Deliver one report; answered only after it is committed.",
+            "operationId": "report",
+            "x-fleetwatch-body": "Report",
+            "security": [{"HostToken": []}],
+            "responses": {
+                "200": {
+                    "description": "Stored (or stored before)",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ReportAck"}}
+                    },
+                },
+                **{
+                    str(code): {
+                        "description": text,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": {"detail": {}}}
+                            }
+                        },
+                    }
+                    for code, text in _REPORT_ERRORS.items()
+                },
+            },
+        }
+    }
+    components.update(
+        ReportAck.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
+    )
+    components["ReportAck"] = ReportAck.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    schema["components"].setdefault("securitySchemes", {})["HostToken"] = {
+        "type": "http",
+        "scheme": "bearer",
+    }
     for methods in schema.get("paths", {}).values():
         for operation in methods.values():
             body = operation.pop("x-fleetwatch-body", None)
@@ -96,19 +151,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def create_app(settings: CollectorSettings | None = None) -> FastAPI:
-    """The collector application; its database is migrated when it starts."""
+def create_app(settings: CollectorSettings | None = None, *, migrate: bool = True) -> FastAPI:
+    """The collector application; its database is migrated when it starts, unless told not to."""
     svc = CollectorService(settings or CollectorSettings())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:  # noqa: ARG001
-        await run_in_threadpool(svc.start)
+        await run_in_threadpool(lambda: svc.start(migrate=migrate))
         try:
             yield
         finally:
             await run_in_threadpool(svc.stop)
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
+    app.add_middleware(ReportFastPath, service=svc)
     app.state.service = svc
     app.include_router(router)
     _install_error_handlers(app)
@@ -130,3 +186,11 @@ def create_app(settings: CollectorSettings | None = None) -> FastAPI:
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The application for each worker of `fleetwatch serve`: settings from the environment,
+    migrations already applied by the parent process."""
+    settings = CollectorSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, migrate=False)

@@ -14,6 +14,7 @@ fleetwatch demo                  collector + this machine's agent, on SQLite
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,20 +65,34 @@ def _collector_settings(args: argparse.Namespace) -> CollectorSettings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from sqlalchemy.exc import OperationalError
 
     from agent.logs import configure_logging
-    from collector.app import create_app
-    from collector.db import DatabaseURLError
-    from collector.policy import PolicyError
+    from collector.db import DatabaseURLError, make_engine, upgrade
+    from collector.policy import PolicyError, PolicySource
 
     settings = _collector_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     try:
-        app = create_app(settings)
+        PolicySource(settings.policy)  # a broken policy stops us here, with its message
+        engine = make_engine(settings.resolved_database_url)
     except (PolicyError, DatabaseURLError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
+    try:
+        upgrade(engine)  # once, before any worker starts
+    except OperationalError as exc:
+        msg = f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}"
+        raise CliError(msg, 1) from exc
+    finally:
+        engine.dispose()
+    # Workers build their own settings from the environment: hand the flags on through it.
+    for name in ("host", "port", "database_url", "policy", "data_dir"):
+        if getattr(args, name, None) is not None:
+            os.environ[f"FLEETWATCH_{name.upper()}"] = str(getattr(args, name))
     uvicorn.run(
-        app,
+        "collector.app:app_from_environment",
+        factory=True,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

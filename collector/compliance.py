@@ -1,12 +1,15 @@
-"""Holding a host's latest state against its baseline, and keeping its findings current.
+"""Holding hosts' latest state against their baselines, and keeping their findings current.
 
 A finding opens when a rule first finds a problem, stays open (``last_seen`` moving on) while
 the problem is still there, and is resolved when a later evaluation no longer finds it.
+Hosts are evaluated in batches: a few statements serve every host of a batch.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -17,12 +20,11 @@ from collector.store import storable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from datetime import datetime
 
     from sqlalchemy import Connection
 
     from collector.policy import HostPolicy
-    from collector.store import Store
+    from collector.store import FindingRow, Store
 
 MISSING_BASE = "sent as a hash the collector does not hold"
 
@@ -34,7 +36,7 @@ class HostFacts:
         self,
         now: datetime,
         sections: Mapping[str, Mapping[str, Any]],
-        conditions: Mapping[tuple[str, str], datetime],
+        conditions: Mapping[str, Mapping[str, str]],
         load: Callable[[str, str], BaseModel | None],
         fresh: Mapping[str, BaseModel] | None = None,
     ) -> None:
@@ -44,18 +46,16 @@ class HostFacts:
         self._load = load
         self._data: dict[str, BaseModel | None] = dict(fresh or {})
 
-    def _known_hash(self, name: str) -> str | None:
+    def section_hash(self, name: str) -> str | None:
         state = self._sections.get(name)
         if not state or state.get("error") or state.get("missing"):
             return None
-        return state.get("hash")
-
-    def section_hash(self, name: str) -> str | None:
-        return self._known_hash(name)
+        content_hash: str | None = state.get("hash")
+        return content_hash
 
     def section(self, name: str) -> Any:
         if name not in self._data:
-            content_hash = self._known_hash(name)
+            content_hash = self.section_hash(name)
             self._data[name] = None if content_hash is None else self._load(content_hash, name)
         return self._data[name]
 
@@ -65,7 +65,51 @@ class HostFacts:
         }
 
     def since(self, kind: str, key: str) -> datetime:
-        return self._conditions.get((kind, key), self.now)
+        first_seen = self._conditions.get(kind, {}).get(key)
+        return self.now if first_seen is None else datetime.fromisoformat(first_seen)
+
+
+def age_conditions(
+    conditions: Mapping[str, Mapping[str, str]], fresh: Mapping[str, BaseModel], now: datetime
+) -> dict[str, dict[str, str]]:
+    """Since when each aging condition holds, after sections that just arrived.
+
+    A pending security update or a wanted reboot keeps the time it was first seen for as long
+    as it stays; one that went away is forgotten.
+    """
+    wanted: dict[str, set[str]] = {}
+    updates = fresh.get("updates")
+    if isinstance(updates, UpdatesData):
+        wanted["security_update"] = {storable(u.name) for u in updates.updates if u.security}
+    system = fresh.get("system")
+    if isinstance(system, SystemData):
+        wanted["reboot_required"] = (
+            {""} if system.reboot_required or system.kernel_outdated else set()
+        )
+    aged = {kind: dict(keys) for kind, keys in conditions.items()}
+    stamp = now.isoformat()
+    for kind, keys in wanted.items():
+        have = aged.get(kind, {})
+        aged[kind] = {key: have.get(key, stamp) for key in sorted(keys)}
+    return {kind: keys for kind, keys in aged.items() if keys}
+
+
+@dataclass
+class HostUpdate:
+    """One host to evaluate: its baseline, its latest sections, and what just arrived."""
+
+    host_id: str
+    policy: HostPolicy
+    sections: Mapping[str, Mapping[str, Any]]
+    conditions: Mapping[str, Mapping[str, str]]
+    observed_at: datetime
+    fresh: Mapping[str, BaseModel] = field(default_factory=dict)
+
+
+@dataclass
+class _Changes:
+    findings_added: list[dict[str, Any]] = field(default_factory=list)
+    findings_set: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Compliance:
@@ -87,87 +131,61 @@ class Compliance:
         except ValidationError:
             return None  # stored by an older schema that no longer parses: unknown
 
-    def update_conditions(
-        self,
-        conn: Connection,
-        host_id: str,
-        fresh: Mapping[str, BaseModel],
-        now: datetime,
-    ) -> dict[tuple[str, str], datetime]:
-        """Record since when each aging condition holds, from the sections that changed."""
-        existing = self.store.conditions(conn, host_id)
-        updates = fresh.get("updates")
-        if isinstance(updates, UpdatesData):
-            keys = {storable(u.name) for u in updates.updates if u.security}
-            self.store.set_conditions(conn, host_id, "security_update", keys, now, existing)
-        system = fresh.get("system")
-        if isinstance(system, SystemData):
-            wanted = system.reboot_required or bool(system.kernel_outdated)
-            self.store.set_conditions(
-                conn,
-                host_id,
-                "reboot_required",
-                {""} if wanted else set(),
-                now,
-                existing,
+    def apply(self, conn: Connection, updates: list[HostUpdate]) -> dict[str, Evaluation]:
+        """Evaluate these hosts and bring their findings up to date."""
+        open_rows = self.store.open_findings_of(conn, [u.host_id for u in updates])
+        changes = _Changes()
+        evaluations = {}
+        for update in updates:
+            facts = HostFacts(
+                update.observed_at, update.sections, update.conditions, self.load, update.fresh
             )
-        if isinstance(updates, UpdatesData) or isinstance(system, SystemData):
-            existing = self.store.conditions(conn, host_id)
-        return existing
+            evaluation = evaluate(update.policy.baseline, facts, self.memo, update.policy.digest)
+            self._reconcile(update, evaluation, open_rows[update.host_id], changes)
+            evaluations[update.host_id] = evaluation
+        self.store.set_findings(conn, changes.findings_set)
+        self.store.add_findings(conn, changes.findings_added)
+        return evaluations
 
-    def apply(
-        self,
-        conn: Connection,
-        host_id: str,
-        policy: HostPolicy,
-        sections: Mapping[str, Mapping[str, Any]],
-        now: datetime,
-        fresh: Mapping[str, BaseModel] | None = None,
-    ) -> Evaluation:
-        """Evaluate the host's latest sections and bring its findings up to date."""
-        conditions = self.update_conditions(conn, host_id, fresh or {}, now)
-        facts = HostFacts(now, sections, conditions, self.load, fresh)
-        evaluation = evaluate(policy.baseline, facts, self.memo, policy.digest)
-        self._reconcile(conn, host_id, evaluation, now)
-        return evaluation
-
+    @staticmethod
     def _reconcile(
-        self, conn: Connection, host_id: str, evaluation: Evaluation, now: datetime
+        update: HostUpdate, evaluation: Evaluation, open_rows: list[FindingRow], changes: _Changes
     ) -> None:
+        now = update.observed_at
         current = {(f.rule, storable(f.key)[:512]): f for f in evaluation.findings}
-        still_open = []
-        resolved = []
-        for row in self.store.open_findings(conn, host_id):
+        for row in open_rows:
             finding = current.pop((row.rule, row.key), None)
             if finding is None:
-                if row.rule not in evaluation.undetermined:
-                    resolved.append(row.id)
-                continue
-            detail = storable(finding.detail)
-            if detail != row.detail or finding.severity != row.severity:
-                self.store.change_finding(
-                    conn,
-                    row.id,
-                    detail=detail,
-                    severity=finding.severity,
-                    last_seen=now,
+                if row.rule in evaluation.undetermined:
+                    continue  # unknown now: neither confirmed nor cleared
+                changes.findings_set.append(
+                    {
+                        "id": row.id,
+                        "detail": row.detail,
+                        "severity": row.severity,
+                        "last_seen": row.last_seen,
+                        "resolved_at": now,
+                    }
                 )
             else:
-                still_open.append(row.id)
-        self.store.touch_findings(conn, still_open, now)
-        self.store.resolve_findings(conn, resolved, now)
-        self.store.add_findings(
-            conn,
-            [
-                {
-                    "host_id": host_id,
-                    "rule": rule,
-                    "key": key,
-                    "severity": f.severity,
-                    "detail": storable(f.detail),
-                    "first_seen": now,
-                    "last_seen": now,
-                }
-                for (rule, key), f in current.items()
-            ],
+                changes.findings_set.append(
+                    {
+                        "id": row.id,
+                        "detail": storable(finding.detail),
+                        "severity": finding.severity,
+                        "last_seen": now,
+                        "resolved_at": None,
+                    }
+                )
+        changes.findings_added.extend(
+            {
+                "host_id": update.host_id,
+                "rule": rule,
+                "key": key,
+                "severity": f.severity,
+                "detail": storable(f.detail),
+                "first_seen": now,
+                "last_seen": now,
+            }
+            for (rule, key), f in current.items()
         )

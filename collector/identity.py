@@ -7,6 +7,7 @@ for it (`fleetwatch host allow-reenroll`), so a leaked secret cannot take over a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 TokenKind = Literal["admin", "read", "enroll"]
+# A revoked host token may still be taken for this long by another collector process; in the
+# process that revoked it, at once.
+TOKEN_CACHE_SECONDS = 10.0
+TOKEN_CACHE_SIZE = 100_000
 
 
 class AccessError(Exception):
@@ -63,6 +68,8 @@ class Identity:
         self.store = store
         self.settings = settings
         self.policy = policy
+        # host token hash -> (host id, valid until): most reports skip the token look-up
+        self._host_tokens: dict[str, tuple[str, float]] = {}
 
     # -- hosts --------------------------------------------------------------------------
 
@@ -105,6 +112,7 @@ class Identity:
                 else:
                     self.store.revoke_host_tokens(conn, host_id, now)
                     self.store.set_reenroll(conn, host_id, None)
+                    self._forget_host(host_id)
                 self.store.add_host_token(conn, host_id, token_hash(token), now)
         except IntegrityError as exc:  # enrolled by a concurrent request meanwhile
             msg = f"host {host_id!r} is already enrolled"
@@ -117,11 +125,30 @@ class Identity:
         )
         return token
 
+    def cached_host(self, token: str) -> str | None:
+        """The host of a token looked up within the last few seconds, without the database."""
+        cached = self._host_tokens.get(token_hash(token))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def host_for(self, token: str) -> str | None:
         if not token.startswith(HOST_PREFIX):
             return None
+        digest = token_hash(token)
         with self.store.read() as conn:
-            return self.store.host_for_token(conn, token_hash(token))
+            host_id = self.store.host_for_token(conn, digest)
+        if host_id is not None:
+            if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
+                self._host_tokens.clear()
+            self._host_tokens[digest] = (host_id, time.monotonic() + TOKEN_CACHE_SECONDS)
+        return host_id
+
+    def _forget_host(self, host_id: str) -> None:
+        """Drop cached tokens of a host whose tokens just changed."""
+        for digest, (cached_host, _) in list(self._host_tokens.items()):
+            if cached_host == host_id:
+                self._host_tokens.pop(digest, None)
 
     def rotate(self, token: str, now: datetime | None = None) -> str:
         """A new token for the host holding ``token``; the old one stops working.
@@ -137,6 +164,7 @@ class Identity:
         with self.store.write() as conn:
             self.store.add_host_token(conn, host_id, token_hash(fresh), now)
             self.store.revoke_host_tokens(conn, host_id, now, except_hash=token_hash(fresh))
+        self._forget_host(host_id)
         log.info("host token rotated", host_id=host_id)
         return fresh
 
@@ -147,7 +175,9 @@ class Identity:
 
     def revoke_host(self, host_id: str, now: datetime | None = None) -> int:
         with self.store.write() as conn:
-            return self.store.revoke_host_tokens(conn, host_id, now or datetime.now(UTC))
+            count = self.store.revoke_host_tokens(conn, host_id, now or datetime.now(UTC))
+        self._forget_host(host_id)
+        return count
 
     # -- API callers --------------------------------------------------------------------
 

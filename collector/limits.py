@@ -10,6 +10,8 @@ import zlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
     from starlette.requests import Request
 
 
@@ -25,27 +27,34 @@ class LimitError(Exception):
 
 async def read_body(request: Request, max_bytes: int, time_limit: float) -> bytes:
     """The request body, decompressed, refusing more than ``max_bytes`` or a slow sender."""
-    declared = request.headers.get("content-length")
+    return await read_chunks(request.headers, request.stream(), max_bytes, time_limit)
+
+
+async def read_chunks(
+    headers: Mapping[str, str], chunks: AsyncIterator[bytes], max_bytes: int, time_limit: float
+) -> bytes:
+    """A body from its chunks, with the limits of `read_body`."""
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         msg = f"request body of {declared} bytes is over the limit of {max_bytes} bytes"
         raise LimitError(413, msg)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in {"identity", "gzip"}:
         raise LimitError(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
-    chunks: list[bytes] = []
+    received: list[bytes] = []
     total = 0
     try:
         async with asyncio.timeout(time_limit):
-            async for chunk in request.stream():
+            async for chunk in chunks:
                 total += len(chunk)
                 if total > max_bytes:
                     msg = f"request body is over the limit of {max_bytes} bytes"
                     raise LimitError(413, msg)
-                chunks.append(chunk)
+                received.append(chunk)
     except TimeoutError:
         msg = f"request body not received within {time_limit:g} s"
         raise LimitError(408, msg) from None
-    body = b"".join(chunks)
+    body = b"".join(received)
     if encoding == "gzip":
         body = _gunzip(body, max_bytes)
     return body

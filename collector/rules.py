@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,6 +17,8 @@ from agent.package_managers import dpkg_version
 from collector.policy import name_matches
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from agent.schema import (
         ChecksData,
         Listener,

@@ -33,6 +33,11 @@ class CollectorSettings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=DEFAULT_PORT, description="Port to listen on."
     )
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="Collector processes sharing the port; one per CPU core for the most "
+        "reports a second.",
+    )
     data_dir: Path = Field(
         default=Path("/var/lib/fleetwatch"),
         description="Where the default SQLite database lives.",

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import zlib
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+import zstandard
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -22,7 +21,6 @@ from collector.db import WRITE_OPTION
 from collector.tables import (
     api_tokens,
     blobs,
-    conditions,
     findings,
     host_tokens,
     hosts,
@@ -30,7 +28,8 @@ from collector.tables import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
+    from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,7 @@ class HostRow:
     last_received_at: datetime | None
     agent_version: str | None
     sections: dict[str, dict[str, Any]]
+    conditions: dict[str, dict[str, str]]
     dropped_total: int
 
     @property
@@ -132,14 +132,12 @@ class Store:
 
     @staticmethod
     def _host(row: Any) -> HostRow:
-        return HostRow(**{**row._mapping, "sections": row.sections or {}})
+        return HostRow(
+            **{**row._mapping, "sections": row.sections or {}, "conditions": row.conditions or {}}
+        )
 
     def get_host(self, conn: Connection, host_id: str, *, lock: bool = False) -> HostRow | None:
-        query = select(hosts).where(hosts.c.host_id == host_id)
-        if lock and self.dialect == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).first()
-        return None if row is None else self._host(row)
+        return self.get_hosts(conn, [host_id], lock=lock).get(host_id)
 
     def all_hosts(self, conn: Connection) -> list[HostRow]:
         return [self._host(r) for r in conn.execute(select(hosts).order_by(hosts.c.host_id))]
@@ -151,6 +149,7 @@ class Store:
                 unit=unit,
                 enrolled_at=now,
                 sections={},
+                conditions={},
                 dropped_total=0,
             )
         )
@@ -258,6 +257,19 @@ class Store:
 
     # -- reports and their sections -----------------------------------------------------
 
+    def get_hosts(
+        self, conn: Connection, host_ids: Iterable[str], *, lock: bool = False
+    ) -> dict[str, HostRow]:
+        """Hosts by id; with ``lock`` on PostgreSQL their rows stay locked until commit."""
+        wanted = sorted(set(host_ids))
+        if not wanted:
+            return {}
+        # in id order, so that two writers locking overlapping sets cannot deadlock
+        query = select(hosts).where(hosts.c.host_id.in_(wanted)).order_by(hosts.c.host_id)
+        if lock and self.dialect == "postgresql":
+            query = query.with_for_update()
+        return {row.host_id: self._host(row) for row in conn.execute(query)}
+
     def find_report(
         self, conn: Connection, host_id: str, instance_id: str, sequence: int
     ) -> ReportRow | None:
@@ -270,43 +282,65 @@ class Store:
         ).first()
         return None if row is None else ReportRow(**row._mapping)
 
-    def put_blob(
-        self,
-        conn: Connection,
-        content_hash: str,
-        section: str,
-        payload: bytes,
-        now: datetime,
-    ) -> None:
-        """Store a section's content once; a second store of the same hash does nothing."""
-        exists = conn.execute(select(blobs.c.hash).where(blobs.c.hash == content_hash)).first()
-        if exists is not None:
-            return
-        conn.execute(
-            self._insert_ignore(blobs).values(
-                hash=content_hash,
-                section=section,
-                data=zlib.compress(payload, 6),
-                size=len(payload),
-                created_at=now,
-            )
-        )
+    def existing_blobs(self, conn: Connection, hashes: Iterable[str]) -> set[str]:
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return set()
+        return set(conn.execute(select(blobs.c.hash).where(blobs.c.hash.in_(wanted))).scalars())
 
-    def release_blob(self, conn: Connection, content_hash: str, now: datetime) -> None:
-        """A host moved on from this content: it may be pruned once retention has passed."""
-        conn.execute(update(blobs).where(blobs.c.hash == content_hash).values(released_at=now))
+    def add_blobs(
+        self, conn: Connection, contents: list[tuple[str, str, bytes]], now: datetime
+    ) -> None:
+        """Store (hash, section, JSON) contents, compressed; hashes already held are skipped."""
+        if contents:
+            compress = zstandard.ZstdCompressor(level=3).compress
+            conn.execute(
+                self._insert_ignore(blobs),
+                [
+                    {
+                        "hash": content_hash,
+                        "section": section,
+                        "data": compress(payload),
+                        "size": len(payload),
+                        "created_at": now,
+                    }
+                    for content_hash, section, payload in contents
+                ],
+            )
+
+    def release_blobs(self, conn: Connection, released: dict[str, datetime]) -> None:
+        """Hosts moved on from these contents (at these times): prunable after retention."""
+        if released:
+            conn.execute(
+                update(blobs)
+                .where(blobs.c.hash == bindparam("b_hash"))
+                .values(released_at=bindparam("b_at")),
+                [{"b_hash": h, "b_at": at} for h, at in sorted(released.items())],
+            )
 
     def get_blob(self, conn: Connection, content_hash: str) -> bytes | None:
         data = conn.execute(
             select(blobs.c.data).where(blobs.c.hash == content_hash)
         ).scalar_one_or_none()
-        return None if data is None else zlib.decompress(data)
+        return None if data is None else zstandard.ZstdDecompressor().decompress(data)
 
-    def insert_report(self, conn: Connection, **values: Any) -> None:
-        conn.execute(insert(reports).values(**values))
+    def add_reports(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(reports), rows)
 
-    def update_latest(self, conn: Connection, host_id: str, **values: Any) -> None:
-        conn.execute(update(hosts).where(hosts.c.host_id == host_id).values(**values))
+    def update_hosts(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Set the given columns of hosts; each row has ``host_id`` and the columns to set."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            by_columns.setdefault(tuple(sorted(row)), []).append(row)
+        for keys, group in by_columns.items():
+            columns = [key for key in keys if key != "host_id"]
+            statement = (
+                update(hosts)
+                .where(hosts.c.host_id == bindparam("b_host_id"))
+                .values({column: bindparam(f"b_{column}") for column in columns})
+            )
+            conn.execute(statement, [{f"b_{k}": v for k, v in row.items()} for row in group])
 
     def list_reports(
         self, conn: Connection, host_id: str, limit: int, before_id: int | None = None
@@ -317,68 +351,40 @@ class Store:
         query = query.order_by(reports.c.id.desc()).limit(limit)
         return [ReportRow(**r._mapping) for r in conn.execute(query)]
 
-    # -- conditions ---------------------------------------------------------------------
-
-    def conditions(self, conn: Connection, host_id: str) -> dict[tuple[str, str], datetime]:
-        rows = conn.execute(
-            select(conditions.c.kind, conditions.c.key, conditions.c.first_seen).where(
-                conditions.c.host_id == host_id
-            )
-        )
-        return {(r.kind, r.key): r.first_seen for r in rows}
-
-    def set_conditions(
-        self,
-        conn: Connection,
-        host_id: str,
-        kind: str,
-        keys: set[str],
-        now: datetime,
-        existing: dict[tuple[str, str], datetime],
-    ) -> None:
-        """Make ``keys`` the conditions of this kind: new ones start now, gone ones are deleted."""
-        have = {key for (k, key) in existing if k == kind}
-        gone = have - keys
-        if gone:
-            conn.execute(
-                delete(conditions).where(
-                    conditions.c.host_id == host_id,
-                    conditions.c.kind == kind,
-                    conditions.c.key.in_(sorted(gone)),
-                )
-            )
-        new = keys - have
-        if new:
-            conn.execute(
-                insert(conditions),
-                [
-                    {"host_id": host_id, "kind": kind, "key": key, "first_seen": now}
-                    for key in sorted(new)
-                ],
-            )
-
     # -- findings -----------------------------------------------------------------------
 
-    def open_findings(self, conn: Connection, host_id: str) -> list[FindingRow]:
+    def open_findings_of(
+        self, conn: Connection, host_ids: Iterable[str]
+    ) -> dict[str, list[FindingRow]]:
+        wanted = sorted(set(host_ids))
+        found: dict[str, list[FindingRow]] = {h: [] for h in wanted}
+        if not wanted:
+            return found
         rows = conn.execute(
-            select(findings).where(findings.c.host_id == host_id, findings.c.resolved_at.is_(None))
+            select(findings).where(findings.c.host_id.in_(wanted), findings.c.resolved_at.is_(None))
         )
-        return [FindingRow(**r._mapping) for r in rows]
+        for row in rows:
+            found[row.host_id].append(FindingRow(**row._mapping))
+        return found
+
+    def open_findings(self, conn: Connection, host_id: str) -> list[FindingRow]:
+        return self.open_findings_of(conn, [host_id])[host_id]
 
     def add_findings(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
             conn.execute(insert(findings), rows)
 
-    def touch_findings(self, conn: Connection, ids: list[int], now: datetime) -> None:
-        if ids:
-            conn.execute(update(findings).where(findings.c.id.in_(ids)).values(last_seen=now))
-
-    def change_finding(self, conn: Connection, finding_id: int, **values: Any) -> None:
-        conn.execute(update(findings).where(findings.c.id == finding_id).values(**values))
-
-    def resolve_findings(self, conn: Connection, ids: list[int], now: datetime) -> None:
-        if ids:
-            conn.execute(update(findings).where(findings.c.id.in_(ids)).values(resolved_at=now))
+    def set_findings(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Update findings by id; every row carries the same keys, ``id`` among them."""
+        if not rows:
+            return
+        columns = [key for key in rows[0] if key != "id"]
+        statement = (
+            update(findings)
+            .where(findings.c.id == bindparam("b_id"))
+            .values({column: bindparam(f"b_{column}") for column in columns})
+        )
+        conn.execute(statement, [{f"b_{k}": v for k, v in row.items()} for row in rows])
 
     def open_finding_counts(self, conn: Connection) -> dict[str, dict[str, int]]:
         """host -> severity -> number of open findings."""

@@ -80,6 +80,8 @@ hosts = Table(
     Column("agent_version", String(255), nullable=True),
     # section name -> {"hash": last content hash held, "error": why the last report lacked it}
     Column("sections", JSON(), nullable=False, default=dict),
+    # since when aging conditions hold: {"security_update": {package: iso time}, ...}
+    Column("conditions", JSON(), nullable=False, default=dict),
     Column("dropped_total", BigInteger(), nullable=False, default=0),
 )
 
@@ -119,7 +121,7 @@ blobs = Table(
     metadata,
     Column("hash", String(64), primary_key=True),
     Column("section", String(32), nullable=False),
-    Column("data", LargeBinary(), nullable=False),  # zlib-compressed canonical JSON
+    Column("data", LargeBinary(), nullable=False),  # zstd-compressed canonical JSON
     Column("size", Integer(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     # when a host last moved away from this content; current contents are never pruned
@@ -179,19 +181,4 @@ findings = Table(
         sqlite_where=Column("resolved_at").is_(None),
         postgresql_where=Column("resolved_at").is_(None),
     ),
-)
-
-conditions = Table(
-    "conditions",
-    metadata,
-    # Conditions whose age matters (a pending security update, a wanted reboot): since when.
-    Column(
-        "host_id",
-        String(253),
-        ForeignKey("hosts.host_id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("kind", String(32), primary_key=True),
-    Column("key", String(512), primary_key=True),
-    Column("first_seen", UTCDateTime(), nullable=False),
 )

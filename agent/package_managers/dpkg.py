@@ -74,8 +74,9 @@ def _package_from_fields(fields: dict[str, str]) -> Package | None:
         source = name_part.strip() or source
         if rest.endswith(")"):
             source_version = rest[:-1].strip() or version
-    return Package(fields["Package"], version, fields.get("Architecture", "all"), source,
-                   source_version)
+    return Package(
+        fields["Package"], version, fields.get("Architecture", "all"), source, source_version
+    )
 
 
 def parse_simulation(text: str) -> list[PendingUpdate]:

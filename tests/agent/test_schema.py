@@ -64,9 +64,7 @@ class TestBounds:
             SECTION_TYPES["packages"].model_validate(
                 {
                     "manager": "dpkg",
-                    "packages": [
-                        ["x" * 256, "1", "all", "x", "1"]
-                    ],
+                    "packages": [["x" * 256, "1", "all", "x", "1"]],
                 }
             )
 

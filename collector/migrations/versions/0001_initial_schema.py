@@ -1,4 +1,4 @@
-"""Initial schema: hosts and their tokens, API tokens, section blobs, reports, findings.
+"""Initial schema: hosts and their tokens, API tokens, section contents, reports, findings.
 
 Revision ID: 0001
 Revises:
@@ -45,6 +45,9 @@ def upgrade() -> None:
         sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("hash", name=op.f("pk_blobs")),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # contents arrive compressed: PostgreSQL trying again would only burn CPU
+        op.execute("ALTER TABLE blobs ALTER COLUMN data SET STORAGE EXTERNAL")
     op.create_table(
         "hosts",
         sa.Column("host_id", sa.String(length=253), nullable=False),
@@ -57,22 +60,9 @@ def upgrade() -> None:
         sa.Column("last_received_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("agent_version", sa.String(length=255), nullable=True),
         sa.Column("sections", sa.JSON(), nullable=False),
+        sa.Column("conditions", sa.JSON(), nullable=False),
         sa.Column("dropped_total", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("host_id", name=op.f("pk_hosts")),
-    )
-    op.create_table(
-        "conditions",
-        sa.Column("host_id", sa.String(length=253), nullable=False),
-        sa.Column("kind", sa.String(length=32), nullable=False),
-        sa.Column("key", sa.String(length=512), nullable=False),
-        sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["host_id"],
-            ["hosts.host_id"],
-            name=op.f("fk_conditions_host_id_hosts"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("host_id", "kind", "key", name=op.f("pk_conditions")),
     )
     op.create_table(
         "findings",
@@ -207,7 +197,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_findings_host_id_resolved_at"))
 
     op.drop_table("findings")
-    op.drop_table("conditions")
     op.drop_table("hosts")
     op.drop_table("blobs")
     op.drop_table("api_tokens")
