@@ -19,6 +19,7 @@ as pyinfra's group and host data do.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import tomllib
 from dataclasses import dataclass, field
@@ -210,7 +211,7 @@ class HostPolicy:
     baseline: Baseline
     listed: bool
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         return hashlib.sha256(self.baseline.model_dump_json().encode()).hexdigest()
 

@@ -401,8 +401,22 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def rule_is_on(rule: Rule, baseline: Baseline) -> bool:
-    """Whether the baseline asks for this rule at all (an off rule needs no data)."""
+_RULES_ON: dict[str, tuple[Rule, ...]] = {}
+
+
+def rules_on(baseline: Baseline, digest: str = "") -> tuple[Rule, ...]:
+    """The rules this baseline asks for (an off rule needs no data); kept by digest."""
+    rules = _RULES_ON.get(digest) if digest else None
+    if rules is None:
+        rules = tuple(rule for rule in RULES if _is_on(rule, baseline))
+        if digest:
+            if len(_RULES_ON) > 10_000:
+                _RULES_ON.clear()
+            _RULES_ON[digest] = rules
+    return rules
+
+
+def _is_on(rule: Rule, baseline: Baseline) -> bool:
     on: dict[str, bool] = {
         "allowed_ports": baseline.allowed_ports is not None,
         "required_services": bool(baseline.required_services),
@@ -449,9 +463,7 @@ def evaluate(
     their answer for section contents they have seen before.
     """
     result = Evaluation()
-    for rule in RULES:
-        if not rule_is_on(rule, baseline):
-            continue
+    for rule in rules_on(baseline, digest):
         key = None
         if memo is not None and not rule.uses_time:
             hashes = [facts.section_hash(name) for name in rule.sections]
