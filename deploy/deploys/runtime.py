@@ -1,0 +1,80 @@
+"""Getting a fleetwatch version into a virtualenv on a host: from an uploaded wheelhouse (the
+default, hosts need no package index) or from a package index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyinfra import host
+from pyinfra.api import DeployError
+from pyinfra.operations import files, pip
+
+from agent import __version__
+from deploy import wheelhouse
+from deploy.facts import Runtime
+from deploy.operations import python_package
+
+if TYPE_CHECKING:
+    from pyinfra.api.operation import OperationMeta
+
+
+def host_runtime(python: str) -> dict[str, Any]:
+    runtime = host.get_fact(Runtime, python=python)
+    if not runtime.get("venv"):
+        msg = f"{python} on {host.name} cannot create virtualenvs: install python3-venv"
+        raise DeployError(msg)
+    return runtime
+
+
+def install_fleetwatch(
+    *, name: str, prefix: str, extras: str, python: str, runtime: dict[str, Any]
+) -> list[OperationMeta]:
+    """Install fleetwatch (with ``extras``) in ``{prefix}/{name}``; the operations that did it.
+
+    Data: ``fleetwatch_index_url`` installs from that index instead of a wheelhouse, the
+    version in ``fleetwatch_version`` (by default the version deploying it);
+    ``fleetwatch_source`` names the wheel or source tree to deploy from a wheelhouse (by
+    default the source tree this deploy comes from).
+    """
+    venv = f"{prefix}/{name}"
+    index_url = host.data.get("fleetwatch_index_url")
+    requirement = f"fleetwatch[{extras}]" if extras else "fleetwatch"
+    created = pip.venv(name=f"Create the {name} virtualenv", path=venv, python=python)
+    if index_url:
+        version = host.data.get("fleetwatch_version") or __version__
+        install = python_package(
+            name=f"Install fleetwatch {version} from {index_url}",
+            venv=venv,
+            requirement=f"{requirement}=={version}",
+            pip_args=f"--index-url {index_url}",
+        )
+        return [created, install]
+    source = host.data.get("fleetwatch_source") or wheelhouse.default_source()
+    if source is None:
+        msg = (
+            "no fleetwatch to deploy: set fleetwatch_source to a wheel or source tree, or "
+            "fleetwatch_index_url to install from an index"
+        )
+        raise DeployError(msg)
+    target = wheelhouse.Target(runtime["python"], runtime["machine"], runtime["libc"] or "2.17")
+    try:
+        built = wheelhouse.build(Path(source), target, extras)
+    except wheelhouse.WheelhouseError as exc:
+        raise DeployError(str(exc)) from exc
+    remote = f"{prefix}/wheelhouse/{name}"
+    upload = files.sync(
+        name=f"Upload the {name} wheelhouse (fleetwatch {built.version})",
+        src=str(built.directory),
+        dest=remote,
+        delete=True,
+        exclude=[".complete"],
+        mode="644",
+    )
+    install = python_package(
+        name=f"Install fleetwatch {built.version} from the wheelhouse",
+        venv=venv,
+        requirement=f"{requirement}=={built.version}",
+        pip_args=f"--no-index --find-links {remote}",
+    )
+    return [created, upload, install]

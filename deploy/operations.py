@@ -1,0 +1,178 @@
+"""Operations pyinfra lacks for fleetwatch: files holding secrets, and a supervised daemon on
+hosts without systemd."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from io import BytesIO
+from typing import TYPE_CHECKING
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, operation
+from pyinfra.facts.files import File, FileContents, Sha256File
+
+from deploy.facts import DaemonStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+
+@operation()
+def secret_file(
+    path: str, content: str, user: str = "root", group: str = "root", mode: str = "640"
+) -> Generator[str | FileUploadCommand, None, None]:
+    """
+    Put a file that holds a secret, without its content ever appearing in pyinfra's output
+    (``files.put`` shows a diff with ``--diff``; this never does).
+
+    + path: where the file goes; its directory must exist and should not be world-readable,
+      since the upload passes through a temporary file next to it
+    + content: the file's text
+    + user, group, mode: its owner and permissions
+
+    **Example:**
+
+    .. code:: python
+
+        secret_file(
+            name="Put the enrollment secret",
+            path="/etc/fleetwatch/enroll-secret",
+            content=host.data.fleetwatch_enroll_secret,
+            group="fleetwatch",
+        )
+    """
+    data = content.encode()
+    wanted = hashlib.sha256(data).hexdigest()
+    if host.get_fact(Sha256File, path=path) != wanted:
+        directory = path.rsplit("/", 1)[0] or "/"
+        yield FileUploadCommand(
+            BytesIO(data),
+            path,
+            remote_temp_filename=host.get_temp_filename(path, temp_directory=directory),
+        )
+        yield f"chown {shlex.quote(user)}:{shlex.quote(group)} {shlex.quote(path)}"
+        yield f"chmod {mode} {shlex.quote(path)}"
+        return
+    current = host.get_fact(File, path=path)  # a FileDict; the hash above says it exists
+    if not current or (current["user"], current["group"]) != (user, group):
+        yield f"chown {shlex.quote(user)}:{shlex.quote(group)} {shlex.quote(path)}"
+    if not current or str(current["mode"]) != mode.lstrip("0"):
+        yield f"chmod {mode} {shlex.quote(path)}"
+
+
+def _start_command(
+    pidfile: str, log: str, user: str, capabilities: list[str], argv: list[str]
+) -> str:
+    caps = ",".join(f"+{c.lower().removeprefix('cap_')}" for c in capabilities)
+    drop = ["/usr/bin/setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+    if caps:
+        drop += [f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set=-all,{caps}"]
+    else:
+        drop += ["--bounding-set=-all"]
+    drop.append("--no-new-privs")
+    return shlex.join(
+        [
+            "start-stop-daemon",
+            "--start",
+            "--background",
+            "--make-pidfile",
+            "--pidfile",
+            pidfile,
+            "--output",
+            log,
+            "--startas",
+            drop[0],
+            "--",
+            *drop[1:],
+            *argv,
+        ]
+    )
+
+
+def _stop_command(pidfile: str) -> str:
+    return (
+        f"start-stop-daemon --stop --pidfile {shlex.quote(pidfile)} --remove-pidfile "
+        "--retry TERM/30/KILL/5 --oknodo"
+    )
+
+
+@operation()
+def daemon(
+    pidfile: str,
+    argv: list[str],
+    user: str,
+    log: str,
+    capabilities: list[str] | None = None,
+    running: bool = True,
+    restarted: bool = False,
+) -> Generator[str, None, None]:
+    """
+    Keep a process running on a host without systemd, with ``start-stop-daemon``.
+
+    The process runs as ``user`` with no new privileges and only ``capabilities`` (dropped
+    to with ``setpriv``); its output is appended to ``log``.
+
+    + pidfile: the process's pidfile, how it is found again
+    + argv: the command (a supervisor that restarts what it runs, for a supervised service)
+    + user: who it runs as
+    + log: where its output goes
+    + capabilities: Linux capabilities it keeps, such as ``["CAP_SYS_PTRACE"]``
+    + running: whether it should run
+    + restarted: stop and start it (if it runs)
+
+    **Example:**
+
+    .. code:: python
+
+        daemon(
+            name="Run the agent",
+            pidfile="/run/fleetwatch-agent.pid",
+            argv=["/opt/fleetwatch/agent/bin/fleetwatch-agent", "run"],
+            user="fleetwatch",
+            log="/var/log/fleetwatch/agent.log",
+        )
+    """
+    is_running = host.get_fact(DaemonStatus, pidfile=pidfile) == 0
+    start = _start_command(pidfile, log, user, capabilities or [], argv)
+    if not running:
+        if is_running:
+            yield _stop_command(pidfile)
+        return
+    if restarted and is_running:
+        yield _stop_command(pidfile)
+        yield start
+    elif not is_running:
+        yield start
+
+
+@operation()
+def python_package(venv: str, requirement: str, pip_args: str = "") -> Generator[str, None, None]:
+    """
+    Install a requirement, extras and all, into a virtualenv; again only when the requirement
+    or the pip arguments changed (``pip.packages`` drops extras when it compares versions).
+
+    + venv: the virtualenv, which must exist
+    + requirement: such as ``fleetwatch[collector]==0.1.0``
+    + pip_args: such as ``--no-index --find-links /opt/fleetwatch/wheelhouse/collector``
+
+    **Example:**
+
+    .. code:: python
+
+        python_package(
+            name="Install fleetwatch",
+            venv="/opt/fleetwatch/collector",
+            requirement="fleetwatch[collector]==0.1.0",
+        )
+    """
+    marker = f"{venv}/.fleetwatch-requirement"
+    wanted = f"{requirement} {pip_args}".strip()
+    current = host.get_fact(FileContents, path=marker)
+    if current and current[0].strip() == wanted:
+        return
+    yield (
+        f"{shlex.quote(venv)}/bin/pip install --quiet --disable-pip-version-check "
+        f"{pip_args} {shlex.quote(requirement)}"
+    )
+    yield f"echo {shlex.quote(wanted)} > {shlex.quote(marker)}"
