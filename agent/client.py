@@ -115,13 +115,19 @@ class CollectorClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
-        self.session.verify = str(ca_bundle) if ca_bundle else True
+        # Given with every request: requests lets REQUESTS_CA_BUNDLE override a session's
+        # verify, and a configured CA bundle must win over the environment.
+        self.verify: str | bool = str(ca_bundle) if ca_bundle else True
         self.session.headers["User-Agent"] = f"fleetwatch-agent/{__version__}"
 
     def _post(self, path: str, body: bytes, headers: dict[str, str]) -> requests.Response:
         try:
             return self.session.post(
-                self.base_url + path, data=body, headers=headers, timeout=self.timeout
+                self.base_url + path,
+                data=body,
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
             )
         except requests.exceptions.SSLError as exc:
             msg = f"TLS verification of {self.base_url} failed: {exc}"

@@ -24,13 +24,15 @@ class ApiClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
-        self.session.verify = ca_bundle or True
+        self.verify: str | bool = ca_bundle or True  # per request: see agent.client
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            response = self.session.request(
+                method, self.url + path, timeout=self.timeout, verify=self.verify, **kwargs
+            )
         except requests.RequestException as exc:
             msg = f"cannot reach the collector at {self.url}: {type(exc).__name__}"
             raise ApiError(msg) from exc

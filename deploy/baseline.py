@@ -8,6 +8,7 @@ and its resolved baseline: each policy key read from the data key of the same na
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,9 @@ def policy_text(inventory: Inventory, source: str = "the inventory") -> str:
     everyone = {host.name for host in inventory}
     # "all", and the group pyinfra names after the inventory file, hold every host: they say
     # nothing a host's own groups do not.
-    universal = {name for name, members in inventory.groups.items()
-                 if {h.name for h in members} == everyone}
+    universal = {
+        name for name, members in inventory.groups.items() if {h.name for h in members} == everyone
+    }
     lines = [
         f"# Compiled from {source} by fleetwatch; edit the inventory's data, not this file.",
         "# Each host's table holds its whole resolved baseline.",
@@ -68,10 +70,13 @@ def policy_text(inventory: Inventory, source: str = "the inventory") -> str:
 def compile_policy(inventory_path: str) -> str:
     """The policy file for a pyinfra inventory file (and its ``group_data/``)."""
     try:
-        import pyinfra_cli  # noqa: F401, PLC0415  (patches like the pyinfra command does)
-        from pyinfra.api import Config, State  # noqa: PLC0415
-        from pyinfra.context import ctx_config, ctx_state  # noqa: PLC0415
-        from pyinfra_cli.inventory import make_inventory  # noqa: PLC0415
+        with warnings.catch_warnings():
+            # pyinfra's command line patches the standard library for gevent on import; we
+            # only read an inventory, with no connection made
+            warnings.simplefilter("ignore")
+            from pyinfra.api import Config, State  # noqa: PLC0415
+            from pyinfra.context import ctx_config, ctx_state  # noqa: PLC0415
+            from pyinfra_cli.inventory import make_inventory  # noqa: PLC0415
     except ImportError as exc:
         msg = "compiling an inventory needs pyinfra: pip install 'fleetwatch[deploy]'"
         raise InventoryError(msg) from exc

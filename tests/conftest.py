@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -62,3 +63,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[list[str]], Any]]:
+    """Build lab hosts (see tests/lab.py); every lab made is torn down, also on failure."""
+    from tests.lab import Lab, missing_requirements
+
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    labs: list[Lab] = []
+
+    def make(names: list[str]) -> Lab:
+        directory = Path(f"/tmp/fwlab-{uuid.uuid4().hex[:8]}")
+        lab = Lab.create(directory, names)
+        labs.append(lab)
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.destroy()
+        assert lab.leftovers() == [], f"the lab left things behind: {lab.leftovers()}"

@@ -1,10 +1,10 @@
 """The lab: real test hosts on one machine, for pyinfra over real SSH.
 
 Each host is a network namespace with its own address on a bridge, its own hostname (UTS
-namespace), private copies of every path a deploy writes (overlay mounts of /etc, /opt, /var,
-/usr/local, /root and /home, fresh /run and /tmp, in a mount namespace of its own), and its own
-sshd with key-only authentication. Processes still share the machine's PID namespace, so a
-process check on one host sees the others' processes; sockets do not leak between hosts.
+namespace), its own processes (PID namespace, with a small init that reaps orphans), private
+copies of every path a deploy writes (overlay mounts of /etc, /opt, /var, /usr/local, /root and
+/home, fresh /run and /tmp, in a mount namespace of its own), and its own sshd with key-only
+authentication.
 
     python -m tests.lab up 3 [--dir DIR]     build three hosts; prints an inventory
     python -m tests.lab down [--dir DIR]     tear them down
@@ -29,10 +29,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 OVERLAID = ("etc", "opt", "var", "usr/local", "root", "home")
-DEFAULT_DIR = Path("/tmp/fleetwatch-lab")  # noqa: S108  (root-only; not under an overlaid path)
+DEFAULT_DIR = Path("/tmp/fleetwatch-lab")
 STATE_FILE = "lab.json"
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+# PID 1 of a lab host: starts sshd, reaps every orphan (daemons double-fork), ends with sshd.
+INIT = (
+    "import os, subprocess, sys\n"
+    "sshd = subprocess.Popen(sys.argv[1:])\n"
+    "while True:\n"
+    "    pid, _ = os.wait()\n"
+    "    if pid == sshd.pid: sys.exit(1)\n"
+)
 
 
 class LabError(RuntimeError):
@@ -43,7 +51,7 @@ def missing_requirements() -> str | None:
     """Why this machine cannot build a lab, or None when it can."""
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, mounts, a system user per host)"
-    for tool in ("ip", "unshare", "ssh-keygen"):
+    for tool in ("ip", "unshare", "nsenter", "ssh-keygen", "python3"):
         if shutil.which(tool) is None:
             return f"the lab needs {tool}"
     if not Path(SSHD).exists():
@@ -56,6 +64,13 @@ def missing_requirements() -> str | None:
     if probe.returncode != 0:
         return "the lab needs network namespaces (ip netns list failed)"
     return None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _alive(pid: int) -> bool:
@@ -83,6 +98,20 @@ def _free_subnet() -> ipaddress.IPv4Network:
             return subnet
     msg = "no free 10.213.x.0/24 subnet for a lab"
     raise LabError(msg)
+
+
+@dataclass
+class Spawned:
+    """A command started on a lab host; nsenter forks it, in nsenter's process group."""
+
+    process: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait(self) -> int:
+        return self.process.wait()
 
 
 @dataclass
@@ -169,8 +198,19 @@ class Lab:
         base = Path(host.directory)
         base.mkdir(parents=True, exist_ok=True)
         _run("ip", "netns", "add", host.netns)
-        _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0",
-             "netns", host.netns)
+        _run(
+            "ip",
+            "link",
+            "add",
+            host.veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            host.netns,
+        )
         _run("ip", "link", "set", host.veth, "master", self.bridge, "up")
         inside = ("ip", "netns", "exec", host.netns)
         _run(*inside, "ip", "link", "set", "lo", "up")
@@ -210,13 +250,31 @@ echo {host.name} > /etc/hostname
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd
 mount -t tmpfs -o mode=1777 tmpfs /tmp
-exec {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
+exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
 """
         log = (base / "sshd.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603
-            ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts",
-             "--propagation", "private", "sh", "-c", script],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+        process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.netns,
+                "unshare",
+                "--mount",
+                "--uts",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log.close()
         host.pid = process.pid
@@ -225,11 +283,26 @@ exec {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             probe = subprocess.run(
-                ["ssh", "-i", str(self.key), "-o", "BatchMode=yes",
-                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                 "-o", "ConnectTimeout=2", "-o", "LogLevel=ERROR", f"root@{host.address}",
-                 "hostname"],
-                capture_output=True, text=True, check=False,
+                [
+                    "ssh",
+                    "-i",
+                    str(self.key),
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "ConnectTimeout=2",
+                    "-o",
+                    "LogLevel=ERROR",
+                    f"root@{host.address}",
+                    "hostname",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if probe.returncode == 0 and probe.stdout.strip() == host.name:
                 return
@@ -247,21 +320,46 @@ exec {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
         """Run a shell command on a lab host as root, over SSH."""
         host = self.host(name)
         done = subprocess.run(
-            ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-             f"root@{host.address}", command],
-            capture_output=True, text=True, check=False, timeout=timeout,
+            [
+                "ssh",
+                "-i",
+                str(self.key),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                f"root@{host.address}",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
             msg = f"{name}: {command}: exit {done.returncode}: {done.stderr.strip()[-1000:]}"
             raise LabError(msg)
         return done.stdout
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        """Start a process in a host's network namespace (for a listener, say)."""
-        return subprocess.Popen(  # noqa: S603
-            ["ip", "netns", "exec", self.host(name).netns, *argv],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    def spawn(self, name: str, argv: list[str]) -> Spawned:
+        """Start a process on a host, in all its namespaces (a listener, say)."""
+        host = self.host(name)
+        init = _children(host.pid)[0] if host.pid else None
+        if init is None:
+            msg = f"lab host {name} is not running"
+            raise LabError(msg)
+        return Spawned(
+            subprocess.Popen(
+                ["nsenter", "-t", str(init), "-n", "-m", "-u", "-p", "--", *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         )
 
     def inventory_data(self) -> dict[str, object]:
@@ -345,7 +443,9 @@ exec {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the lab keeps its files")
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help="where the lab keeps its files"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="build lab hosts and print an inventory for them")
     up.add_argument("count", type=int)

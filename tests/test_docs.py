@@ -17,8 +17,11 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.mark.parametrize(
     ("settings", "doc"),
-    [(AgentSettings, "docs/agent.md"), (CollectorSettings, "docs/collector.md"),
-     (ClientSettings, "docs/collector.md")],
+    [
+        (AgentSettings, "docs/agent.md"),
+        (CollectorSettings, "docs/collector.md"),
+        (ClientSettings, "docs/collector.md"),
+    ],
 )
 def test_every_setting_is_documented(settings: type[BaseSettings], doc: str) -> None:
     text = (ROOT / doc).read_text()

@@ -37,7 +37,7 @@ CONFIG = f"{CONFIG_DIR}/agent.toml"
 SECRET = f"{CONFIG_DIR}/enroll-secret"
 CA_BUNDLE = f"{CONFIG_DIR}/collector-ca.pem"
 STATE_DIR = "/var/lib/fleetwatch-agent"
-LOG_DIR = "/var/log/fleetwatch"
+LOG_DIR = "/var/log/fleetwatch-agent"
 
 
 def agent_config(data: Any, host_id: str) -> str:
@@ -120,7 +120,7 @@ def install_agent() -> None:
         name="Create the agent's state directory", path=STATE_DIR, user=user, group=user, mode="700"
     )
     files.directory(
-        name="Create the log directory", path=LOG_DIR, user="root", group=user, mode="750"
+        name="Create the agent's log directory", path=LOG_DIR, user="root", group=user, mode="750"
     )
     code = install_fleetwatch(
         name="agent", prefix=prefix, extras="", python=data.fleetwatch_python, runtime=runtime
@@ -193,17 +193,18 @@ def remove_agent() -> None:
             (f"{prefix}/agent", "the agent's virtualenv"),
             (f"{prefix}/wheelhouse/agent", "the agent's wheelhouse"),
             (STATE_DIR, "the agent's state (token, spool)"),
+            (LOG_DIR, "the agent's logs"),
         ]
     ]
     removed += [
         files.file(name=f"Remove {path}", path=path, present=False)
-        for path in (CONFIG, SECRET, CA_BUNDLE, f"{LOG_DIR}/agent.log")
+        for path in (CONFIG, SECRET, CA_BUNDLE)
     ]
     server.shell(
         name="Remove fleetwatch directories left empty",
         commands=[
             f"rmdir --ignore-fail-on-non-empty {d} 2>/dev/null || true"
-            for d in (f"{prefix}/wheelhouse", prefix, LOG_DIR, CONFIG_DIR)
+            for d in (f"{prefix}/wheelhouse", prefix, CONFIG_DIR)
         ],
         _if=any_changed(*removed),
     )

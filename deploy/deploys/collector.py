@@ -33,7 +33,7 @@ COLLECTOR_DEFAULTS: dict[str, Any] = {
 SERVICE = "fleetwatch-collector"
 CONFIG_DIR = "/etc/fleetwatch-collector"
 DATA_DIR = "/var/lib/fleetwatch"
-LOG_DIR = "/var/log/fleetwatch"
+LOG_DIR = "/var/log/fleetwatch-collector"
 
 
 def _environment(data: Any, port: int, tls: bool) -> str:
@@ -124,7 +124,11 @@ def install_collector() -> None:
         mode="700",
     )
     files.directory(
-        name="Create the log directory", path=LOG_DIR, user="root", group="root", mode="755"
+        name="Create the collector's log directory",
+        path=LOG_DIR,
+        user="root",
+        group=user,
+        mode="750",
     )
     code = install_fleetwatch(
         name="collector",

@@ -1,0 +1,27 @@
+"""Every host: where agents report, and the baseline of the whole fleet."""
+
+import os
+
+# Deploy settings
+fleetwatch_collector_url = "https://fleetwatch-01.ops.example.org:8470"
+fleetwatch_interval = 300
+# Secrets come from the environment of whoever runs pyinfra, never from this repository.
+fleetwatch_enroll_secret = os.environ.get("FLEETWATCH_ENROLL_SECRET")
+fleetwatch_admin_token = os.environ.get("FLEETWATCH_ADMIN_TOKEN")
+fleetwatch_ca_cert = (
+    open(os.environ["FLEETWATCH_CA_CERT"]).read() if "FLEETWATCH_CA_CERT" in os.environ else None
+)
+
+# Baseline
+fleetwatch_allowed_ports = ["tcp/22"]
+fleetwatch_ignore_loopback = True
+fleetwatch_max_pending_security_updates = 0
+fleetwatch_security_update_grace_days = 7
+fleetwatch_max_index_age_days = 7
+fleetwatch_reboot_grace_days = 14
+fleetwatch_max_disk_percent = 90
+fleetwatch_max_report_age = 900
+fleetwatch_forbidden_packages = ["telnetd", "rsh-server", "nis"]
+fleetwatch_forbidden_services = ["telnet", "rsh", "tftpd-hpa"]
+fleetwatch_required_services = ["ssh"]
+fleetwatch_checks = [{"name": "ssh", "type": "tcp", "port": 22}]

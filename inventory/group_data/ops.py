@@ -1,0 +1,3 @@
+"""The hosts the ops unit answers for."""
+
+fleetwatch_unit = "ops"

@@ -1,0 +1,3 @@
+"""The hosts the parks unit answers for."""
+
+fleetwatch_unit = "parks"

@@ -1,0 +1,3 @@
+"""The hosts the water unit answers for."""
+
+fleetwatch_unit = "water"
