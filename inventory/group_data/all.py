@@ -1,6 +1,7 @@
 """Every host: where agents report, and the baseline of the whole fleet."""
 
 import os
+from pathlib import Path
 
 # Deploy settings
 fleetwatch_collector_url = "https://fleetwatch-01.ops.example.org:8470"
@@ -8,8 +9,11 @@ fleetwatch_interval = 300
 # Secrets come from the environment of whoever runs pyinfra, never from this repository.
 fleetwatch_enroll_secret = os.environ.get("FLEETWATCH_ENROLL_SECRET")
 fleetwatch_admin_token = os.environ.get("FLEETWATCH_ADMIN_TOKEN")
+# FLEETWATCH_CA_CERT names the file of the CA that signed the collector's certificate.
 fleetwatch_ca_cert = (
-    open(os.environ["FLEETWATCH_CA_CERT"]).read() if "FLEETWATCH_CA_CERT" in os.environ else None
+    Path(os.environ["FLEETWATCH_CA_CERT"]).read_text()
+    if os.environ.get("FLEETWATCH_CA_CERT")
+    else None
 )
 
 # Baseline

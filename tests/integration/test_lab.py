@@ -40,10 +40,14 @@ def test_teardown_leaves_nothing_even_after_a_failure(tmp_path: Path) -> None:
     if reason:
         pytest.skip(reason)
     lab = Lab.create(Path(f"/tmp/fwlab-fail-{tmp_path.name[-8:]}"), ["gamma"])
+
+    def failing_test() -> None:
+        lab.spawn("gamma", ["sleep", "300"])  # a process that would outlive the test
+        raise RuntimeError("the test fails here")
+
     try:
         with pytest.raises(RuntimeError):
-            lab.spawn("gamma", ["sleep", "300"])  # a process that would outlive the test
-            raise RuntimeError("the test fails here")
+            failing_test()
     finally:
         lab.destroy()
     assert lab.leftovers() == []
