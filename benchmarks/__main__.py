@@ -2,7 +2,7 @@
 
     python -m benchmarks                      agent cycle and ingest on SQLite
     python -m benchmarks --postgres URL       ... and ingest on PostgreSQL too
-    python -m benchmarks --only agent|ingest
+    python -m benchmarks --only agent|ingest|rollout
 
 The collector runs as the real `fleetwatch serve` process and every report crosses real HTTP
 on loopback. Per-host rate limits are lifted for the ingest runs (a benchmark host reports
@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 
+from benchmarks.rollout import bench_rollout
 from benchmarks.ingest_load import Job, gz, run_load, section, synthetic_packages
 from tests.helpers import BASE_REPORT, CollectorProcess, section_data
 
@@ -234,7 +235,8 @@ def _postgres_schema_url(base: str) -> tuple[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--only", choices=["agent", "ingest"])
+    parser.add_argument("--only", choices=["agent", "ingest", "rollout"])
+    parser.add_argument("--rollout-hosts", type=int, default=10, help="lab hosts to deploy to")
     parser.add_argument(
         "--postgres",
         default=os.environ.get("FLEETWATCH_TEST_DATABASE_URL"),
@@ -278,6 +280,8 @@ def main() -> None:
                         drop()
             if not args.postgres:
                 print("  PostgreSQL: skipped (give --postgres URL or FLEETWATCH_TEST_DATABASE_URL)")
+        if args.only in (None, "rollout"):
+            bench_rollout(args.rollout_hosts)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 from io import BytesIO
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
@@ -176,3 +177,39 @@ def python_package(venv: str, requirement: str, pip_args: str = "") -> Generator
         f"{pip_args} {shlex.quote(requirement)}"
     )
     yield f"echo {shlex.quote(wanted)} > {shlex.quote(marker)}"
+
+
+@operation()
+def wheelhouse(src: str, dest: str, digest: str) -> Generator[str | FileUploadCommand, None, None]:
+    """
+    Put a directory of wheels on the host, unless the one there has the same digest.
+
+    One fact tells whether anything changed, where ``files.sync`` checks every file.
+
+    + src: the local wheelhouse directory
+    + dest: where it goes on the host (replaced whole when it differs)
+    + digest: a digest of the wheelhouse's contents
+
+    **Example:**
+
+    .. code:: python
+
+        wheelhouse(
+            name="Upload the agent's wheelhouse",
+            src="/home/ops/.cache/fleetwatch/wheelhouses/3fa4...",
+            dest="/opt/fleetwatch/wheelhouse/agent",
+            digest="3fa4...",
+        )
+    """
+    marker = f"{dest}/.digest"
+    current = host.get_fact(FileContents, path=marker)
+    if current and current[0].strip() == digest:
+        return
+    yield f"rm -rf {shlex.quote(dest)} && mkdir -p {shlex.quote(dest)}"
+    for wheel in sorted(Path(src).glob("*.whl")):
+        remote = f"{dest}/{wheel.name}"
+        yield FileUploadCommand(
+            str(wheel), remote, remote_temp_filename=host.get_temp_filename(remote)
+        )
+    yield f"chmod 644 {shlex.quote(dest)}/*.whl"
+    yield f"echo {shlex.quote(digest)} > {shlex.quote(marker)}"

@@ -50,6 +50,13 @@ class Wheelhouse:
     directory: Path
     version: str
 
+    @property
+    def digest(self) -> str:
+        """Names and sizes of its wheels: what tells one wheelhouse from another."""
+        wheels = sorted(self.directory.glob("*.whl"))
+        listing = "\n".join(f"{w.name} {w.stat().st_size}" for w in wheels)
+        return hashlib.sha256(listing.encode()).hexdigest()[:32]
+
 
 def default_source() -> Path | None:
     """The source tree this deploy package comes from, when it runs from one."""

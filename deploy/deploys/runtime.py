@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from pyinfra import host
 from pyinfra.api import DeployError
-from pyinfra.operations import files, pip
+from pyinfra.operations import pip
 
 from agent import __version__
 from deploy import wheelhouse
 from deploy.facts import Runtime
 from deploy.operations import python_package
+from deploy.operations import wheelhouse as wheelhouse_op
 
 if TYPE_CHECKING:
     from pyinfra.api.operation import OperationMeta
@@ -63,13 +64,11 @@ def install_fleetwatch(
     except wheelhouse.WheelhouseError as exc:
         raise DeployError(str(exc)) from exc
     remote = f"{prefix}/wheelhouse/{name}"
-    upload = files.sync(
+    upload = wheelhouse_op(
         name=f"Upload the {name} wheelhouse (fleetwatch {built.version})",
         src=str(built.directory),
         dest=remote,
-        delete=True,
-        exclude=[".complete"],
-        mode="644",
+        digest=built.digest,
     )
     install = python_package(
         name=f"Install fleetwatch {built.version} from the wheelhouse",

@@ -78,8 +78,14 @@ fleetwatch_max_report_age = 120
     return directory / "fleet.py"
 
 
+SECRETS: list[str] = []  # what must never appear in pyinfra's output
+
+
 def pyinfra(inventory: Path, deploy: str, *args: str) -> dict[str, int]:
-    """Run the real pyinfra command; its grand total of operations (changed, errors, unchanged)."""
+    """Run the real pyinfra command; its grand total of operations (changed, errors, unchanged).
+
+    Every run is also checked for the secrets: they never appear in pyinfra's output.
+    """
     done = subprocess.run(
         [str(BIN / "pyinfra"), "-y", str(inventory), f"deploy/{deploy}", *args],
         cwd=ROOT,
@@ -90,6 +96,8 @@ def pyinfra(inventory: Path, deploy: str, *args: str) -> dict[str, int]:
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     output = done.stdout + done.stderr  # pyinfra logs to stderr when not on a terminal
+    for secret in SECRETS:
+        assert secret not in output, f"a secret appears in the output of {deploy}"
     total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
     assert total is not None, output[-2000:]
     counts = [0 if v == "-" else int(v) for v in total.groups()]
@@ -166,6 +174,8 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     ca = TestCA(tmp_path / "ca")
     secrets = {"enroll": os.urandom(16).hex(), "admin": os.urandom(16).hex()}
     inventory = write_inventory(tmp_path / "inventory", lab, ca, secrets)
+    tls_key = (tmp_path / "ca" / "collector.key").read_text()
+    SECRETS[:] = [secrets["enroll"], secrets["admin"], tls_key.splitlines()[1]]
     api = Api(f"https://{lab.host(COLLECTOR).address}:8470", secrets["admin"], ca.cert)
     limit = [arg for name in BUILT for arg in ("--limit", name)]
 
@@ -265,10 +275,20 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     )
     assert lab.ssh(COLLECTOR, "cat /run/fleetwatch-collector.pid").strip() == collector_pid
 
-    # 5. a second run of the agent deploy changes nothing
-    again = pyinfra(inventory, "agent.py", *limit)
+    # 5. a second run of the agent deploy changes nothing (and with --diff, which shows the
+    # contents of changed files, still no secret shows)
+    again = pyinfra(inventory, "agent.py", *limit, "--diff")
     assert again["changed"] == 0, again
     assert again["errors"] == 0
+
+    # secrets are readable by their service only
+    modes = lab.ssh("web-01.parks", "stat -c '%a %U:%G %n' /etc/fleetwatch/enroll-secret "
+                                    "/etc/fleetwatch/agent.toml /var/lib/fleetwatch-agent/token")
+    assert modes.split("\n")[:3] == [
+        "640 root:fleetwatch /etc/fleetwatch/enroll-secret",
+        "640 root:fleetwatch /etc/fleetwatch/agent.toml",
+        "600 fleetwatch:fleetwatch /var/lib/fleetwatch-agent/token",
+    ]
 
     # 6. a newer agent version arrives, restarts the agents, and the collector sees it
     source, version = newer_source(tmp_path)

@@ -1,0 +1,89 @@
+"""The pieces the deploys assemble: agent settings, the systemd unit, TOML, wheel targets."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from agent.settings import load_settings
+from deploy.deploys.agent import AGENT_DEFAULTS, agent_config
+from deploy.deploys.service import unit_text
+from deploy.tomlfile import toml_table, toml_value
+from deploy.wheelhouse import Target
+
+
+class TestAgentConfig:
+    def test_written_settings_load_in_the_agent(self, tmp_path: Path) -> None:
+        """What the deploy writes is what the agent reads: host id, URL, checks and all."""
+        data = SimpleNamespace(**{**AGENT_DEFAULTS,
+            "fleetwatch_collector_url": "https://fw.example:8470",
+            "fleetwatch_enroll_secret": "s",
+            "fleetwatch_ca_cert": "PEM",
+            "fleetwatch_checks": [{"name": "site", "type": "http", "url": "http://127.0.0.1/",
+                                   "expect_status": [200, 204]}],
+        })
+        path = tmp_path / "agent.toml"
+        path.write_text(agent_config(data, "web-01.parks"))
+        settings = load_settings(path)
+        assert settings.resolved_host_id == "web-01.parks"
+        assert settings.collector_url == "https://fw.example:8470"
+        assert settings.enroll_secret_file == Path("/etc/fleetwatch/enroll-secret")
+        assert settings.ca_bundle == Path("/etc/fleetwatch/collector-ca.pem")
+        assert settings.active_checks[0].name == "site"
+        assert "s" not in path.read_text().split("\n")[1:]  # the secret stays in its own file
+
+
+class TestUnit:
+    def unit(self, command: list[str]) -> str:
+        return unit_text(description="fleetwatch agent", user="fleetwatch", command=command,
+                         writable=["/var/lib/fleetwatch-agent"],
+                         capabilities=["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"], nice=10)
+
+    def test_sandboxing(self) -> None:
+        text = self.unit(["/opt/fleetwatch/agent/bin/fleetwatch-agent", "run"])
+        for directive in ("NoNewPrivileges=yes", "ProtectSystem=strict",
+                          "ReadWritePaths=/var/lib/fleetwatch-agent", "ProtectHome=yes",
+                          "PrivateTmp=yes", "User=fleetwatch",
+                          "AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE",
+                          "CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE"):
+            assert directive in text.splitlines()
+
+    @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+    def test_systemd_accepts_the_unit(self, tmp_path: Path) -> None:
+        """systemd's own checker finds nothing wrong with the unit (no systemd needs to run)."""
+        unit = tmp_path / "fleetwatch-agent.service"
+        unit.write_text(self.unit(["/bin/true"]))
+        done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                              capture_output=True, text=True, check=False)
+        problems = [line for line in done.stderr.splitlines() if "fleetwatch-agent.service" in line]
+        assert problems == [], done.stderr
+
+
+class TestToml:
+    def test_round_trip(self) -> None:
+        values = {"name": 'quote " and \\ and ünïcode\n', "n": 3, "x": 2.5, "ok": True,
+                  "ports": ["tcp/22"], "versions": {"openssl": "3.0.15-1~deb12u1"},
+                  "skipped": None}
+        text = toml_table('hosts."web-01.parks"', values)
+        parsed = tomllib.loads(text)["hosts"]["web-01.parks"]
+        assert parsed == {k: v for k, v in values.items() if v is not None}
+
+    def test_unsupported_value(self) -> None:
+        with pytest.raises(TypeError):
+            toml_value(object())
+
+
+class TestTarget:
+    def test_manylinux_tags_follow_the_hosts_glibc(self) -> None:
+        tags = Target("3.11", "x86_64", "2.36").platforms()
+        assert tags[0] == "manylinux_2_36_x86_64"
+        assert "manylinux_2_17_x86_64" in tags
+        assert {"manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"} <= set(tags)
+        old = Target("3.11", "aarch64", "2.12").platforms()
+        assert "manylinux_2_17_aarch64" not in old
+        assert "manylinux2010_aarch64" in old
