@@ -25,8 +25,8 @@ from typing import Any
 
 import requests
 
-from benchmarks.rollout import bench_rollout
 from benchmarks.ingest_load import Job, gz, run_load, section, synthetic_packages
+from benchmarks.rollout import bench_rollout
 from tests.helpers import BASE_REPORT, CollectorProcess, section_data
 
 PACKAGES = 1500

@@ -17,9 +17,18 @@ ROOT = Path(__file__).parent.parent
 def _pyinfra(inventory: Path, *args: str, env: dict[str, str]) -> float:
     started = time.perf_counter()
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "pyinfra"), "-y", str(inventory), "deploy/agent.py",
-         *args],
-        cwd=ROOT, capture_output=True, text=True, env=env, check=False,
+        [
+            str(Path(sys.executable).parent / "pyinfra"),
+            "-y",
+            str(inventory),
+            "deploy/agent.py",
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:] + done.stdout[-3000:])
@@ -34,7 +43,7 @@ def bench_rollout(hosts: int) -> None:
     with tempfile.TemporaryDirectory(prefix="fleetwatch-rollout-") as tmp:
         directory = Path(tmp)
         names = [f"bench-{i:02d}" for i in range(1, hosts + 1)]
-        lab = Lab.create(Path(f"/tmp/fwlab-bench-{os.getpid()}"), names)  # noqa: S108
+        lab = Lab.create(Path(f"/tmp/fwlab-bench-{os.getpid()}"), names)
         try:
             inventory = directory / "fleet.py"
             inventory.write_text(f"hosts = {[(h.name, h.inventory_data) for h in lab.hosts]!r}\n")
@@ -47,7 +56,7 @@ def bench_rollout(hosts: int) -> None:
             env = {**os.environ, "XDG_CACHE_HOME": str(directory / "cache")}
             # The first build of the wheelhouse downloads wheels: timed on its own.
             started = time.perf_counter()
-            from deploy import wheelhouse  # noqa: PLC0415
+            from deploy import wheelhouse
 
             wheelhouse.CACHE = directory / "cache" / "fleetwatch"
             wheelhouse.build(ROOT, wheelhouse.Target("3.11", os.uname().machine, "2.36"))
@@ -56,8 +65,10 @@ def bench_rollout(hosts: int) -> None:
             again = _pyinfra(inventory, env=env)
         finally:
             lab.destroy()
-    print(f"rollout of the agent to {hosts} lab hosts (pyinfra over SSH, wheelhouse upload, "
-          "all hosts at once)")
+    print(
+        f"rollout of the agent to {hosts} lab hosts (pyinfra over SSH, wheelhouse upload, "
+        "all hosts at once)"
+    )
     print(f"  wheelhouse build (first time, downloads wheels): {build:.1f} s")
     print(f"  fresh rollout:    {fresh:.1f} s wall, {fresh / hosts:.2f} s a host")
     print(f"  no-change re-run: {again:.1f} s wall, {again / hosts:.2f} s a host")

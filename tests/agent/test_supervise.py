@@ -14,11 +14,14 @@ SUPERVISE = [sys.executable, "-m", "agent.supervise", "--"]
 def test_restarts_a_command_that_dies(tmp_path: Path) -> None:
     counter = tmp_path / "starts"
     script = f"import pathlib; p = pathlib.Path({str(counter)!r}); p.write_text(p.read_text() + 'x' if p.exists() else 'x'); raise SystemExit(3)"
-    supervisor = subprocess.Popen([*SUPERVISE, sys.executable, "-c", script],
-                                  stderr=subprocess.PIPE, text=True)
+    supervisor = subprocess.Popen(
+        [*SUPERVISE, sys.executable, "-c", script], stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(counter.read_text() if counter.exists() else "") < 3:
+        while (
+            time.monotonic() < deadline and len(counter.read_text() if counter.exists() else "") < 3
+        ):
             time.sleep(0.1)
         assert len(counter.read_text()) >= 3
     finally:

@@ -47,7 +47,7 @@ class TestCompile:
         (tmp_path / "group_data").mkdir()
         (tmp_path / "fleet.py").write_text("web = ['h1']\n")
         (tmp_path / "group_data" / "web.py").write_text('fleetwatch_allowed_ports = ["http"]\n')
-        with pytest.raises(InventoryError, match=r'h1.*allowed_ports\[0\].*is not a port'):
+        with pytest.raises(InventoryError, match=r"h1.*allowed_ports\[0\].*is not a port"):
             compile_policy(str(tmp_path / "fleet.py"))
 
     def test_missing_inventory(self, tmp_path: Path) -> None:
@@ -56,8 +56,15 @@ class TestCompile:
 
     def test_command_line_writes_a_valid_policy(self, tmp_path: Path) -> None:
         out = tmp_path / "policy.toml"
-        subprocess.run([str(BIN / "fleetwatch"), "policy", "compile", str(EXAMPLE), "-o", str(out)],
-                       check=True, capture_output=True)
-        checked = subprocess.run([str(BIN / "fleetwatch"), "policy", "check", str(out)],
-                                 check=True, capture_output=True, text=True)
+        subprocess.run(
+            [str(BIN / "fleetwatch"), "policy", "compile", str(EXAMPLE), "-o", str(out)],
+            check=True,
+            capture_output=True,
+        )
+        checked = subprocess.run(
+            [str(BIN / "fleetwatch"), "policy", "check", str(out)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         assert "7 hosts" in checked.stdout

@@ -20,13 +20,22 @@ from deploy.wheelhouse import Target
 class TestAgentConfig:
     def test_written_settings_load_in_the_agent(self, tmp_path: Path) -> None:
         """What the deploy writes is what the agent reads: host id, URL, checks and all."""
-        data = SimpleNamespace(**{**AGENT_DEFAULTS,
-            "fleetwatch_collector_url": "https://fw.example:8470",
-            "fleetwatch_enroll_secret": "s",
-            "fleetwatch_ca_cert": "PEM",
-            "fleetwatch_checks": [{"name": "site", "type": "http", "url": "http://127.0.0.1/",
-                                   "expect_status": [200, 204]}],
-        })
+        data = SimpleNamespace(
+            **{
+                **AGENT_DEFAULTS,
+                "fleetwatch_collector_url": "https://fw.example:8470",
+                "fleetwatch_enroll_secret": "s",
+                "fleetwatch_ca_cert": "PEM",
+                "fleetwatch_checks": [
+                    {
+                        "name": "site",
+                        "type": "http",
+                        "url": "http://127.0.0.1/",
+                        "expect_status": [200, 204],
+                    }
+                ],
+            }
+        )
         path = tmp_path / "agent.toml"
         path.write_text(agent_config(data, "web-01.parks"))
         settings = load_settings(path)
@@ -40,17 +49,27 @@ class TestAgentConfig:
 
 class TestUnit:
     def unit(self, command: list[str]) -> str:
-        return unit_text(description="fleetwatch agent", user="fleetwatch", command=command,
-                         writable=["/var/lib/fleetwatch-agent"],
-                         capabilities=["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"], nice=10)
+        return unit_text(
+            description="fleetwatch agent",
+            user="fleetwatch",
+            command=command,
+            writable=["/var/lib/fleetwatch-agent"],
+            capabilities=["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"],
+            nice=10,
+        )
 
     def test_sandboxing(self) -> None:
         text = self.unit(["/opt/fleetwatch/agent/bin/fleetwatch-agent", "run"])
-        for directive in ("NoNewPrivileges=yes", "ProtectSystem=strict",
-                          "ReadWritePaths=/var/lib/fleetwatch-agent", "ProtectHome=yes",
-                          "PrivateTmp=yes", "User=fleetwatch",
-                          "AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE",
-                          "CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE"):
+        for directive in (
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ReadWritePaths=/var/lib/fleetwatch-agent",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "User=fleetwatch",
+            "AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE",
+            "CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE",
+        ):
             assert directive in text.splitlines()
 
     @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
@@ -58,17 +77,27 @@ class TestUnit:
         """systemd's own checker finds nothing wrong with the unit (no systemd needs to run)."""
         unit = tmp_path / "fleetwatch-agent.service"
         unit.write_text(self.unit(["/bin/true"]))
-        done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(unit)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         problems = [line for line in done.stderr.splitlines() if "fleetwatch-agent.service" in line]
         assert problems == [], done.stderr
 
 
 class TestToml:
     def test_round_trip(self) -> None:
-        values = {"name": 'quote " and \\ and ünïcode\n', "n": 3, "x": 2.5, "ok": True,
-                  "ports": ["tcp/22"], "versions": {"openssl": "3.0.15-1~deb12u1"},
-                  "skipped": None}
+        values = {
+            "name": 'quote " and \\ and ünïcode\n',
+            "n": 3,
+            "x": 2.5,
+            "ok": True,
+            "ports": ["tcp/22"],
+            "versions": {"openssl": "3.0.15-1~deb12u1"},
+            "skipped": None,
+        }
         text = toml_table('hosts."web-01.parks"', values)
         parsed = tomllib.loads(text)["hosts"]["web-01.parks"]
         assert parsed == {k: v for k, v in values.items() if v is not None}

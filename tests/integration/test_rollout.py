@@ -282,8 +282,11 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     assert again["errors"] == 0
 
     # secrets are readable by their service only
-    modes = lab.ssh("web-01.parks", "stat -c '%a %U:%G %n' /etc/fleetwatch/enroll-secret "
-                                    "/etc/fleetwatch/agent.toml /var/lib/fleetwatch-agent/token")
+    modes = lab.ssh(
+        "web-01.parks",
+        "stat -c '%a %U:%G %n' /etc/fleetwatch/enroll-secret "
+        "/etc/fleetwatch/agent.toml /var/lib/fleetwatch-agent/token",
+    )
     assert modes.split("\n")[:3] == [
         "640 root:fleetwatch /etc/fleetwatch/enroll-secret",
         "640 root:fleetwatch /etc/fleetwatch/agent.toml",
