@@ -29,7 +29,7 @@ from agent.collectors.checks import (
     run_tcp,
 )
 from agent.collectors.packages import InstalledPackages, PackagesCollector
-from agent.collectors.ports import PortsCollector
+from agent.collectors.ports import PortsCollector, socket_owners
 from agent.collectors.resources import ResourcesCollector
 from agent.collectors.services import ServicesCollector, parse_list_unit_files, parse_list_units
 from agent.collectors.system import SystemCollector, parse_os_release
@@ -421,3 +421,24 @@ class TestResources:
         data = ResourcesCollector().collect()
         assert data.memory.total_bytes > 0
         assert 0 <= data.memory.percent <= 100
+
+
+class TestSocketOwners:
+    def test_reads_owners_from_captured_proc_net(self) -> None:
+        """Listening TCP and bound UDP sockets, IPv4 and IPv6, with their owning uid."""
+        owners = socket_owners(FIXTURES / "proc-net")
+        assert owners[("tcp", "::", 18080)] == 0
+        assert owners[("udp", "0.0.0.0", 15353)] == 0
+        assert ("tcp", "127.0.0.1", 5432) in owners  # PostgreSQL, as its own user
+        assert owners[("tcp", "127.0.0.1", 5432)] != 0
+
+    def test_user_without_process(self) -> None:
+        """When the process behind a socket cannot be named, its user still is."""
+        conns, _ = _captured_connections()
+        data = PortsCollector(
+            net_connections=lambda kind: conns,
+            process=lambda pid: (None, None),  # as for an agent without capabilities
+            owners=lambda: socket_owners(FIXTURES / "proc-net"),
+        ).collect()
+        mine = next(x for x in data.listeners if x.port == 18080)
+        assert (mine.process, mine.user) == (None, "root")
