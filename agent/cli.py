@@ -3,6 +3,7 @@
 fleetwatch-agent collect          print the report as JSON; send nothing
 fleetwatch-agent run --once       collect and deliver one report
 fleetwatch-agent run              report every interval until SIGTERM
+fleetwatch-agent rotate-token     get a new host token now
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.client import InsecureURLError
+from agent.client import DeliveryError, InsecureURLError
 from agent.logs import configure_logging
-from agent.settings import SettingsError, load_settings
+from agent.secret_files import check_secret_files
+from agent.settings import DEFAULT_CONFIG, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import FrameType
+
+    from agent.runner import Agent
+    from agent.settings import AgentSettings
 
 EXIT_USAGE = 2
 
@@ -41,7 +46,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--once", action="store_true", help="collect and deliver one report, then exit"
     )
+    commands.add_parser(
+        "rotate-token",
+        help="get a new host token now (the old one works until the new one is used)",
+    )
     return parser
+
+
+def _run(agent: Agent, once: bool) -> int:
+    if once:
+        return 0 if agent.run_once() else 1
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    agent.run_forever(stop)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,31 +79,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.runner import Agent
 
     try:
-        agent = Agent(settings)
-        if args.command == "collect":
-            sys.stdout.write(agent.collect().model_dump_json(indent=2) + "\n")
-            return 0
-        if not settings.collector_url:
-            print(
-                "fleetwatch-agent: collector_url is not set (FLEETWATCH_COLLECTOR_URL)",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        agent.client  # noqa: B018  (refuses an insecure URL before anything is collected)
-        if args.once:
-            return 0 if agent.run_once() else 1
-        stop = threading.Event()
-
-        def _stop(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        agent.run_forever(stop)
+        return _command(Agent(settings), args, settings)
     except (InsecureURLError, SettingsError) as exc:
         print(f"fleetwatch-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    except DeliveryError as exc:  # rotate-token: the collector said no, or is away
+        print(f"fleetwatch-agent: {exc}", file=sys.stderr)
+        return 1
+
+
+def _command(agent: Agent, args: argparse.Namespace, settings: AgentSettings) -> int:
+    if args.command == "collect":
+        sys.stdout.write(agent.collect().model_dump_json(indent=2) + "\n")
+        return 0
+    if not settings.collector_url:
+        msg = "collector_url is not set (FLEETWATCH_COLLECTOR_URL)"
+        raise SettingsError(msg)
+    config = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    check_secret_files(settings, config)
+    agent.client  # noqa: B018  (refuses an insecure URL before anything is collected)
+    if args.command == "rotate-token":
+        agent.rotate_token()
+        print(f"fleetwatch-agent: host token of {agent.host_id} rotated")
+        return 0
+    return _run(agent, args.once)
 
 
 if __name__ == "__main__":

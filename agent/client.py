@@ -151,6 +151,19 @@ class CollectorClient:
             msg = "collector answered enrollment with something that is not a token"
             raise DeliveryError(msg, retryable=True) from exc
 
+    def rotate_token(self, token: str) -> str:
+        """A new token for this host; the current one works until the new one is used."""
+        headers = {"Authorization": f"Bearer {token}"}
+        response = self._post("/api/v1/token/rotate", b"", headers)
+        if response.status_code == 401:
+            raise TokenRejectedError(error_message(response), retryable=True, status=401)
+        self._raise_for_status(response)
+        try:
+            return EnrollResponse.model_validate_json(response.content).token
+        except ValidationError as exc:
+            msg = "collector answered a token rotation with something that is not a token"
+            raise DeliveryError(msg, retryable=True) from exc
+
     def send_report(self, token: str, report_json: bytes) -> ReportAck:
         headers = {
             "Content-Type": "application/json",

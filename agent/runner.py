@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 BACKOFF_BASE = 1.0
+ROTATION_RETRY = 3600.0  # seconds before a failed token rotation is tried again
 
 
 def backoff_delay(
@@ -66,6 +67,7 @@ class Agent:
             default_collectors(settings), settings.collector_timeout
         )
         self._client = client
+        self._rotation_failed_at: float | None = None
 
     @property
     def client(self) -> CollectorClient:
@@ -204,8 +206,31 @@ class Agent:
         )
         return wire.model_dump_json(exclude_none=True).encode(), dropped, hash_only
 
+    def rotate_token(self) -> None:
+        """Get a new host token and keep it; the old one works until the new one is used."""
+        self.state.write_token(self.client.rotate_token(self._token()))
+        log.info("host token rotated", host_id=self.host_id)
+
+    def _rotation_due(self) -> bool:
+        """Whether the token is older than token_max_age_days (and no recent try failed)."""
+        age = self.state.token_age
+        max_age = self.settings.token_max_age_days * 86400
+        if not max_age or age is None or age <= max_age:
+            return False
+        failed = self._rotation_failed_at
+        return failed is None or time.monotonic() - failed >= ROTATION_RETRY
+
     def _token(self) -> str:
         token = self.state.read_token()
+        if token and self._rotation_due():
+            try:
+                token = self.client.rotate_token(token)
+            except DeliveryError as exc:
+                self._rotation_failed_at = time.monotonic()
+                log.warning("token rotation failed; the current token stays in use", error=str(exc))
+            else:
+                self.state.write_token(token)
+                log.info("host token rotated", host_id=self.host_id)
         if token:
             return token
         secret = self.settings.enroll_secret_value()

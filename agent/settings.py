@@ -98,6 +98,10 @@ class AgentSettings(BaseSettings):
     retry_max_delay: Annotated[float, Field(gt=0, le=86_400)] = Field(
         default=300.0, description="Longest wait between two delivery attempts."
     )
+    token_max_age_days: Annotated[float, Field(ge=0)] = Field(
+        default=30.0,
+        description="Days after which the agent rotates its host token by itself; 0: never.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe log level written."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,7 @@ class _StateFile(BaseModel):
     last_sequence: int = 0
     base: dict[str, SectionBase] = {}
     dropped: int = 0
+    token_issued_at: float | None = None  # epoch seconds: when our token was issued
 
 
 class AgentState:
@@ -143,5 +145,18 @@ class AgentState:
             return None
         return token or None
 
-    def write_token(self, token: str) -> None:
+    def write_token(self, token: str, issued_at: float | None = None) -> None:
+        """Store a new host token (mode 0600, owned like the state directory)."""
         atomic_write(self.token_path, token.encode() + b"\n", mode=0o600)
+        if os.geteuid() == 0:
+            # root runs `fleetwatch-agent rotate-token` by hand; the agent's user must read it
+            owner = self.directory.stat()
+            os.chown(self.token_path, owner.st_uid, owner.st_gid)
+        self._state.token_issued_at = issued_at if issued_at is not None else time.time()
+        self.save()
+
+    @property
+    def token_age(self) -> float | None:
+        """Seconds since our token was issued, when known."""
+        issued = self._state.token_issued_at
+        return None if issued is None else max(0.0, time.time() - issued)

@@ -179,6 +179,7 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
         enrolled_at=host.enrolled_at if host else None,
         last_sequence=host.last_sequence if host else None,
         dropped_reports=host.dropped_total if host else 0,
+        spool_error=host.spool_error if host else None,
         sections=sections,
         findings=[finding_view(f) for f in findings],
     )

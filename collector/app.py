@@ -18,6 +18,7 @@ from agent.logs import configure_logging
 from agent.schema import EnrollRequest, Report, ReportAck
 from collector.api import router
 from collector.fastpath import REPORT_PATH, ReportFastPath
+from collector.http_protocol import GuardedHttpToolsProtocol
 from collector.identity import AccessError
 from collector.ingest import ReportRejectedError
 from collector.limits import LimitError
@@ -193,4 +194,5 @@ def app_from_environment() -> FastAPI:
     migrations already applied by the parent process."""
     settings = CollectorSettings()
     configure_logging(settings.log_level, settings.log_format)
+    GuardedHttpToolsProtocol.header_timeout = settings.header_timeout
     return create_app(settings, migrate=False)

@@ -93,6 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "collector.app:app_from_environment",
         factory=True,
         workers=settings.workers,
+        http="collector.http_protocol:GuardedHttpToolsProtocol",
+        limit_concurrency=settings.max_connections,
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

@@ -137,11 +137,20 @@ class Identity:
             return None
         digest = token_hash(token)
         with self.store.read() as conn:
-            host_id = self.store.host_for_token(conn, digest)
-        if host_id is not None:
-            if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
-                self._host_tokens.clear()
-            self._host_tokens[digest] = (host_id, time.monotonic() + TOKEN_CACHE_SECONDS)
+            found = self.store.host_for_token(conn, digest)
+        if found is None:
+            return None
+        host_id, older_active = found
+        if older_active:
+            # The first use of a rotated token retires the tokens before it: until now the
+            # agent might not have stored the new one, so the old ones had to keep working.
+            with self.store.write() as conn:
+                self.store.revoke_host_tokens(conn, host_id, datetime.now(UTC), except_hash=digest)
+            self._forget_host(host_id)
+            log.info("host token rotated", host_id=host_id)
+        if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
+            self._host_tokens.clear()
+        self._host_tokens[digest] = (host_id, time.monotonic() + TOKEN_CACHE_SECONDS)
         return host_id
 
     def _forget_host(self, host_id: str) -> None:
@@ -151,10 +160,11 @@ class Identity:
                 self._host_tokens.pop(digest, None)
 
     def rotate(self, token: str, now: datetime | None = None) -> str:
-        """A new token for the host holding ``token``; the old one stops working.
+        """A new token for the host holding ``token``.
 
-        The agent writes the new token to disk before it drops the old one, so there is no
-        moment in which it holds no valid token.
+        The old token keeps working until the new one is first used: an agent that lost the
+        answer (a crash, a dropped connection) still holds a valid token, so rotation never
+        leaves a gap in reporting.
         """
         now = now or datetime.now(UTC)
         host_id = self.host_for(token)
@@ -163,9 +173,7 @@ class Identity:
         fresh = new_token(HOST_PREFIX)
         with self.store.write() as conn:
             self.store.add_host_token(conn, host_id, token_hash(fresh), now)
-            self.store.revoke_host_tokens(conn, host_id, now, except_hash=token_hash(fresh))
-        self._forget_host(host_id)
-        log.info("host token rotated", host_id=host_id)
+        log.info("host token issued for rotation", host_id=host_id)
         return fresh
 
     def allow_reenroll(self, host_id: str, minutes: float, now: datetime | None = None) -> bool:

@@ -79,6 +79,11 @@ def _ack(row: ReportRow, status: str) -> ReportAck:
     )
 
 
+def _spool_error(report: Report) -> str | None:
+    error = report.delivery.spool_error
+    return storable(error) if error else None
+
+
 def _full_sections(report: Report) -> dict[str, tuple[str, bytes, BaseModel]]:
     """Sections sent in full: our own hash of each (what an agent claims is never trusted)."""
     full: dict[str, tuple[str, bytes, BaseModel]] = {}
@@ -206,6 +211,7 @@ class Ingestor:
                 "errors": outcome.errors,
                 "missing": outcome.missing,
                 "dropped": report.delivery.dropped_reports,
+                "spool_error": _spool_error(report),
             }
         )
         if self._is_newest(host, report):
@@ -252,6 +258,7 @@ class Ingestor:
             agent_version=storable(report.agent_version),
             sections=sections,
             dropped_total=host.dropped_total + report.delivery.dropped_reports,
+            spool_error=_spool_error(report),
         )
         observed_at = min(report.collected_at, item.received_at)
         if outcome.fresh:
@@ -279,7 +286,7 @@ class Ingestor:
             "last_collected_at": after.last_collected_at,
             "last_received_at": after.last_received_at,
         }
-        for column in ("agent_version", "sections", "conditions", "dropped_total"):
+        for column in ("agent_version", "sections", "conditions", "dropped_total", "spool_error"):
             if getattr(after, column) != getattr(before, column):
                 values[column] = getattr(after, column)
         return values

@@ -128,6 +128,8 @@ def host_text(host: dict[str, Any]) -> str:
             f"kernel:        {clean(system.get('kernel'))}",
             f"reboot needed: {'yes' if system.get('reboot_required') else 'no'}",
         ]
+    if host.get("spool_error"):
+        lines.append(f"spool:         {clean(host['spool_error'])}")
     if host.get("dropped_reports"):
         lines.append(f"dropped:       {host['dropped_reports']} reports lost by the agent")
     for name, section in sorted((host.get("sections") or {}).items()):

@@ -74,6 +74,14 @@ class CollectorSettings(BaseSettings):
     body_timeout: Annotated[float, Field(gt=0)] = Field(
         default=30.0, description="Seconds a client may take to send its request body."
     )
+    header_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="Seconds a client may take to send a request's headers."
+    )
+    max_connections: Annotated[int, Field(ge=1)] = Field(
+        default=4096,
+        description="Connections (and requests in progress) a worker takes at once; more are "
+        "answered 503.",
+    )
     host_rate: Annotated[float, Field(gt=0)] = Field(
         default=1.0,
         description="Reports per second a single host may send, on average.",

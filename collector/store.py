@@ -46,6 +46,7 @@ class HostRow:
     sections: dict[str, dict[str, Any]]
     conditions: dict[str, dict[str, str]]
     dropped_total: int
+    spool_error: str | None
 
     @property
     def observed_at(self) -> datetime | None:
@@ -81,6 +82,7 @@ class ReportRow:
     errors: dict[str, str]
     missing: list[str]
     dropped: int
+    spool_error: str | None
 
 
 @dataclass(frozen=True)
@@ -195,13 +197,26 @@ class Store:
             query = query.where(host_tokens.c.token_hash != except_hash)
         return int(conn.execute(query.values(revoked_at=now)).rowcount)
 
-    def host_for_token(self, conn: Connection, token_hash: str) -> str | None:
-        return conn.execute(
-            select(host_tokens.c.host_id).where(
+    def host_for_token(self, conn: Connection, token_hash: str) -> tuple[str, bool] | None:
+        """The host of an active token, and whether older tokens of that host are active."""
+        row = conn.execute(
+            select(host_tokens.c.id, host_tokens.c.host_id).where(
                 host_tokens.c.token_hash == token_hash,
                 host_tokens.c.revoked_at.is_(None),
             )
-        ).scalar_one_or_none()
+        ).first()
+        if row is None:
+            return None
+        older = conn.execute(
+            select(func.count())
+            .select_from(host_tokens)
+            .where(
+                host_tokens.c.host_id == row.host_id,
+                host_tokens.c.revoked_at.is_(None),
+                host_tokens.c.id < row.id,
+            )
+        ).scalar_one()
+        return row.host_id, bool(older)
 
     # -- API tokens ---------------------------------------------------------------------
 

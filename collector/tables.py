@@ -83,6 +83,8 @@ hosts = Table(
     # since when aging conditions hold: {"security_update": {package: iso time}, ...}
     Column("conditions", JSON(), nullable=False, default=dict),
     Column("dropped_total", BigInteger(), nullable=False, default=0),
+    # the agent's last word on its spool (a full or read-only disk), None when all is well
+    Column("spool_error", Text(), nullable=True),
 )
 
 host_tokens = Table(
@@ -147,6 +149,7 @@ reports = Table(
     Column("errors", JSON(), nullable=False),  # section -> error text
     Column("missing", JSON(), nullable=False),  # sections sent as a hash we did not hold
     Column("dropped", BigInteger(), nullable=False, default=0),
+    Column("spool_error", Text(), nullable=True),
     UniqueConstraint("host_id", "instance_id", "sequence"),
     Index(None, "host_id", "received_at"),
     Index(None, "received_at"),

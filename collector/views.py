@@ -58,6 +58,7 @@ class HostDetail(HostSummary):
     enrolled_at: datetime | None
     last_sequence: int | None
     dropped_reports: int
+    spool_error: str | None
     sections: dict[str, SectionView]
     findings: list[FindingView]
 
@@ -72,6 +73,7 @@ class ReportView(BaseModel):
     errors: dict[str, str]
     missing: list[str]
     dropped: int
+    spool_error: str | None
 
 
 def status_of(
@@ -133,4 +135,5 @@ def report_view(row: ReportRow) -> ReportView:
         errors=row.errors,
         missing=row.missing,
         dropped=row.dropped,
+        spool_error=row.spool_error,
     )
