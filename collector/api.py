@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 ENROLL_BODY_LIMIT = 64 * 1024
+MAX_ID = 2**62  # database ids and offsets are 64-bit integers
 
 
 def service(request: Request) -> CollectorService:
@@ -191,7 +192,9 @@ def list_reports(
     host_id: HostId,
     principal: Reader,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="Report id to page back from")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Report id to page back from")
+    ] = None,
 ) -> list[ReportView]:
     """Reports received from a host, newest first: sequence, collection and receive time."""
     svc = service(request)
@@ -212,7 +215,7 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
     is_open: Annotated[bool | None, Query(alias="open")] = None,
     unit: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[FindingView]:
     """Findings, open and resolved, filtered by host, rule, state and unit."""
     svc = service(request)
@@ -349,7 +352,9 @@ def list_tokens(request: Request) -> list[TokenView]:
 
 
 @router.delete("/api/v1/tokens/{token_id}", tags=["admin"], dependencies=[Depends(admin)])
-def revoke_token(request: Request, token_id: int) -> dict[str, str]:
+def revoke_token(
+    request: Request, token_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+) -> dict[str, str]:
     """Revoke an API token or enrollment secret."""
     if not service(request).identity.revoke_token(token_id):
         raise HTTPException(404, f"no active token {token_id}")

@@ -57,7 +57,11 @@ def parse_report(body: bytes) -> Report:
         if errors and errors[0]["type"] == "json_invalid":
             raise ReportInvalidError(400, f"body is not valid JSON: {errors[0]['msg']}") from exc
         version = _schema_version(body)
-        if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+        if (
+            isinstance(version, int)
+            and not isinstance(version, bool)
+            and (version not in SUPPORTED_SCHEMA_VERSIONS)
+        ):
             raise ReportInvalidError(400, _version_message(version)) from exc
         raise ReportInvalidError(422, validation_detail(exc)) from exc
     if report.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
