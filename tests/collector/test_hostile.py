@@ -68,8 +68,7 @@ def listeners(count: int) -> bytes:
     ]
     one = b'{"protocol": "tcp", "address": "0.0.0.0", "port": 1},'
     block = one * 10_000
-    for _ in range(count // 10_000):
-        chunks.append(gz.compress(block))
+    chunks.extend(gz.compress(block) for _ in range(count // 10_000))
     chunks.append(gz.compress(b'{"protocol": "tcp", "address": "0.0.0.0", "port": 2}]}}}}'))
     chunks.append(gz.flush())
     return b"".join(chunks)
