@@ -77,7 +77,7 @@ def test_no_operation_answers_5xx(api_schema: Any, collector: tuple[TestClient, 
                 headers = {"Authorization": f"Bearer {auth}"} if auth else {}
                 response = case.call(headers=headers)
                 assert response.status_code < 500, (
-                    operation.label,
+                    case.operation.label,
                     response.status_code,
                     response.text[:300],
                 )
