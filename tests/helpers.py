@@ -178,3 +178,79 @@ class CollectorProcess:
         )
         env.update({f"FLEETWATCH_{k.upper()}": v for k, v in settings.items()})
         return env
+
+
+class AgentProcess:
+    """The real `fleetwatch-agent run` in a subprocess, its log kept to read acknowledgements."""
+
+    def __init__(
+        self,
+        collector: CollectorProcess,
+        state_dir: Path,
+        host_id: str,
+        log: Path,
+        prefix: list[str] | None = None,
+        **settings: str,
+    ) -> None:
+        self.state_dir = state_dir
+        self.log = log
+        env = collector.agent_env(
+            state_dir,
+            host_id,
+            **{"interval": "1", "jitter": "0", "retry_max_delay": "1", **settings},
+        )
+        self.env = env
+        self.argv = [*(prefix or []), str(BIN / "fleetwatch-agent"), "run"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
+        return self
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.terminate()
+        code = self.process.wait(timeout=60)
+        self.process = None
+        return code
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                event = json.loads(line)
+                if event.get("event") == name:
+                    found.append(event)
+        return found
+
+    def acknowledged(self) -> set[int]:
+        """Sequences the collector acknowledged, as the agent logged them."""
+        return {e["sequence"] for e in self.events("report delivered")}
+
+    def last_sequence(self) -> int:
+        state = json.loads((self.state_dir / "state.json").read_text())
+        return int(state["last_sequence"])
+
+    def spooled(self) -> int:
+        return len(self.spooled_sequences())
+
+    def spooled_sequences(self) -> set[int]:
+        """Sequences still waiting in the spool (made after the last delivery, say)."""
+        return {int(p.name.split(".")[0]) for p in (self.state_dir / "spool").glob("*.json.gz")}
+
+
+def wait_until(what: str, condition: Any, timeout: float = 60, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+        except (requests.RequestException, OSError, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    msg = f"timed out waiting for {what}; last: {last!r}"
+    raise AssertionError(msg)
