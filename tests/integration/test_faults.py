@@ -3,7 +3,6 @@ PostgreSQL server stopped and started."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -35,17 +34,17 @@ def consistency_problems(database_url: str) -> list[str]:
     problems = []
     with engine.connect() as conn:
         blobs = {row[0] for row in conn.execute(text("SELECT hash FROM blobs"))}
-        for host_id, sequence, sections in conn.execute(
+        for host_id, sequence, raw in conn.execute(
             text("SELECT host_id, sequence, sections FROM reports")
         ):
-            sections = sections if isinstance(sections, dict) else json.loads(sections)
+            sections = raw if isinstance(raw, dict) else json.loads(raw)
             missing = set(sections.values()) - blobs
             if missing:
                 problems.append(f"report {host_id}#{sequence} refers to missing contents")
-        for host_id, last, sections in conn.execute(
+        for host_id, last, raw in conn.execute(
             text("SELECT host_id, last_sequence, sections FROM hosts")
         ):
-            sections = sections if isinstance(sections, dict) else json.loads(sections)
+            sections = raw if isinstance(raw, dict) else json.loads(raw)
             if any(s.get("hash") and s["hash"] not in blobs for s in sections.values()):
                 problems.append(f"host {host_id} holds missing contents")
             latest = conn.execute(
@@ -126,7 +125,7 @@ class PrivatePostgres:
     """A PostgreSQL cluster in a temporary directory, run as the postgres user."""
 
     def __init__(self) -> None:
-        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
         if os.geteuid() != 0 or not binaries or shutil.which("setpriv") is None:
             pytest.skip("needs root and a PostgreSQL installation for a server of its own")
         self.bin = Path(binaries[-1]).parent
