@@ -113,7 +113,7 @@ class TestSecretFiles:
         config = tmp_path / "agent.toml"
         config.write_text('enroll_secret = "s"\n')
         config.chmod(0o644)
-        with pytest.raises(SettingsError, match="agent.toml holds a secret"):
+        with pytest.raises(SettingsError, match=r"agent\.toml holds a secret"):
             check_secret_files(AgentSettings(state_dir=tmp_path), config)
         config.write_text("interval = 60\n")  # no secret in it: any mode will do
         check_secret_files(AgentSettings(state_dir=tmp_path), config)
