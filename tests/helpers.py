@@ -95,9 +95,12 @@ class CollectorProcess:
         database_url: str,
         policy: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
+        """``tls`` is (certificate, key, CA): the collector then serves HTTPS."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify: str | bool = str(tls[2]) if tls else True
         self.admin_token = "admin-" + os.urandom(8).hex()
         self.enroll_secret = "enroll-" + os.urandom(8).hex()
         self.log = tmp_path / f"collector-{self.port}.log"
@@ -108,6 +111,11 @@ class CollectorProcess:
             "FLEETWATCH_DATABASE_URL": database_url,
             "FLEETWATCH_POLICY_CHECK_INTERVAL": "0.5",
             "FLEETWATCH_LOG_FORMAT": "json",
+            **(
+                {"FLEETWATCH_TLS_CERT": str(tls[0]), "FLEETWATCH_TLS_KEY": str(tls[1])}
+                if tls
+                else {}
+            ),
             **(extra_env or {}),
         }
         self.args = [
@@ -133,7 +141,7 @@ class CollectorProcess:
                 msg = f"collector exited: {self.log.read_text()[-2000:]}"
                 raise RuntimeError(msg)
             try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
+                if requests.get(self.url + "/healthz", timeout=1, verify=self.verify).ok:
                     return self
             except requests.RequestException:
                 pass
@@ -160,6 +168,7 @@ class CollectorProcess:
             self.url + path,
             params=params,
             timeout=10,
+            verify=self.verify,
             headers={"Authorization": f"Bearer {self.admin_token}"},
         )
         response.raise_for_status()
