@@ -59,6 +59,8 @@ class IngestQueue:
         self._thread = None
 
     def submit(self, report: Report, token_host: str) -> Future[ReportAck]:
+        if self._thread is None:
+            raise OverloadedError  # not started, or stopping: nothing would answer
         future: Future[ReportAck] = Future()
         item = _Item(Submission(report, token_host, datetime.now(UTC)), future)
         try:

@@ -118,6 +118,9 @@ class CollectorService:
         self._thread: threading.Thread | None = None
 
     def start(self, *, migrate: bool = True) -> None:
+        """Migrate, start the writer and housekeeping; a second call does nothing."""
+        if self._thread is not None:
+            return
         if migrate:
             upgrade(self.engine)
         _tune_garbage_collector()
@@ -131,10 +134,14 @@ class CollectorService:
         )
 
     def stop(self) -> None:
+        """Store what is queued and stop; a second call does nothing."""
+        if self._thread is None:
+            return
         self.pipeline.stop()
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._stop.clear()
         self.engine.dispose()
 
     def receive_report(self, body: bytes, token_host: str) -> ReportAck:

@@ -57,7 +57,22 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestCl
 
 @pytest.fixture(scope="module")
 def api_schema(collector: tuple[TestClient, str]) -> Any:
-    return schemathesis.openapi.from_asgi("/openapi.json", collector[0].app)
+    app = collector[0].app
+
+    async def without_lifespan(scope: Any, receive: Any, send: Any) -> None:
+        """The app, its start-up and shutdown left to the fixture that owns it."""
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return schemathesis.openapi.from_asgi("/openapi.json", without_lifespan)
 
 
 def test_no_operation_answers_5xx(api_schema: Any, collector: tuple[TestClient, str]) -> None:
