@@ -19,8 +19,13 @@ class InventoryError(Exception):
 
 def compile_policy(inventory: str) -> str:
     """The real command: pyinfra's loader patches the process for gevent, so not in this one."""
-    done = subprocess.run([str(BIN / "fleetwatch"), "policy", "compile", inventory],
-                          capture_output=True, text=True, check=False, timeout=120)
+    done = subprocess.run(
+        [str(BIN / "fleetwatch"), "policy", "compile", inventory],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     if done.returncode != 0:
         raise InventoryError(done.stderr.strip())
     return done.stdout

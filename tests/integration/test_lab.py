@@ -63,3 +63,42 @@ def test_processes_are_separate(make_lab: Any) -> None:
     finally:
         marker.kill()
         marker.wait()
+
+
+def test_without_root_the_lab_says_so_and_stops() -> None:
+    """Run as an ordinary user, `python -m tests.lab up` explains and exits, building nothing."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to run the command as another user")
+    root = Path(__file__).parent.parent.parent
+    done = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "tests.lab",
+            "--dir",
+            "/tmp/fwlab-nobody",
+            "up",
+            "1",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == "lab: the lab needs root (network namespaces, mounts, a system user per host)"
+    )
+    assert not Path("/tmp/fwlab-nobody").exists()

@@ -198,3 +198,45 @@ def test_token_command_line(tmp_path: Path) -> None:
         assert "API token not accepted" in refused.stderr
     finally:
         collector.stop()
+
+
+def test_agent_rotates_its_token_without_a_gap(tmp_path: Path) -> None:
+    """`fleetwatch-agent rotate-token`: reports go on with the new token; the old one stops
+    working once the new one has been used."""
+    collector = CollectorProcess(tmp_path, f"sqlite:///{tmp_path / 'rotate.db'}").start()
+    state = tmp_path / "agent"
+    env = collector.agent_env(state, "rotating-01")
+    agent = [str(BIN / "fleetwatch-agent")]
+    try:
+        assert (
+            subprocess.run(
+                [*agent, "run", "--once"], env=env, check=False, capture_output=True
+            ).returncode
+            == 0
+        )
+        old = (state / "token").read_text().strip()
+        rotated = subprocess.run(
+            [*agent, "rotate-token"], env=env, capture_output=True, text=True, check=False
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        assert "host token of rotating-01 rotated" in rotated.stdout
+        new = (state / "token").read_text().strip()
+        assert new != old
+        assert oct((state / "token").stat().st_mode & 0o777) == "0o600"
+        assert (
+            subprocess.run(
+                [*agent, "run", "--once"], env=env, check=False, capture_output=True
+            ).returncode
+            == 0
+        )
+        refused = requests.post(
+            collector.url + "/api/v1/report",
+            data=b"{}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {old}"},
+        )
+        assert refused.status_code == 401
+        reports = collector.api("/api/v1/hosts/rotating-01/reports")
+        assert [r["sequence"] for r in reports] == [2, 1]
+    finally:
+        collector.stop()
