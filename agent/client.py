@@ -144,12 +144,7 @@ class CollectorClient:
             raise EnrollRefusedError(
                 error_message(response), retryable=False, status=response.status_code
             )
-        self._raise_for_status(response)
-        try:
-            return EnrollResponse.model_validate_json(response.content).token
-        except ValidationError as exc:
-            msg = "collector answered enrollment with something that is not a token"
-            raise DeliveryError(msg, retryable=True) from exc
+        return self._token(response, "enrollment")
 
     def rotate_token(self, token: str) -> str:
         """A new token for this host; the current one works until the new one is used."""
@@ -157,11 +152,14 @@ class CollectorClient:
         response = self._post("/api/v1/token/rotate", b"", headers)
         if response.status_code == 401:
             raise TokenRejectedError(error_message(response), retryable=True, status=401)
+        return self._token(response, "a token rotation")
+
+    def _token(self, response: requests.Response, answering: str) -> str:
         self._raise_for_status(response)
         try:
             return EnrollResponse.model_validate_json(response.content).token
         except ValidationError as exc:
-            msg = "collector answered a token rotation with something that is not a token"
+            msg = f"collector answered {answering} with something that is not a token"
             raise DeliveryError(msg, retryable=True) from exc
 
     def send_report(self, token: str, report_json: bytes) -> ReportAck:

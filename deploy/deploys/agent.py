@@ -10,7 +10,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-from deploy.deploys.runtime import host_runtime, install_fleetwatch
+from deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
 from deploy.deploys.service import run_service, stop_service
 from deploy.operations import secret_file
 from deploy.tomlfile import toml_table, toml_value
@@ -103,16 +103,7 @@ def install_agent() -> None:
     prefix = data.fleetwatch_prefix
     runtime = host_runtime(data.fleetwatch_python)
 
-    server.group(name="Create the fleetwatch group", group=user, system=True)
-    server.user(  # noqa: S604  (a login shell, not a shell command)
-        name="Create the fleetwatch system user",
-        user=user,
-        group=user,
-        system=True,
-        home=STATE_DIR,
-        shell="/usr/sbin/nologin",
-        ensure_home=False,
-    )
+    system_account(user=user, home=STATE_DIR, label="the fleetwatch")
     files.directory(
         name="Create /etc/fleetwatch", path=CONFIG_DIR, user="root", group=user, mode="750"
     )

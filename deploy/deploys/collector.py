@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 
 from pyinfra import host, state
 from pyinfra.api import DeployError, deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
 from deploy.baseline import InventoryError, policy_text
-from deploy.deploys.runtime import host_runtime, install_fleetwatch
+from deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
 from deploy.deploys.service import run_service
 from deploy.operations import secret_file
 
@@ -103,16 +103,7 @@ def install_collector() -> None:
     user = data.fleetwatch_collector_user
     prefix = data.fleetwatch_prefix
     runtime = host_runtime(data.fleetwatch_python)
-    server.group(name="Create the collector's group", group=user, system=True)
-    server.user(  # noqa: S604  (a login shell, not a shell command)
-        name="Create the collector's system user",
-        user=user,
-        group=user,
-        system=True,
-        home=DATA_DIR,
-        shell="/usr/sbin/nologin",
-        ensure_home=False,
-    )
+    system_account(user=user, home=DATA_DIR, label="the collector's")
     files.directory(
         name=f"Create {CONFIG_DIR}", path=CONFIG_DIR, user="root", group=user, mode="750"
     )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyinfra import host
 from pyinfra.api import DeployError
-from pyinfra.operations import pip
+from pyinfra.operations import pip, server
 
 from agent import __version__
 from deploy import wheelhouse
@@ -26,6 +26,20 @@ def host_runtime(python: str) -> dict[str, Any]:
         msg = f"{python} on {host.name} cannot create virtualenvs: install python3-venv"
         raise DeployError(msg)
     return runtime
+
+
+def system_account(*, user: str, home: str, label: str) -> None:
+    """A system group and user named ``user`` with no login shell; ``label`` names it in output."""
+    server.group(name=f"Create {label} group", group=user, system=True)
+    server.user(  # noqa: S604  (a login shell, not a shell command)
+        name=f"Create {label} system user",
+        user=user,
+        group=user,
+        system=True,
+        home=home,
+        shell="/usr/sbin/nologin",
+        ensure_home=False,
+    )
 
 
 def install_fleetwatch(
