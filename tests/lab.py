@@ -250,6 +250,7 @@ echo {host.name} > /etc/hostname
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+cd /  # the directory this was started from may now be hidden
 exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
 """
         log = (base / "sshd.log").open("ab")
@@ -354,7 +355,7 @@ exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
             raise LabError(msg)
         return Spawned(
             subprocess.Popen(
-                ["nsenter", "-t", str(init), "-n", "-m", "-u", "-p", "--", *argv],
+                ["nsenter", "-t", str(init), "-n", "-m", "-u", "-p", "--wd=/", "--", *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
