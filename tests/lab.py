@@ -280,27 +280,18 @@ exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
         log.close()
         host.pid = process.pid
 
+    def _ssh_argv(self, host: LabHost, command: str, *options: str) -> list[str]:
+        """ssh as root to a lab host with the lab's key; its host key changes with every lab."""
+        argv = ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+        for option in ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", *options):
+            argv += ["-o", option]
+        return [*argv, f"root@{host.address}", command]
+
     def _wait_for_ssh(self, host: LabHost, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             probe = subprocess.run(
-                [
-                    "ssh",
-                    "-i",
-                    str(self.key),
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "ConnectTimeout=2",
-                    "-o",
-                    "LogLevel=ERROR",
-                    f"root@{host.address}",
-                    "hostname",
-                ],
+                self._ssh_argv(host, "hostname", "ConnectTimeout=2"),
                 capture_output=True,
                 text=True,
                 check=False,
@@ -321,21 +312,7 @@ exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
         """Run a shell command on a lab host as root, over SSH."""
         host = self.host(name)
         done = subprocess.run(
-            [
-                "ssh",
-                "-i",
-                str(self.key),
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                f"root@{host.address}",
-                command,
-            ],
+            self._ssh_argv(host, command),
             capture_output=True,
             text=True,
             check=False,

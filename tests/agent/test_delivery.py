@@ -17,6 +17,22 @@ from agent.settings import AgentSettings, SettingsError
 from tests.helpers import BIN
 
 
+def run_agent(state_dir: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real fleetwatch-agent command, with only a collector URL and a state directory."""
+    return subprocess.run(
+        [str(BIN / "fleetwatch-agent"), *args],
+        env={
+            "FLEETWATCH_COLLECTOR_URL": url,
+            "FLEETWATCH_STATE_DIR": str(state_dir),
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 class TestBackoff:
     def test_full_jitter_under_a_growing_ceiling(self) -> None:
         rng = random.Random(7)
@@ -74,18 +90,7 @@ class TestInsecureURL:
         CollectorClient("http://10.0.0.5:8470", allow_insecure_http=True)
 
     def test_the_command_refuses_with_exit_status_2(self, tmp_path: Path) -> None:
-        done = subprocess.run(
-            [str(BIN / "fleetwatch-agent"), "run", "--once"],
-            env={
-                "FLEETWATCH_COLLECTOR_URL": "http://192.0.2.10:8470",
-                "FLEETWATCH_STATE_DIR": str(tmp_path),
-                "PATH": "/usr/bin:/bin",
-            },
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        done = run_agent(tmp_path, "http://192.0.2.10:8470", "run", "--once")
         assert done.returncode == 2
         assert "refusing plain HTTP to http://192.0.2.10:8470" in done.stderr
 
@@ -121,18 +126,7 @@ class TestSecretFiles:
     def test_the_command_refuses_to_start(self, tmp_path: Path) -> None:
         (tmp_path / "token").write_text("fwh_x\n")
         (tmp_path / "token").chmod(0o644)
-        done = subprocess.run(
-            [str(BIN / "fleetwatch-agent"), "run"],
-            env={
-                "FLEETWATCH_COLLECTOR_URL": "http://127.0.0.1:9",
-                "FLEETWATCH_STATE_DIR": str(tmp_path),
-                "PATH": "/usr/bin:/bin",
-            },
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        done = run_agent(tmp_path, "http://127.0.0.1:9", "run")
         assert done.returncode == 2
         assert "refusing to start" in done.stderr
         assert f"chmod 600 {tmp_path}/token" in done.stderr
