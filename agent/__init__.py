@@ -1,3 +1,1 @@
 """fleetwatch host agent: collects a host's compliance facts and reports them to the collector."""
-
-__version__ = "0.1.0"

@@ -15,18 +15,18 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent import __version__
-from agent.client import DeliveryError, InsecureURLError
-from agent.logs import configure_logging
-from agent.secret_files import check_secret_files
-from agent.settings import DEFAULT_CONFIG, SettingsError, load_settings
+from fleetwatch import __version__
+from fleetwatch.agent.client import DeliveryError, InsecureURLError
+from fleetwatch.agent.secret_files import check_secret_files
+from fleetwatch.agent.settings import DEFAULT_CONFIG, SettingsError, load_settings
+from fleetwatch.logs import configure_logging
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import FrameType
 
-    from agent.runner import Agent
-    from agent.settings import AgentSettings
+    from fleetwatch.agent.cycle import Agent
+    from fleetwatch.agent.settings import AgentSettings
 
 EXIT_USAGE = 2
 
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
 
-    from agent.runner import Agent
+    from fleetwatch.agent.cycle import Agent
 
     try:
         return _command(Agent(settings), args, settings)

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import ValidationError
 
-from agent import __version__
-from agent.schema import EnrollRequest, EnrollResponse, ReportAck
+from fleetwatch import __version__
+from fleetwatch.schema import EnrollRequest, EnrollResponse, ReportAck
 
 if TYPE_CHECKING:
     from pathlib import Path

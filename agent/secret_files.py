@@ -12,13 +12,13 @@ import stat
 import tomllib
 from typing import TYPE_CHECKING
 
-from agent.settings import SettingsError
-from agent.state import TOKEN_FILE
+from fleetwatch.agent.settings import SettingsError
+from fleetwatch.agent.state import TOKEN_FILE
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from agent.settings import AgentSettings
+    from fleetwatch.agent.settings import AgentSettings
 
 
 def _mode(path: Path) -> int | None:

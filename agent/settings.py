@@ -21,8 +21,8 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
-from agent.collectors.checks import CheckConfig, HttpCheck, ProcessCheck, TcpCheck
-from agent.schema import HostId
+from fleetwatch.agent.collectors.checks import CheckConfig, HttpCheck, ProcessCheck, TcpCheck
+from fleetwatch.schema import HostId
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from agent.state import atomic_write, fsync_directory
+from fleetwatch.agent.state import atomic_write, fsync_directory
 
 if TYPE_CHECKING:
     from pathlib import Path

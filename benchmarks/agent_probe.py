@@ -28,9 +28,9 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    from agent.logs import configure_logging
-    from agent.runner import Agent
-    from agent.settings import AgentSettings
+    from fleetwatch.agent.cycle import Agent
+    from fleetwatch.agent.settings import AgentSettings
+    from fleetwatch.logs import configure_logging
 
     configure_logging("error", "json")
 

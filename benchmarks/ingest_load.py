@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.client import COMPRESS_ABOVE
-from agent.schema import SECTION_TYPES, section_hash
+from fleetwatch.agent.client import COMPRESS_ABOVE
+from fleetwatch.schema import SECTION_TYPES, section_hash
 
 
 def synthetic_packages(base: list[list[str]], count: int, salt: str) -> list[list[str]]:

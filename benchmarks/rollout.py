@@ -21,7 +21,7 @@ def _pyinfra(inventory: Path, *args: str, env: dict[str, str]) -> float:
             str(Path(sys.executable).parent / "pyinfra"),
             "-y",
             str(inventory),
-            "deploy/agent.py",
+            "deploy/recipes/install_agent.py",
             *args,
         ],
         cwd=ROOT,
@@ -56,10 +56,10 @@ def bench_rollout(hosts: int) -> None:
             env = {**os.environ, "XDG_CACHE_HOME": str(directory / "cache")}
             # The first build of the wheelhouse downloads wheels: timed on its own.
             started = time.perf_counter()
-            from deploy import wheelhouse
+            from fleetwatch.deploy import wheels
 
-            wheelhouse.CACHE = directory / "cache" / "fleetwatch"
-            wheelhouse.build(ROOT, wheelhouse.Target("3.11", os.uname().machine, "2.36"))
+            wheels.CACHE = directory / "cache" / "fleetwatch"
+            wheels.build(ROOT, wheels.Target("3.11", os.uname().machine, "2.36"))
             build = time.perf_counter() - started
             fresh = _pyinfra(inventory, env=env)
             again = _pyinfra(inventory, env=env)

@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 import structlog
 from pydantic import ValidationError
 
-from agent.schema import SUPPORTED_SCHEMA_VERSIONS, Report, ReportAck
-from collector.compliance import Compliance
-from collector.db import make_engine, upgrade
-from collector.identity import Identity
-from collector.ingest import Ingestor, ReportRejectedError
-from collector.limits import RateLimiter
-from collector.pipeline import IngestQueue
-from collector.policy import PolicySource
-from collector.store import Store
+from fleetwatch.collector.auth.identity import Identity
+from fleetwatch.collector.compliance.findings import Compliance
+from fleetwatch.collector.compliance.policy import PolicySource
+from fleetwatch.collector.ingest.queue import IngestQueue
+from fleetwatch.collector.ingest.writer import Ingestor, ReportRejectedError
+from fleetwatch.collector.storage.db import make_engine, upgrade
+from fleetwatch.collector.storage.store import Store
+from fleetwatch.collector.web.bodies import RateLimiter
+from fleetwatch.schema import SUPPORTED_SCHEMA_VERSIONS, Report, ReportAck
 
 if TYPE_CHECKING:
-    from collector.settings import CollectorSettings
+    from fleetwatch.collector.settings import CollectorSettings
 
 log = structlog.get_logger(__name__)
 

@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from collector.policy import Baseline, Policy, PolicyError
-from deploy.tomlfile import toml_table
+from fleetwatch.collector.compliance.policy import Baseline, Policy, PolicyError
+from fleetwatch.deploy.tomlfile import toml_table
 
 if TYPE_CHECKING:
     from pyinfra.api import Inventory

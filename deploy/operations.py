@@ -13,7 +13,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 from pyinfra.facts.files import File, FileContents, Sha256File
 
-from deploy.facts import DaemonStatus
+from fleetwatch.deploy.facts import DaemonStatus
 
 if TYPE_CHECKING:
     from collections.abc import Generator

@@ -2,8 +2,8 @@
 their hosts play. Group data in group_data/ carries both the deploy settings and the compliance
 baseline; `fleetwatch policy compile inventory/fleet.py` shows what each host is held to.
 
-    pyinfra inventory/fleet.py deploy/collector.py --limit fleetwatch_collectors
-    pyinfra inventory/fleet.py deploy/agent.py
+    pyinfra inventory/fleet.py deploy/recipes/install_collector.py --limit fleetwatch_collectors
+    pyinfra inventory/fleet.py deploy/recipes/install_agent.py
 """
 
 # Roles

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from agent.schema import SECTION_TYPES, Report, section_hash
+from fleetwatch.schema import SECTION_TYPES, Report, section_hash
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BIN = Path(sys.executable).parent

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
-from agent.settings import AgentSettings
-from collector.settings import ClientSettings, CollectorSettings
+from fleetwatch.agent.settings import AgentSettings
+from fleetwatch.collector.settings import ClientSettings, CollectorSettings
 
 ROOT = Path(__file__).parent.parent
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from agent.schema import SectionName
+    from fleetwatch.schema import SectionName
 
 
 class Collector(Protocol):

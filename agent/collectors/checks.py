@@ -12,12 +12,12 @@ import psutil
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.schema import CheckResult, ChecksData
+from fleetwatch.schema import CheckResult, ChecksData
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from agent.schema import SectionName
+    from fleetwatch.schema import SectionName
 
 CheckName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Timeout = Annotated[float, Field(gt=0, le=300)]

@@ -6,8 +6,8 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.package_managers import PackageManager
-    from agent.schema import PackagesData, SectionName
+    from fleetwatch.agent.package_managers import PackageManager
+    from fleetwatch.schema import PackagesData, SectionName
 
 
 class InstalledPackages:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from agent.schema import Listener, PortsData
+from fleetwatch.schema import Listener, PortsData
 
 if TYPE_CHECKING:
-    from agent.schema import SectionName
+    from fleetwatch.schema import SectionName
 
 ProcessInfo = Callable[[int], tuple[str | None, str | None]]
 TCP_LISTEN = "0A"

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from agent.schema import MemoryUsage, MountUsage, ResourcesData
+from fleetwatch.schema import MemoryUsage, MountUsage, ResourcesData
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from agent.schema import SectionName
+    from fleetwatch.schema import SectionName
 
 # Read-only images are always full by construction; reporting them would flag every snap host.
 _SKIP_FSTYPES = frozenset({"squashfs", "iso9660", "udf", "erofs"})

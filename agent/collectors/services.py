@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.commands import Runner, run_command
-from agent.schema import ServicesData, ServiceUnit
+from fleetwatch.agent.commands import Runner, run_command
+from fleetwatch.schema import ServicesData, ServiceUnit
 
 if TYPE_CHECKING:
-    from agent.schema import SectionName
+    from fleetwatch.schema import SectionName
 
 SYSTEMCTL_TIMEOUT = 30.0
 _BULLETS = ("\u25cf", "*", "\u00d7")  # the marks systemctl puts before troubled units

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from agent.package_managers import dpkg_version
-from agent.schema import OsRelease, SystemData
+from fleetwatch import debversion
+from fleetwatch.schema import OsRelease, SystemData
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from agent.collectors.packages import InstalledPackages
-    from agent.schema import SectionName
+    from fleetwatch.agent.collectors.packages import InstalledPackages
+    from fleetwatch.schema import SectionName
 
 
 def parse_os_release(text: str) -> OsRelease:
@@ -113,4 +113,4 @@ class SystemCollector:
         running_version = manager.kernel_package_version(packages, release)
         if running_version is None:
             return newest[0], None
-        return newest[0], dpkg_version.compare(newest[1], running_version) > 0
+        return newest[0], debversion.compare(newest[1], running_version) > 0

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from agent.schema import UpdatesData
-from agent.state import atomic_write
+from fleetwatch.agent.state import atomic_write
+from fleetwatch.schema import UpdatesData
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from agent.package_managers import PackageManager
-    from agent.schema import SectionName
+    from fleetwatch.agent.package_managers import PackageManager
+    from fleetwatch.schema import SectionName
 
 log = structlog.get_logger(__name__)
 

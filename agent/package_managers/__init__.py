@@ -12,8 +12,8 @@ import shutil
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from agent.commands import Runner
-    from agent.schema import PackagesData, UpdatesData
+    from fleetwatch.agent.commands import Runner
+    from fleetwatch.schema import PackagesData, UpdatesData
 
 
 class PackageManager(Protocol):
@@ -50,7 +50,7 @@ class NoPackageManagerError(RuntimeError):
 
 def detect(run: Runner | None = None) -> PackageManager:
     """The package manager of this host; raise NoPackageManagerError when none is supported."""
-    from agent.package_managers.dpkg import Dpkg  # noqa: PLC0415  (dpkg imports this module)
+    from fleetwatch.agent.package_managers.dpkg import Dpkg  # noqa: PLC0415  (dpkg imports this module)
 
     if shutil.which("dpkg") and shutil.which("apt-get"):
         return Dpkg(run=run) if run else Dpkg()

@@ -17,9 +17,9 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.commands import Runner, run_command
-from agent.package_managers import dpkg_version
-from agent.schema import Package, PackagesData, PendingUpdate, UpdatesData
+from fleetwatch import debversion
+from fleetwatch.agent.commands import Runner, run_command
+from fleetwatch.schema import Package, PackagesData, PendingUpdate, UpdatesData
 
 _INST = re.compile(
     r"^Inst (?P<name>\S+)"
@@ -213,4 +213,4 @@ class Dpkg:
         ]
         if not kernels:
             return None
-        return max(kernels, key=lambda k: dpkg_version.sort_key(k[1]))
+        return max(kernels, key=lambda k: debversion.sort_key(k[1]))

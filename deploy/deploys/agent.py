@@ -10,10 +10,10 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-from deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
-from deploy.deploys.service import run_service, stop_service
-from deploy.operations import secret_file
-from deploy.tomlfile import toml_table, toml_value
+from fleetwatch.deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
+from fleetwatch.deploy.deploys.service import run_service, stop_service
+from fleetwatch.deploy.operations import secret_file
+from fleetwatch.deploy.tomlfile import toml_table, toml_value
 
 AGENT_DEFAULTS: dict[str, Any] = {
     "fleetwatch_collector_url": None,
@@ -42,7 +42,7 @@ LOG_DIR = "/var/log/fleetwatch-agent"
 
 def agent_config(data: Any, host_id: str) -> str:
     """The agent's settings file; the enrollment secret stays in its own file."""
-    text = "# Written by fleetwatch's pyinfra deploy (deploy/agent.py); changes are overwritten.\n"
+    text = "# Written by fleetwatch's pyinfra deploy (install_agent); changes are overwritten.\n"
     text += toml_table(
         None,
         {
@@ -90,7 +90,7 @@ def install_agent() -> None:
 
     .. code:: python
 
-        from deploy import install_agent
+        from fleetwatch.deploy import install_agent
 
         install_agent(_parallel=20)
     """
@@ -150,7 +150,7 @@ def install_agent() -> None:
         description="fleetwatch agent: reports this host's compliance facts",
         user=user,
         command=[f"{venv}/bin/fleetwatch-agent", "--config", CONFIG, "run"],
-        supervisor=[f"{venv}/bin/python", "-m", "agent.supervise"],
+        supervisor=[f"{venv}/bin/python", "-m", "fleetwatch.supervise"],
         writable=[STATE_DIR],
         capabilities=list(data.fleetwatch_agent_capabilities),
         log=f"{LOG_DIR}/agent.log",
@@ -169,7 +169,7 @@ def remove_agent() -> None:
 
     .. code:: python
 
-        from deploy import remove_agent
+        from fleetwatch.deploy.recipes import remove_agent
 
         remove_agent()
     """

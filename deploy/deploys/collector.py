@@ -10,10 +10,10 @@ from pyinfra import host, state
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files
 
-from deploy.baseline import InventoryError, policy_text
-from deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
-from deploy.deploys.service import run_service
-from deploy.operations import secret_file
+from fleetwatch.deploy.baseline import InventoryError, policy_text
+from fleetwatch.deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
+from fleetwatch.deploy.deploys.service import run_service
+from fleetwatch.deploy.operations import secret_file
 
 COLLECTOR_DEFAULTS: dict[str, Any] = {
     "fleetwatch_collector_url": None,
@@ -51,7 +51,7 @@ def _environment(data: Any, port: int, tls: bool) -> str:
         "FLEETWATCH_LOG_LEVEL": data.fleetwatch_log_level,
         "FLEETWATCH_LOG_FORMAT": "json",
     }
-    lines = ["# Written by fleetwatch's pyinfra deploy (deploy/collector.py)."]
+    lines = ["# Written by fleetwatch's pyinfra deploy (install_collector)."]
     lines += [f"{key}={value}" for key, value in values.items() if value is not None]
     return "\n".join(lines) + "\n"
 
@@ -79,7 +79,7 @@ def install_collector() -> None:
 
     .. code:: python
 
-        from deploy import install_collector
+        from fleetwatch.deploy import install_collector
 
         if "fleetwatch_collectors" in host.groups:
             install_collector()
@@ -182,7 +182,7 @@ def install_collector() -> None:
         description="fleetwatch collector",
         user=user,
         command=["/bin/sh", "-c", f"set -a; . {CONFIG_DIR}/collector.env; exec {serve}"],
-        supervisor=[f"{venv}/bin/python", "-m", "agent.supervise"],
+        supervisor=[f"{venv}/bin/python", "-m", "fleetwatch.supervise"],
         writable=[DATA_DIR],
         capabilities=["CAP_NET_BIND_SERVICE"] if port < 1024 else [],
         log=f"{LOG_DIR}/collector.log",

@@ -10,11 +10,11 @@ from pyinfra import host
 from pyinfra.api import DeployError
 from pyinfra.operations import pip, server
 
-from agent import __version__
-from deploy import wheelhouse
-from deploy.facts import Runtime
-from deploy.operations import python_package
-from deploy.operations import wheelhouse as wheelhouse_op
+from fleetwatch import __version__
+from fleetwatch.deploy import wheels
+from fleetwatch.deploy.facts import Runtime
+from fleetwatch.deploy.operations import python_package
+from fleetwatch.deploy.operations import wheelhouse as wheelhouse_op
 
 if TYPE_CHECKING:
     from pyinfra.api.operation import OperationMeta
@@ -65,17 +65,17 @@ def install_fleetwatch(
             pip_args=f"--index-url {index_url}",
         )
         return [created, install]
-    source = host.data.get("fleetwatch_source") or wheelhouse.default_source()
+    source = host.data.get("fleetwatch_source") or wheels.default_source()
     if source is None:
         msg = (
             "no fleetwatch to deploy: set fleetwatch_source to a wheel or source tree, or "
             "fleetwatch_index_url to install from an index"
         )
         raise DeployError(msg)
-    target = wheelhouse.Target(runtime["python"], runtime["machine"], runtime["libc"] or "2.17")
+    target = wheels.Target(runtime["python"], runtime["machine"], runtime["libc"] or "2.17")
     try:
-        built = wheelhouse.build(Path(source), target, extras)
-    except wheelhouse.WheelhouseError as exc:
+        built = wheels.build(Path(source), target, extras)
+    except wheels.WheelhouseError as exc:
         raise DeployError(str(exc)) from exc
     remote = f"{prefix}/wheelhouse/{name}"
     upload = wheelhouse_op(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from deploy.operations import daemon
+from fleetwatch.deploy.operations import daemon
 
 if TYPE_CHECKING:
     from pyinfra.api.operation import OperationMeta

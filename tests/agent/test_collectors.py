@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from agent.collectors.checks import (
+from fleetwatch.agent.collectors.checks import (
     ChecksCollector,
     HttpCheck,
     ProcessCheck,
@@ -28,13 +28,17 @@ from agent.collectors.checks import (
     run_process,
     run_tcp,
 )
-from agent.collectors.packages import InstalledPackages, PackagesCollector
-from agent.collectors.ports import PortsCollector, socket_owners
-from agent.collectors.resources import ResourcesCollector
-from agent.collectors.services import ServicesCollector, parse_list_unit_files, parse_list_units
-from agent.collectors.system import SystemCollector, parse_os_release
-from agent.collectors.updates import UpdatesCollector
-from agent.package_managers.dpkg import Dpkg
+from fleetwatch.agent.collectors.packages import InstalledPackages, PackagesCollector
+from fleetwatch.agent.collectors.ports import PortsCollector, socket_owners
+from fleetwatch.agent.collectors.resources import ResourcesCollector
+from fleetwatch.agent.collectors.services import (
+    ServicesCollector,
+    parse_list_unit_files,
+    parse_list_units,
+)
+from fleetwatch.agent.collectors.system import SystemCollector, parse_os_release
+from fleetwatch.agent.collectors.updates import UpdatesCollector
+from fleetwatch.agent.package_managers.dpkg import Dpkg
 from tests.helpers import FIXTURES
 
 SYSTEMD = FIXTURES / "systemd"

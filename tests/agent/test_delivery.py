@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.client import CollectorClient, InsecureURLError, parse_retry_after
-from agent.runner import backoff_delay
-from agent.secret_files import check_secret_files
-from agent.settings import AgentSettings, SettingsError
+from fleetwatch.agent.client import CollectorClient, InsecureURLError, parse_retry_after
+from fleetwatch.agent.cycle import backoff_delay
+from fleetwatch.agent.secret_files import check_secret_files
+from fleetwatch.agent.settings import AgentSettings, SettingsError
 from tests.helpers import BIN
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands import CommandError
-from agent.package_managers.dpkg import Dpkg, parse_simulation, parse_status
+from fleetwatch.agent.commands import CommandError
+from fleetwatch.agent.package_managers.dpkg import Dpkg, parse_simulation, parse_status
 from tests.helpers import FIXTURES
 
 APT = FIXTURES / "apt"

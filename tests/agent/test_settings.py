@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.collectors.checks import HttpCheck, TcpCheck
-from agent.settings import AgentSettings, SettingsError, load_settings
+from fleetwatch.agent.collectors.checks import HttpCheck, TcpCheck
+from fleetwatch.agent.settings import AgentSettings, SettingsError, load_settings
 from tests.helpers import BIN
 
 CONFIG = """
@@ -133,7 +133,7 @@ class TestCommandLine:
 
     def test_collect_prints_a_valid_report_and_sends_nothing(self, tmp_path: Path) -> None:
         """`collect` prints this host's report as JSON, with every section, and needs no URL."""
-        from agent.schema import SECTION_NAMES, Report
+        from fleetwatch.schema import SECTION_NAMES, Report
 
         done = subprocess.run(
             [str(BIN / "fleetwatch-agent"), "collect"],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import CorruptEntryError, Spool
+from fleetwatch.agent.spool import CorruptEntryError, Spool
 
 
 class TestSpool:

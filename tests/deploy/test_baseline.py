@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.policy import Policy
+from fleetwatch.collector.compliance.policy import Policy
 from tests.helpers import BIN
 
 EXAMPLE = Path(__file__).parent.parent.parent / "inventory" / "fleet.py"

@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.settings import load_settings
-from deploy.deploys.agent import AGENT_DEFAULTS, agent_config
-from deploy.deploys.service import unit_text
-from deploy.tomlfile import toml_table, toml_value
-from deploy.wheelhouse import Target
+from fleetwatch.agent.settings import load_settings
+from fleetwatch.deploy.deploys.agent import AGENT_DEFAULTS, agent_config
+from fleetwatch.deploy.deploys.service import unit_text
+from fleetwatch.deploy.tomlfile import toml_table, toml_value
+from fleetwatch.deploy.wheels import Target
 
 
 class TestAgentConfig:

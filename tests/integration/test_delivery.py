@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.schema import Report
+from fleetwatch.schema import Report
 from tests.helpers import AgentProcess, CollectorProcess, make_report, wait_until
 
 HOST = "spool-test-host"

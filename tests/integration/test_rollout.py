@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from agent import __version__
+from fleetwatch import __version__
 from tests.helpers import BIN
 from tests.lab import Lab
 from tests.tls import TestCA
@@ -160,11 +160,11 @@ def newer_source(directory: Path) -> tuple[Path, str]:
     """A copy of this source tree with a higher version: a rebuilt wheel."""
     version = f"{__version__}.post1"
     copy = directory / "newer-source"
-    for part in ("agent", "collector", "deploy"):
+    for part in ("fleetwatch", "agent", "collector", "deploy"):
         shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
     for part in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / part, copy / part)
-    init = copy / "agent" / "__init__.py"
+    init = copy / "fleetwatch" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{__version__}"', f'"{version}"'))
     return copy, version
 
@@ -187,9 +187,9 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     )
 
     # 1. deploy the collector, then the agents, from a wheelhouse, over SSH
-    first = pyinfra(inventory, "collector.py", "--limit", "fleetwatch_collectors")
+    first = pyinfra(inventory, "recipes/install_collector.py", "--limit", "fleetwatch_collectors")
     assert first["errors"] == 0
-    assert pyinfra(inventory, "agent.py", *limit)["errors"] == 0
+    assert pyinfra(inventory, "recipes/install_agent.py", *limit)["errors"] == 0
 
     # 2. the agents enroll and report, over HTTPS against the test CA
     def all_reported() -> dict[str, Any] | None:
@@ -266,7 +266,7 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     (inventory.parent / "group_data" / "database.py").write_text(
         'fleetwatch_allowed_ports = ["tcp/22", "tcp/5432", "tcp/9999"]\n'
     )
-    policy_change = pyinfra(inventory, "collector.py", "--limit", "fleetwatch_collectors")
+    policy_change = pyinfra(inventory, "recipes/install_collector.py", "--limit", "fleetwatch_collectors")
     assert policy_change["changed"] == 1  # the policy file, and nothing else
     wait_for(
         "the new baseline to clear db-01",
@@ -277,7 +277,7 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
 
     # 5. a second run of the agent deploy changes nothing (and with --diff, which shows the
     # contents of changed files, still no secret shows)
-    again = pyinfra(inventory, "agent.py", *limit, "--diff")
+    again = pyinfra(inventory, "recipes/install_agent.py", *limit, "--diff")
     assert again["changed"] == 0, again
     assert again["errors"] == 0
 
@@ -295,7 +295,7 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
 
     # 6. a newer agent version arrives, restarts the agents, and the collector sees it
     source, version = newer_source(tmp_path)
-    upgrade = pyinfra(inventory, "agent.py", *limit, "--data", f"fleetwatch_source={source}")
+    upgrade = pyinfra(inventory, "recipes/install_agent.py", *limit, "--data", f"fleetwatch_source={source}")
     assert upgrade["errors"] == 0
     wait_for(
         f"every agent to report version {version}",
@@ -303,7 +303,7 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     )
 
     # 7. the remove deploy leaves no agent process and none of its files
-    assert pyinfra(inventory, "remove_agent.py", *limit)["errors"] == 0
+    assert pyinfra(inventory, "recipes/remove_agent.py", *limit)["errors"] == 0
     for name in BUILT:
         assert agent_processes(lab, name) == [], name
         left = lab.ssh(

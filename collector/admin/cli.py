@@ -1,0 +1,406 @@
+"""``fleetwatch``: run the collector, and ask it about the fleet.
+
+fleetwatch serve                 run the collector service
+fleetwatch db upgrade            apply database migrations
+fleetwatch hosts                 hosts and their status
+fleetwatch host HOST_ID          one host's latest state and open findings
+fleetwatch findings              findings, filtered
+fleetwatch reports HOST_ID       reports received from a host
+fleetwatch token ...             API tokens and enrollment secrets
+fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
+fleetwatch demo                  collector + this machine's agent, on SQLite
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from fleetwatch import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from fleetwatch.collector.admin.client import ApiClient
+    from fleetwatch.collector.settings import CollectorSettings
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """Something the user asked for that cannot be done; the message says why."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _settings_error(exc: ValidationError) -> CliError:
+    error = exc.errors()[0]
+    field = ".".join(str(p) for p in error["loc"]) or "settings"
+    return CliError(f"invalid setting {field}: {error['msg']}", EXIT_USAGE)
+
+
+# -- the service --------------------------------------------------------------------------
+
+
+def _collector_settings(args: argparse.Namespace) -> CollectorSettings:
+    from fleetwatch.collector.settings import CollectorSettings
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("host", "port", "database_url", "policy", "data_dir")
+        if getattr(args, name, None) is not None
+    }
+    try:
+        return CollectorSettings(**overrides)
+    except ValidationError as exc:
+        raise _settings_error(exc) from exc
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from sqlalchemy.exc import OperationalError
+
+    from fleetwatch.collector.compliance.policy import PolicyError, PolicySource
+    from fleetwatch.collector.storage.db import DatabaseURLError, make_engine, upgrade
+    from fleetwatch.logs import configure_logging
+
+    settings = _collector_settings(args)
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        PolicySource(settings.policy)  # a broken policy stops us here, with its message
+        engine = make_engine(settings.resolved_database_url)
+    except (PolicyError, DatabaseURLError) as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    try:
+        upgrade(engine)  # once, before any worker starts
+    except OperationalError as exc:
+        msg = f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}"
+        raise CliError(msg, 1) from exc
+    finally:
+        engine.dispose()
+    # Workers build their own settings from the environment: hand the flags on through it.
+    for name in ("host", "port", "database_url", "policy", "data_dir"):
+        if getattr(args, name, None) is not None:
+            os.environ[f"FLEETWATCH_{name.upper()}"] = str(getattr(args, name))
+    uvicorn.run(
+        "fleetwatch.collector.web.app:app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        http="fleetwatch.collector.web.protocol:GuardedHttpToolsProtocol",
+        limit_concurrency=settings.max_connections,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.storage.db import DatabaseURLError, make_engine, upgrade
+
+    settings = _collector_settings(args)
+    try:
+        engine = make_engine(settings.resolved_database_url)
+    except DatabaseURLError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    upgrade(engine)
+    engine.dispose()
+    print("database schema is up to date")
+    return 0
+
+
+# -- asking the API -----------------------------------------------------------------------
+
+
+def _client() -> ApiClient:
+    from fleetwatch.collector.admin.client import ApiClient
+    from fleetwatch.collector.settings import ClientSettings
+
+    try:
+        settings = ClientSettings()
+    except ValidationError as exc:
+        raise _settings_error(exc) from exc
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    if not token:
+        msg = "no API token: set FLEETWATCH_API_TOKEN (or FLEETWATCH_API_TOKEN_FILE)"
+        raise CliError(msg, EXIT_USAGE)
+    return ApiClient(settings.api_url, token, str(settings.ca_bundle or "") or None)
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.admin import render
+
+    status = "noncompliant" if args.noncompliant else args.status
+    hosts = _client().get("/api/v1/hosts", unit=args.unit, status=status)
+    print(render.to_json(hosts) if args.json else render.hosts_table(hosts))
+    return 0
+
+
+def cmd_host(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.admin import render
+
+    client = _client()
+    path = f"/api/v1/hosts/{args.host_id}"
+    if args.allow_reenroll is not None:
+        answer = client.post(path + "/allow-reenroll", {"minutes": args.allow_reenroll})
+        print(render.clean(answer["detail"]))
+        return 0
+    if args.revoke:
+        answer = client.post(path + "/revoke")
+        print(f"revoked {answer['revoked']} token(s) of {render.clean(args.host_id)}")
+        return 0
+    host = client.get(path, data=str(args.json).lower())
+    print(render.to_json(host) if args.json else render.host_text(host))
+    return 0
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.admin import render
+
+    is_open = True if args.open else (False if args.resolved else None)
+    findings = _client().get(
+        "/api/v1/findings",
+        host_id=args.host,
+        rule=args.rule,
+        unit=args.unit,
+        open=None if is_open is None else str(is_open).lower(),
+    )
+    print(render.to_json(findings) if args.json else render.findings_table(findings))
+    return 0
+
+
+def cmd_reports(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.admin import render
+
+    reports = _client().get(f"/api/v1/hosts/{args.host_id}/reports", limit=args.limit)
+    if args.json:
+        print(render.to_json(reports))
+        return 0
+    rows = [
+        [
+            r["sequence"],
+            r["collected_at"],
+            r["received_at"],
+            r["dropped"],
+            ", ".join(sorted(r["errors"])) or "-",
+        ]
+        for r in reports
+    ]
+    print(render.table(["SEQ", "COLLECTED", "RECEIVED", "DROPPED", "ERRORS"], rows))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.admin import render
+
+    client = _client()
+    if args.token_command == "create":  # noqa: S105  (a command name)
+        made = client.post(
+            "/api/v1/tokens", {"name": args.name, "kind": args.kind, "unit": args.unit}
+        )
+        print(render.to_json(made) if args.json else made["token"])
+        if not args.json:
+            print(
+                f"(token {made['id']}: {args.kind}"
+                f"{' for unit ' + render.clean(args.unit) if args.unit else ''}; "
+                "shown once, keep it safe)",
+                file=sys.stderr,
+            )
+    elif args.token_command == "list":  # noqa: S105  (a command name)
+        tokens = client.get("/api/v1/tokens")
+        if args.json:
+            print(render.to_json(tokens))
+        else:
+            rows = [
+                [
+                    t["id"],
+                    t["name"],
+                    t["kind"],
+                    t["unit"] or "-",
+                    t["created_at"][:19],
+                    "revoked" if t["revoked_at"] else "active",
+                ]
+                for t in tokens
+            ]
+            print(render.table(["ID", "NAME", "KIND", "UNIT", "CREATED", "STATE"], rows))
+    else:
+        print(render.clean(client.delete(f"/api/v1/tokens/{args.id}")["detail"]))
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.compliance.policy import Policy, PolicyError
+
+    if args.policy_command == "check":
+        try:
+            policy = Policy.from_file(args.file)
+        except PolicyError as exc:
+            raise CliError(str(exc), 1) from exc
+        print(f"{args.file}: {len(policy.hosts)} hosts, {len(policy.groups)} groups; valid")
+        return 0
+    if args.policy_command == "compile":
+        from fleetwatch.deploy.baseline import InventoryError, compile_policy
+
+        try:
+            text = compile_policy(args.inventory)
+        except InventoryError as exc:
+            raise CliError(str(exc), 1) from exc
+        if args.output:
+            args.output.write_text(text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    answer = _client().post("/api/v1/policy/reload")
+    if answer.get("error"):
+        raise CliError(f"policy not reloaded: {answer['error']}")
+    print(f"changed: {answer['changed']}; hosts evaluated: {answer['hosts_evaluated']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.admin.demo import run_demo
+
+    return int(run_demo(args.dir, keep=args.keep))
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        help="sqlite:///PATH or postgresql://... (FLEETWATCH_DATABASE_URL)",
+    )
+    parser.add_argument("--data-dir", type=Path, help="directory of the default SQLite database")
+
+
+def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per option)
+    parser = argparse.ArgumentParser(prog="fleetwatch", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"fleetwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the collector service")
+    serve.add_argument("--host", help="address to listen on (FLEETWATCH_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (FLEETWATCH_PORT)")
+    serve.add_argument("--policy", type=Path, help="policy file (FLEETWATCH_POLICY)")
+    _server_options(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_commands.add_parser("upgrade", help="apply database migrations")
+    _server_options(db_upgrade)
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
+
+    hosts = commands.add_parser("hosts", help="hosts and their status")
+    hosts.add_argument("--noncompliant", action="store_true", help="only noncompliant hosts")
+    hosts.add_argument("--status", choices=["compliant", "noncompliant", "stale", "never_reported"])
+    hosts.add_argument("--unit", help="only hosts of this unit")
+    hosts.add_argument("--json", action="store_true", help="JSON for scripts")
+    hosts.set_defaults(func=cmd_hosts)
+
+    host = commands.add_parser("host", help="one host's latest state and open findings")
+    host.add_argument("host_id")
+    host.add_argument("--json", action="store_true", help="JSON for scripts")
+    host.add_argument(
+        "--allow-reenroll",
+        type=float,
+        nargs="?",
+        const=60.0,
+        metavar="MINUTES",
+        help="let the host enroll again within MINUTES (default 60)",
+    )
+    host.add_argument("--revoke", action="store_true", help="revoke the host's tokens")
+    host.set_defaults(func=cmd_host)
+
+    findings = commands.add_parser("findings", help="findings, filtered")
+    findings.add_argument("--host", help="only this host's findings")
+    findings.add_argument("--rule", help="only this rule's findings")
+    findings.add_argument("--unit", help="only findings of this unit's hosts")
+    state = findings.add_mutually_exclusive_group()
+    state.add_argument("--open", action="store_true", help="only open findings")
+    state.add_argument("--resolved", action="store_true", help="only resolved findings")
+    findings.add_argument("--json", action="store_true", help="JSON for scripts")
+    findings.set_defaults(func=cmd_findings)
+
+    reports = commands.add_parser("reports", help="reports received from a host")
+    reports.add_argument("host_id")
+    reports.add_argument("--limit", type=int, default=50)
+    reports.add_argument("--json", action="store_true", help="JSON for scripts")
+    reports.set_defaults(func=cmd_reports)
+
+    token = commands.add_parser("token", help="API tokens and enrollment secrets")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="create a token (shown once)")
+    create.add_argument("--name", required=True, help="what the token is for")
+    create.add_argument("--kind", required=True, choices=["admin", "read", "enroll"])
+    create.add_argument("--unit", help="limit a read token or enrollment secret to a unit")
+    create.add_argument("--json", action="store_true")
+    listing = token_commands.add_parser("list", help="list tokens")
+    listing.add_argument("--json", action="store_true")
+    revoke = token_commands.add_parser("revoke", help="revoke a token")
+    revoke.add_argument("id", type=int)
+    token.set_defaults(func=cmd_token)
+
+    policy = commands.add_parser("policy", help="the compliance policy")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="validate a policy file")
+    check.add_argument("file", type=Path)
+    compile_ = policy_commands.add_parser(
+        "compile",
+        help="print the policy of a pyinfra inventory (needs fleetwatch[deploy])",
+    )
+    compile_.add_argument("inventory", help="pyinfra inventory file")
+    compile_.add_argument("-o", "--output", type=Path, help="write to this file")
+    policy_commands.add_parser("reload", help="make the collector re-read its policy now")
+    policy.set_defaults(func=cmd_policy)
+
+    demo = commands.add_parser(
+        "demo", help="start a collector on SQLite, report this machine, show the hosts"
+    )
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".fleetwatch-demo"),
+        help="where the demo keeps its database and agent state",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the collector and agent running until Ctrl-C",
+    )
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    from fleetwatch.collector.admin.client import ApiError
+
+    try:
+        return func(args)
+    except CliError as exc:
+        print(f"fleetwatch: {exc}", file=sys.stderr)
+        return exc.code
+    except ApiError as exc:
+        from fleetwatch.collector.admin.render import clean
+
+        print(f"fleetwatch: {clean(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

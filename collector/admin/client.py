@@ -1,0 +1,51 @@
+"""The admin command line's way to the collector's API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from fleetwatch.agent.client import error_message
+
+
+class ApiError(Exception):
+    """The API refused a request, or could not be reached."""
+
+
+class ApiClient:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        ca_bundle: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.verify: str | bool = ca_bundle or True  # per request: see agent.client
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(
+                method, self.url + path, timeout=self.timeout, verify=self.verify, **kwargs
+            )
+        except requests.RequestException as exc:
+            msg = f"cannot reach the collector at {self.url}: {type(exc).__name__}"
+            raise ApiError(msg) from exc
+        if response.status_code >= 400:
+            raise ApiError(error_message(response))
+        return response.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        clean = {k: v for k, v in params.items() if v is not None}
+        return self.request("GET", path, params=clean)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, json=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)

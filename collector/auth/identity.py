@@ -1,0 +1,227 @@
+"""Who is asking: hosts with their tokens, people and scripts with API tokens.
+
+A host enrolls once with an enrollment secret and gets a token bound to its host id. An
+enrolled host id cannot be enrolled again with the secret alone: an admin must open a window
+for it (`fleetwatch host allow-reenroll`), so a leaked secret cannot take over a host.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from fleetwatch.collector.auth.tokens import (
+    API_PREFIX,
+    ENROLL_PREFIX,
+    HOST_PREFIX,
+    new_token,
+    same_secret,
+    token_hash,
+)
+
+if TYPE_CHECKING:
+    from fleetwatch.collector.compliance.policy import PolicySource
+    from fleetwatch.collector.settings import CollectorSettings
+    from fleetwatch.collector.storage.store import ApiTokenRow, Store
+
+log = structlog.get_logger(__name__)
+
+TokenKind = Literal["admin", "read", "enroll"]
+# A revoked host token may still be taken for this long by another collector process; in the
+# process that revoked it, at once.
+TOKEN_CACHE_SECONDS = 10.0
+TOKEN_CACHE_SIZE = 100_000
+
+
+class AccessError(Exception):
+    """A request refused for who sent it; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An API caller: an admin, or a reader of every unit or of one."""
+
+    name: str
+    kind: Literal["admin", "read"]
+    unit: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "admin"
+
+    def may_see(self, unit: str | None) -> bool:
+        return self.unit is None or self.unit == unit
+
+
+class Identity:
+    def __init__(self, store: Store, settings: CollectorSettings, policy: PolicySource) -> None:
+        self.store = store
+        self.settings = settings
+        self.policy = policy
+        # host token hash -> (host id, valid until): most reports skip the token look-up
+        self._host_tokens: dict[str, tuple[str, float]] = {}
+
+    # -- hosts --------------------------------------------------------------------------
+
+    def _enroll_unit(self, secret: str) -> tuple[bool, str | None]:
+        """Whether the secret may enroll hosts, and the unit it enrolls them into."""
+        fleet_secret = self.settings.enroll_secret
+        if fleet_secret is not None and same_secret(secret, fleet_secret.get_secret_value()):
+            return True, None
+        with self.store.read() as conn:
+            row = self.store.api_token(conn, token_hash(secret))
+        if row is not None and row.kind == "enroll":
+            return True, row.unit
+        return False, None
+
+    def enroll(self, host_id: str, secret: str, now: datetime | None = None) -> str:
+        """A new token for ``host_id``; raises AccessError when enrollment is not allowed."""
+        now = now or datetime.now(UTC)
+        allowed, secret_unit = self._enroll_unit(secret)
+        if not allowed:
+            raise AccessError(403, "enrollment secret not accepted")
+        policy_unit = self.policy.current.for_host(host_id).unit
+        if secret_unit is not None and policy_unit is not None and secret_unit != policy_unit:
+            msg = (
+                f"this enrollment secret is for unit {secret_unit!r}, but the policy puts "
+                f"{host_id!r} in unit {policy_unit!r}"
+            )
+            raise AccessError(403, msg)
+        token = new_token(HOST_PREFIX)
+        try:
+            with self.store.write() as conn:
+                host = self.store.get_host(conn, host_id, lock=True)
+                if host is None:
+                    self.store.create_host(conn, host_id, secret_unit or policy_unit, now)
+                elif host.reenroll_until is None or host.reenroll_until < now:
+                    msg = (
+                        f"host {host_id!r} is already enrolled; an admin must allow it to "
+                        f"enroll again (fleetwatch host allow-reenroll {host_id})"
+                    )
+                    raise AccessError(409, msg)
+                else:
+                    self.store.revoke_host_tokens(conn, host_id, now)
+                    self.store.set_reenroll(conn, host_id, None)
+                    self._forget_host(host_id)
+                self.store.add_host_token(conn, host_id, token_hash(token), now)
+        except IntegrityError as exc:  # enrolled by a concurrent request meanwhile
+            msg = f"host {host_id!r} is already enrolled"
+            raise AccessError(409, msg) from exc
+        log.info(
+            "host enrolled",
+            host_id=host_id,
+            unit=secret_unit or policy_unit,
+            again=host is not None,
+        )
+        return token
+
+    def cached_host(self, token: str) -> str | None:
+        """The host of a token looked up within the last few seconds, without the database."""
+        cached = self._host_tokens.get(token_hash(token))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
+    def host_for(self, token: str) -> str | None:
+        if not token.startswith(HOST_PREFIX):
+            return None
+        digest = token_hash(token)
+        with self.store.read() as conn:
+            found = self.store.host_for_token(conn, digest)
+        if found is None:
+            return None
+        host_id, older_active = found
+        if older_active:
+            # The first use of a rotated token retires the tokens before it: until now the
+            # agent might not have stored the new one, so the old ones had to keep working.
+            with self.store.write() as conn:
+                self.store.revoke_host_tokens(conn, host_id, datetime.now(UTC), except_hash=digest)
+            self._forget_host(host_id)
+            log.info("host token rotated", host_id=host_id)
+        if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
+            self._host_tokens.clear()
+        self._host_tokens[digest] = (host_id, time.monotonic() + TOKEN_CACHE_SECONDS)
+        return host_id
+
+    def _forget_host(self, host_id: str) -> None:
+        """Drop cached tokens of a host whose tokens just changed."""
+        for digest, (cached_host, _) in list(self._host_tokens.items()):
+            if cached_host == host_id:
+                self._host_tokens.pop(digest, None)
+
+    def rotate(self, token: str, now: datetime | None = None) -> str:
+        """A new token for the host holding ``token``.
+
+        The old token keeps working until the new one is first used: an agent that lost the
+        answer (a crash, a dropped connection) still holds a valid token, so rotation never
+        leaves a gap in reporting.
+        """
+        now = now or datetime.now(UTC)
+        host_id = self.host_for(token)
+        if host_id is None:
+            raise AccessError(401, "host token not accepted")
+        fresh = new_token(HOST_PREFIX)
+        with self.store.write() as conn:
+            self.store.add_host_token(conn, host_id, token_hash(fresh), now)
+        log.info("host token issued for rotation", host_id=host_id)
+        return fresh
+
+    def allow_reenroll(self, host_id: str, minutes: float, now: datetime | None = None) -> bool:
+        now = now or datetime.now(UTC)
+        with self.store.write() as conn:
+            return self.store.set_reenroll(conn, host_id, now + timedelta(minutes=minutes))
+
+    def revoke_host(self, host_id: str, now: datetime | None = None) -> int:
+        with self.store.write() as conn:
+            count = self.store.revoke_host_tokens(conn, host_id, now or datetime.now(UTC))
+        self._forget_host(host_id)
+        return count
+
+    # -- API callers --------------------------------------------------------------------
+
+    def principal_for(self, token: str) -> Principal | None:
+        admin = self.settings.admin_token
+        if admin is not None and same_secret(token, admin.get_secret_value()):
+            return Principal(name="bootstrap admin", kind="admin")
+        if not token.startswith(API_PREFIX):
+            return None
+        with self.store.read() as conn:
+            row = self.store.api_token(conn, token_hash(token))
+        if row is None or row.kind not in {"admin", "read"}:
+            return None
+        return Principal(name=row.name, kind=row.kind, unit=row.unit)  # type: ignore[arg-type]
+
+    def create_token(
+        self, name: str, kind: TokenKind, unit: str | None, now: datetime | None = None
+    ) -> tuple[int, str]:
+        if kind == "admin" and unit is not None:
+            raise AccessError(422, "an admin token cannot be limited to a unit")
+        token = new_token(ENROLL_PREFIX if kind == "enroll" else API_PREFIX)
+        with self.store.write() as conn:
+            token_id = self.store.add_api_token(
+                conn,
+                name=name,
+                kind=kind,
+                unit=unit,
+                token_hash=token_hash(token),
+                now=now or datetime.now(UTC),
+            )
+        return token_id, token
+
+    def list_tokens(self) -> list[ApiTokenRow]:
+        with self.store.read() as conn:
+            return self.store.list_api_tokens(conn)
+
+    def revoke_token(self, token_id: int) -> bool:
+        with self.store.write() as conn:
+            return self.store.revoke_api_token(conn, token_id, datetime.now(UTC))

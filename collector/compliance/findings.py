@@ -1,0 +1,191 @@
+"""Holding hosts' latest state against their baselines, and keeping their findings current.
+
+A finding opens when a rule first finds a problem, stays open (``last_seen`` moving on) while
+the problem is still there, and is resolved when a later evaluation no longer finds it.
+Hosts are evaluated in batches: a few statements serve every host of a batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from fleetwatch.collector.compliance.rules import Evaluation, Memo, evaluate
+from fleetwatch.collector.storage.store import storable
+from fleetwatch.schema import SECTION_TYPES, SystemData, UpdatesData
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from sqlalchemy import Connection
+
+    from fleetwatch.collector.compliance.policy import HostPolicy
+    from fleetwatch.collector.storage.store import FindingRow, Store
+
+MISSING_BASE = "sent as a hash the collector does not hold"
+
+
+class HostFacts:
+    """A host's latest sections for the rules, decoded from storage only when a rule asks."""
+
+    def __init__(
+        self,
+        now: datetime,
+        sections: Mapping[str, Mapping[str, Any]],
+        conditions: Mapping[str, Mapping[str, str]],
+        load: Callable[[str, str], BaseModel | None],
+        fresh: Mapping[str, BaseModel] | None = None,
+    ) -> None:
+        self.now = now
+        self._sections = sections
+        self._conditions = conditions
+        self._load = load
+        self._data: dict[str, BaseModel | None] = dict(fresh or {})
+
+    def section_hash(self, name: str) -> str | None:
+        state = self._sections.get(name)
+        if not state or state.get("error") or state.get("missing"):
+            return None
+        content_hash: str | None = state.get("hash")
+        return content_hash
+
+    def section(self, name: str) -> Any:
+        if name not in self._data:
+            content_hash = self.section_hash(name)
+            self._data[name] = None if content_hash is None else self._load(content_hash, name)
+        return self._data[name]
+
+    def errors(self) -> Mapping[str, str]:
+        return {
+            name: state["error"] for name, state in self._sections.items() if state.get("error")
+        }
+
+    def since(self, kind: str, key: str) -> datetime:
+        first_seen = self._conditions.get(kind, {}).get(key)
+        return self.now if first_seen is None else datetime.fromisoformat(first_seen)
+
+
+def age_conditions(
+    conditions: Mapping[str, Mapping[str, str]], fresh: Mapping[str, BaseModel], now: datetime
+) -> dict[str, dict[str, str]]:
+    """Since when each aging condition holds, after sections that just arrived.
+
+    A pending security update or a wanted reboot keeps the time it was first seen for as long
+    as it stays; one that went away is forgotten.
+    """
+    wanted: dict[str, set[str]] = {}
+    updates = fresh.get("updates")
+    if isinstance(updates, UpdatesData):
+        wanted["security_update"] = {storable(u.name) for u in updates.updates if u.security}
+    system = fresh.get("system")
+    if isinstance(system, SystemData):
+        wanted["reboot_required"] = (
+            {""} if system.reboot_required or system.kernel_outdated else set()
+        )
+    aged = {kind: dict(keys) for kind, keys in conditions.items()}
+    stamp = now.isoformat()
+    for kind, keys in wanted.items():
+        have = aged.get(kind, {})
+        aged[kind] = {key: have.get(key, stamp) for key in sorted(keys)}
+    return {kind: keys for kind, keys in aged.items() if keys}
+
+
+@dataclass
+class HostUpdate:
+    """One host to evaluate: its baseline, its latest sections, and what just arrived."""
+
+    host_id: str
+    policy: HostPolicy
+    sections: Mapping[str, Mapping[str, Any]]
+    conditions: Mapping[str, Mapping[str, str]]
+    observed_at: datetime
+    fresh: Mapping[str, BaseModel] = field(default_factory=dict)
+
+
+@dataclass
+class _Changes:
+    findings_added: list[dict[str, Any]] = field(default_factory=list)
+    findings_set: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Compliance:
+    """Applies rules to hosts and writes the resulting findings."""
+
+    def __init__(self, store: Store, memo: Memo | None = None) -> None:
+        self.store = store
+        self.memo = memo or Memo()
+        # decoded sections by hash: the latest reports of a fleet repeat a few contents
+        self.load = functools.lru_cache(maxsize=512)(self._decode)
+
+    def _decode(self, content_hash: str, section: str) -> BaseModel | None:
+        with self.store.read() as conn:
+            payload = self.store.get_blob(conn, content_hash)
+        if payload is None:
+            return None
+        try:
+            return SECTION_TYPES[section].model_validate_json(payload)  # type: ignore[index]
+        except ValidationError:
+            return None  # stored by an older schema that no longer parses: unknown
+
+    def apply(self, conn: Connection, updates: list[HostUpdate]) -> dict[str, Evaluation]:
+        """Evaluate these hosts and bring their findings up to date."""
+        open_rows = self.store.open_findings_of(conn, [u.host_id for u in updates])
+        changes = _Changes()
+        evaluations = {}
+        for update in updates:
+            facts = HostFacts(
+                update.observed_at, update.sections, update.conditions, self.load, update.fresh
+            )
+            evaluation = evaluate(update.policy.baseline, facts, self.memo, update.policy.digest)
+            self._reconcile(update, evaluation, open_rows[update.host_id], changes)
+            evaluations[update.host_id] = evaluation
+        self.store.set_findings(conn, changes.findings_set)
+        self.store.add_findings(conn, changes.findings_added)
+        return evaluations
+
+    @staticmethod
+    def _reconcile(
+        update: HostUpdate, evaluation: Evaluation, open_rows: list[FindingRow], changes: _Changes
+    ) -> None:
+        now = update.observed_at
+        current = {(f.rule, storable(f.key)[:512]): f for f in evaluation.findings}
+        for row in open_rows:
+            finding = current.pop((row.rule, row.key), None)
+            if finding is None:
+                if row.rule in evaluation.undetermined:
+                    continue  # unknown now: neither confirmed nor cleared
+                changes.findings_set.append(
+                    {
+                        "id": row.id,
+                        "detail": row.detail,
+                        "severity": row.severity,
+                        "last_seen": row.last_seen,
+                        "resolved_at": now,
+                    }
+                )
+            else:
+                changes.findings_set.append(
+                    {
+                        "id": row.id,
+                        "detail": storable(finding.detail),
+                        "severity": finding.severity,
+                        "last_seen": now,
+                        "resolved_at": None,
+                    }
+                )
+        changes.findings_added.extend(
+            {
+                "host_id": update.host_id,
+                "rule": rule,
+                "key": key,
+                "severity": f.severity,
+                "detail": storable(f.detail),
+                "first_seen": now,
+                "last_seen": now,
+            }
+            for (rule, key), f in current.items()
+        )

@@ -1,0 +1,351 @@
+"""The policy: the baseline each host is held against, from a TOML file.
+
+    [defaults]                 # every host
+    allowed_ports = ["tcp/22"]
+    max_report_age = 900
+
+    [groups.web]               # hosts that list the group
+    allowed_ports = ["tcp/22", "tcp/80", "tcp/443"]
+
+    [hosts."web-01.parks"]     # one host: its unit, its groups, its own overrides
+    unit = "parks"
+    groups = ["web"]
+
+A host's baseline is the built-in defaults, then ``[defaults]``, then each of its groups in
+the order it lists them, then its own table. Later tables override earlier ones key by key,
+as pyinfra's group and host data do.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from fleetwatch import debversion
+from fleetwatch.schema import HostId
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITY_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+RULE_SEVERITY: dict[str, Severity] = {
+    "allowed_ports": "high",
+    "required_services": "high",
+    "forbidden_services": "high",
+    "forbidden_packages": "high",
+    "min_versions": "high",
+    "security_updates": "high",
+    "index_age": "medium",
+    "reboot_required": "medium",
+    "disk_usage": "medium",
+    "failing_checks": "high",
+    "collection_errors": "low",
+}
+RuleId = Literal[
+    "allowed_ports",
+    "required_services",
+    "forbidden_services",
+    "forbidden_packages",
+    "min_versions",
+    "security_updates",
+    "index_age",
+    "reboot_required",
+    "disk_usage",
+    "failing_checks",
+    "collection_errors",
+]
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the table and key."""
+
+
+@dataclass(frozen=True)
+class PortRange:
+    protocol: str
+    low: int
+    high: int
+
+    def matches(self, protocol: str, port: int) -> bool:
+        return self.protocol == protocol and self.low <= port <= self.high
+
+
+def parse_port_spec(spec: str) -> PortRange:
+    """``tcp/22``, ``udp/123`` or a range ``tcp/8000-8100``."""
+    protocol, sep, ports = spec.strip().lower().partition("/")
+    if not sep or protocol not in {"tcp", "udp"}:
+        msg = f"{spec!r} is not a port: write tcp/PORT, udp/PORT or tcp/LOW-HIGH"
+        raise ValueError(msg)
+    low_text, _, high_text = ports.partition("-")
+    try:
+        low = int(low_text)
+        high = int(high_text) if high_text else low
+    except ValueError:
+        msg = f"{spec!r} is not a port: write tcp/PORT, udp/PORT or tcp/LOW-HIGH"
+        raise ValueError(msg) from None
+    if not 0 <= low <= high <= 65535:
+        msg = f"{spec!r}: ports run from 0 to 65535, low to high"
+        raise ValueError(msg)
+    return PortRange(protocol, low, high)
+
+
+def _port_spec(value: str) -> str:
+    parsed = parse_port_spec(value)
+    suffix = str(parsed.low) if parsed.low == parsed.high else f"{parsed.low}-{parsed.high}"
+    return f"{parsed.protocol}/{suffix}"
+
+
+def _version(value: str) -> str:
+    debversion.parse(value)
+    return value
+
+
+def _pattern(value: str) -> str:
+    if not value.strip():
+        msg = "empty name"
+        raise ValueError(msg)
+    return value.strip()
+
+
+PortSpec = Annotated[str, AfterValidator(_port_spec)]
+NamePattern = Annotated[str, Field(max_length=255), AfterValidator(_pattern)]
+MinVersion = Annotated[str, Field(max_length=255), AfterValidator(_version)]
+
+
+class Baseline(BaseModel):
+    """What a host must look like. Unset rules are off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_ports: list[PortSpec] | None = Field(
+        default=None,
+        description="Ports that may listen on non-loopback addresses; anything else is a "
+        "finding. Unset: ports are not checked.",
+    )
+    ignore_loopback: bool = Field(
+        default=True, description="Listeners on loopback addresses are not checked."
+    )
+    required_services: list[NamePattern] = Field(
+        default=[], description="systemd services that must be active."
+    )
+    forbidden_services: list[NamePattern] = Field(
+        default=[],
+        description="systemd services that must be neither active nor enabled.",
+    )
+    forbidden_packages: list[NamePattern] = Field(
+        default=[],
+        description="Packages that must not be installed (shell-style patterns).",
+    )
+    min_versions: dict[NamePattern, MinVersion] = Field(
+        default={}, description="Package -> lowest acceptable version, in dpkg order."
+    )
+    max_pending_security_updates: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Most security updates that may be pending past their grace period.",
+    )
+    security_update_grace_days: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="Days a security update may be pending (since first seen) before it counts.",
+    )
+    max_index_age_days: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Oldest acceptable package index: with an old index, pending updates go "
+        "unseen.",
+    )
+    reboot_grace_days: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="Days a host may wait for a reboot (reboot-required, or an older running "
+        "kernel than installed).",
+    )
+    max_disk_percent: Annotated[float, Field(gt=0, le=100)] | None = Field(
+        default=None, description="Fullest a mounted filesystem may be, in percent."
+    )
+    max_report_age: Annotated[float, Field(gt=0)] = Field(
+        default=900.0,
+        description="Seconds after its last report that a host becomes stale.",
+    )
+    check_failures: bool = Field(default=True, description="A failing active check is a finding.")
+    collection_errors: bool = Field(
+        default=True, description="A section the agent could not collect is a finding."
+    )
+    severity: dict[RuleId, Severity] = Field(default={}, description="Severity overrides per rule.")
+
+    def severity_of(self, rule: str) -> str:
+        for name, level in self.severity.items():
+            if name == rule:
+                return level
+        return RULE_SEVERITY[rule]
+
+    @property
+    def port_ranges(self) -> list[PortRange]:
+        return [parse_port_spec(s) for s in self.allowed_ports or []]
+
+
+class HostEntry(Baseline):
+    unit: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    groups: list[str] = []
+
+
+class _PolicyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    defaults: Baseline = Baseline()
+    groups: dict[str, Baseline] = {}
+    hosts: dict[HostId, HostEntry] = {}
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """A host's resolved baseline, with its unit and groups as the policy names them."""
+
+    host_id: str
+    unit: str | None
+    groups: tuple[str, ...]
+    baseline: Baseline
+    listed: bool
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.baseline.model_dump_json().encode()).hexdigest()
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"groups", "hosts"} and len(parts) >= 2:
+        table = f'[{parts[0]}."{parts[1]}"]'
+        rest = parts[2:]
+    elif parts and parts[0] == "defaults":
+        table, rest = "[defaults]", parts[1:]
+    else:
+        table, rest = "top level", parts
+    key = rest[0] if rest else ""
+    for part in rest[1:]:
+        key += f"[{part}]" if part.isdigit() else f".{part}"
+    return f"{table} {key}".strip()
+
+
+@dataclass
+class Policy:
+    """A loaded policy file."""
+
+    source: str
+    digest: str
+    defaults: Baseline = field(default_factory=Baseline)
+    groups: dict[str, Baseline] = field(default_factory=dict)
+    hosts: dict[str, HostEntry] = field(default_factory=dict)
+    _resolved: dict[str, HostPolicy] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def empty(cls) -> Policy:
+        return cls(source="(no policy file)", digest=hashlib.sha256(b"").hexdigest())
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "policy") -> Policy:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"{source}: not valid TOML: {exc}"
+            raise PolicyError(msg) from exc
+        try:
+            parsed = _PolicyFile.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            what = error["msg"]
+            if error["type"] == "extra_forbidden":
+                what = "unknown key"
+            msg = f"{source}: {_where(error['loc'])}: {what}"
+            raise PolicyError(msg) from exc
+        for host_id, entry in parsed.hosts.items():
+            for group in entry.groups:
+                if group not in parsed.groups:
+                    msg = f'{source}: [hosts."{host_id}"] groups: no table [groups.{group}]'
+                    raise PolicyError(msg)
+        return cls(
+            source=source,
+            digest=hashlib.sha256(text.encode()).hexdigest(),
+            defaults=parsed.defaults,
+            groups=parsed.groups,
+            hosts=parsed.hosts,
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> Policy:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            msg = f"{path}: cannot read: {exc.strerror}"
+            raise PolicyError(msg) from exc
+        return cls.from_text(text, str(path))
+
+    def for_host(self, host_id: str) -> HostPolicy:
+        cached = self._resolved.get(host_id)
+        if cached is not None:
+            return cached
+        entry = self.hosts.get(host_id)
+        layers: list[BaseModel] = [self.defaults]
+        if entry is not None:
+            layers += [self.groups[g] for g in entry.groups]
+            layers.append(entry)
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            merged.update(layer.model_dump(exclude_unset=True, exclude={"unit", "groups"}))
+        resolved = HostPolicy(
+            host_id=host_id,
+            unit=entry.unit if entry else None,
+            groups=tuple(entry.groups) if entry else (),
+            baseline=Baseline.model_validate(merged),
+            listed=entry is not None,
+        )
+        self._resolved[host_id] = resolved
+        return resolved
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Whether a package or service name matches a policy pattern (shell-style wildcards)."""
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+class PolicySource:
+    """The policy file in use, re-read when it changes on disk.
+
+    A new file that fails to load is logged and ignored: the last good policy stays in force.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.error: str | None = None
+        self._stamp = self._file_stamp()
+        self.current = Policy.from_file(path) if path else Policy.empty()
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def reload_if_changed(self) -> bool:
+        """Load the file again if it changed; True when a different policy is now in force."""
+        stamp = self._file_stamp()
+        if self.path is None or stamp is None or stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            policy = Policy.from_file(self.path)
+        except PolicyError as exc:
+            self.error = str(exc)
+            return False
+        self.error = None
+        if policy.digest == self.current.digest:
+            return False
+        self.current = policy
+        return True

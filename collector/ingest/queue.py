@@ -1,0 +1,112 @@
+"""The write path: reports queue up, one writer thread stores them in batches.
+
+Every request waits for its own report's answer, which comes only after the batch holding it
+committed. Batching is what lets one collector take a thousand reports a second: a batch
+costs a few statements and one commit whether it holds one report or a hundred. Under light
+load a batch is a single report and nothing waits.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from fleetwatch.collector.ingest.writer import ReportRejectedError, Submission
+
+if TYPE_CHECKING:
+    from fleetwatch.collector.ingest.writer import Ingestor
+    from fleetwatch.schema import Report, ReportAck
+
+log = structlog.get_logger(__name__)
+
+
+class OverloadedError(Exception):
+    """More reports are waiting than the collector will hold; the agent should retry later."""
+
+
+@dataclass
+class _Item:
+    submission: Submission
+    future: Future[ReportAck]
+
+
+_STOP = object()
+
+
+class IngestQueue:
+    def __init__(self, ingestor: Ingestor, max_batch: int = 128, max_waiting: int = 10_000) -> None:
+        self.ingestor = ingestor
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=max_waiting)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Store what is queued, then stop the writer."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def submit(self, report: Report, token_host: str) -> Future[ReportAck]:
+        if self._thread is None:
+            raise OverloadedError  # not started, or stopping: nothing would answer
+        future: Future[ReportAck] = Future()
+        item = _Item(Submission(report, token_host, datetime.now(UTC)), future)
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            raise OverloadedError from None
+        return future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._write([i for i in batch if isinstance(i, _Item)])
+            if stop:
+                return
+
+    def _write(self, batch: list[_Item]) -> None:
+        try:
+            results = self.ingestor.ingest_batch([item.submission for item in batch])
+        except Exception as exc:  # noqa: BLE001  (each report's request gets the error)
+            if len(batch) > 1:
+                # One report may be what breaks the batch: store the others one by one.
+                for item in batch:
+                    self._write([item])
+                return
+            log.warning(
+                "report not stored",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                host_id=batch[0].submission.report.host_id,
+            )
+            batch[0].future.set_exception(exc)
+            return
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(result, ReportRejectedError):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)

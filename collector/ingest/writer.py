@@ -1,0 +1,314 @@
+"""Taking in reports: verify, store each once, update hosts' latest state, evaluate.
+
+Reports are taken in batches (see `ingest.queue`): everything a batch changes happens in one
+transaction, and no report is acknowledged before it committed. An acknowledged report
+is stored; a batch that fails leaves nothing behind. A report is named by (host, agent
+instance, sequence): the same report sent again is acknowledged again, not stored twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from fleetwatch.collector.compliance.findings import MISSING_BASE, HostUpdate, age_conditions
+from fleetwatch.collector.storage.store import storable
+from fleetwatch.schema import SECTION_NAMES, Report, ReportAck
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from sqlalchemy import Connection
+
+    from fleetwatch.collector.compliance.findings import Compliance
+    from fleetwatch.collector.compliance.policy import PolicySource
+    from fleetwatch.collector.storage.store import HostRow, ReportRow, Store
+
+log = structlog.get_logger(__name__)
+REEVALUATE_CHUNK = 200
+
+
+class ReportRejectedError(Exception):
+    """A report the collector will not store; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Submission:
+    report: Report
+    token_host: str
+    received_at: datetime
+
+
+@dataclass
+class _Outcome:
+    """What became of each section of a report."""
+
+    accepted: dict[str, str] = field(default_factory=dict)  # section -> content hash
+    missing: list[str] = field(default_factory=list)  # sent as a hash we do not hold
+    errors: dict[str, str] = field(default_factory=dict)  # the agent could not collect it
+    fresh: dict[str, BaseModel] = field(default_factory=dict)  # sent in full this time
+
+
+@dataclass
+class _Batch:
+    """What one batch will write, gathered before a statement is sent."""
+
+    contents: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # hash -> section, JSON
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    advanced: dict[str, HostUpdate] = field(default_factory=dict)
+    released: dict[str, datetime] = field(default_factory=dict)  # hash -> when left behind
+
+
+def _ack(row: ReportRow, status: str) -> ReportAck:
+    return ReportAck.model_validate(
+        {
+            "status": status,
+            "sequence": row.sequence,
+            "sections": row.sections,
+            "missing": row.missing,
+        }
+    )
+
+
+def _spool_error(report: Report) -> str | None:
+    error = report.delivery.spool_error
+    return storable(error) if error else None
+
+
+def _full_sections(report: Report) -> dict[str, tuple[str, bytes, BaseModel]]:
+    """Sections sent in full: our own hash of each (what an agent claims is never trusted)."""
+    full: dict[str, tuple[str, bytes, BaseModel]] = {}
+    for name in SECTION_NAMES:
+        section = getattr(report.sections, name)
+        if section is not None and section.data is not None:
+            payload = section.data.model_dump_json().encode()
+            full[name] = (hashlib.sha256(payload).hexdigest(), payload, section.data)
+    return full
+
+
+class Ingestor:
+    def __init__(self, store: Store, policy: PolicySource, compliance: Compliance) -> None:
+        self.store = store
+        self.policy = policy
+        self.compliance = compliance
+
+    def ingest(self, report: Report, token_host: str, now: datetime | None = None) -> ReportAck:
+        """Store one report from the host its token belongs to, and acknowledge it."""
+        (result,) = self.ingest_batch([Submission(report, token_host, now or datetime.now(UTC))])
+        if isinstance(result, ReportRejectedError):
+            raise result
+        return result
+
+    def ingest_batch(self, submissions: list[Submission]) -> list[ReportAck | ReportRejectedError]:
+        """Store a batch of reports in one transaction; one answer per report, in order."""
+        results: list[ReportAck | ReportRejectedError | None] = [None] * len(submissions)
+        for i, item in enumerate(submissions):
+            if item.report.host_id != item.token_host:
+                results[i] = ReportRejectedError(
+                    403,
+                    f"this token belongs to host {item.token_host!r}; a host can only "
+                    f"report as itself, not as {item.report.host_id!r}",
+                )
+        todo = [i for i, result in enumerate(results) if result is None]
+        if not todo:
+            return results  # type: ignore[return-value]
+        full = {i: _full_sections(submissions[i].report) for i in todo}
+        batch = _Batch()
+        with self.store.write() as conn:
+            hosts = self.store.get_hosts(
+                conn, {submissions[i].report.host_id for i in todo}, lock=True
+            )
+            before = dict(hosts)
+            known = self.store.existing_blobs(
+                conn, {h for sections in full.values() for h, _, _ in sections.values()}
+            )
+            in_batch: dict[tuple[str, str, int], ReportAck] = {}
+            for i in todo:
+                results[i] = self._take(
+                    conn, submissions[i], full[i], hosts, known, batch, in_batch
+                )
+            now = datetime.now(UTC)
+            self.store.add_blobs(conn, [(h, s, p) for h, (s, p) in batch.contents.items()], now)
+            self.store.add_reports(conn, batch.reports)
+            self.store.update_hosts(
+                conn, [self._changed(before[h], hosts[h]) for h in batch.advanced]
+            )
+            current = {
+                s["hash"]
+                for h in batch.advanced
+                for s in hosts[h].sections.values()
+                if s.get("hash")
+            }
+            self.store.release_blobs(
+                conn, {h: at for h, at in batch.released.items() if h not in current}
+            )
+            self.compliance.apply(conn, list(batch.advanced.values()))
+        for update in batch.advanced.values():
+            dropped = hosts[update.host_id].dropped_total
+            if dropped:
+                log.debug("host has dropped reports", host_id=update.host_id, dropped=dropped)
+        return results  # type: ignore[return-value]
+
+    def _take(  # noqa: C901  (one branch per form a section can take)
+        self,
+        conn: Connection,
+        item: Submission,
+        full: dict[str, tuple[str, bytes, BaseModel]],
+        hosts: dict[str, HostRow],
+        known: set[str],
+        batch: _Batch,
+        in_batch: dict[tuple[str, str, int], ReportAck],
+    ) -> ReportAck | ReportRejectedError:
+        report = item.report
+        host = hosts.get(report.host_id)
+        if host is None:
+            return ReportRejectedError(401, "host is not enrolled")
+        name = (report.host_id, report.instance_id, report.sequence)
+        if name in in_batch:
+            return in_batch[name].model_copy(update={"status": "duplicate"})
+        if host.instance_id != report.instance_id or report.sequence <= (host.last_sequence or 0):
+            # it may have been stored before: only then is the look-up worth its cost
+            existing = self.store.find_report(conn, *name)
+            if existing is not None:
+                return _ack(existing, "duplicate")
+        outcome = _Outcome()
+        for section_name in SECTION_NAMES:
+            section = getattr(report.sections, section_name)
+            if section is None:
+                continue
+            if section.error is not None:
+                outcome.errors[section_name] = storable(section.error)
+            elif section_name in full:
+                content_hash, payload, data = full[section_name]
+                if content_hash not in known:
+                    batch.contents[content_hash] = (section_name, payload)
+                outcome.accepted[section_name] = content_hash
+                outcome.fresh[section_name] = data
+            elif section.hash is not None and section.hash == host.sections.get(
+                section_name, {}
+            ).get("hash"):
+                outcome.accepted[section_name] = section.hash
+            else:
+                outcome.missing.append(section_name)
+        batch.reports.append(
+            {
+                "host_id": report.host_id,
+                "instance_id": report.instance_id,
+                "sequence": report.sequence,
+                "collected_at": report.collected_at,
+                "received_at": item.received_at,
+                "agent_version": storable(report.agent_version),
+                "sections": outcome.accepted,
+                "errors": outcome.errors,
+                "missing": outcome.missing,
+                "dropped": report.delivery.dropped_reports,
+                "spool_error": _spool_error(report),
+            }
+        )
+        if self._is_newest(host, report):
+            hosts[host.host_id] = self._advance(host, item, outcome, batch)
+        ack = ReportAck.model_validate(
+            {
+                "status": "stored",
+                "sequence": report.sequence,
+                "sections": outcome.accepted,
+                "missing": outcome.missing,
+            }
+        )
+        in_batch[name] = ack
+        return ack
+
+    @staticmethod
+    def _is_newest(host: HostRow, report: Report) -> bool:
+        """Whether this report is newer than the host's latest (it may be a late resend)."""
+        if host.instance_id != report.instance_id or host.last_sequence is None:
+            return True
+        return report.sequence > host.last_sequence
+
+    def _advance(
+        self, host: HostRow, item: Submission, outcome: _Outcome, batch: _Batch
+    ) -> HostRow:
+        """The host with this report as its latest state, queued for evaluation."""
+        report = item.report
+        sections = {name: dict(state) for name, state in host.sections.items()}
+        for name, content_hash in outcome.accepted.items():
+            old = sections.get(name, {}).get("hash")
+            if old and old != content_hash:
+                batch.released[old] = item.received_at
+            sections[name] = {"hash": content_hash}
+        for name, error in outcome.errors.items():
+            sections[name] = {**sections.get(name, {}), "error": error}
+        for name in outcome.missing:
+            sections[name] = {**sections.get(name, {}), "missing": MISSING_BASE}
+        advanced = dataclasses.replace(
+            host,
+            instance_id=report.instance_id,
+            last_sequence=report.sequence,
+            last_collected_at=report.collected_at,
+            last_received_at=item.received_at,
+            agent_version=storable(report.agent_version),
+            sections=sections,
+            dropped_total=host.dropped_total + report.delivery.dropped_reports,
+            spool_error=_spool_error(report),
+        )
+        observed_at = min(report.collected_at, item.received_at)
+        if outcome.fresh:
+            advanced = dataclasses.replace(
+                advanced, conditions=age_conditions(host.conditions, outcome.fresh, observed_at)
+            )
+        earlier = batch.advanced.get(host.host_id)
+        batch.advanced[host.host_id] = HostUpdate(
+            host.host_id,
+            self.policy.current.for_host(host.host_id),
+            sections,
+            advanced.conditions,
+            observed_at,
+            {**(earlier.fresh if earlier else {}), **outcome.fresh},
+        )
+        return advanced
+
+    @staticmethod
+    def _changed(before: HostRow, after: HostRow) -> dict[str, Any]:
+        """The host's columns a report changed: the JSON ones only when they differ."""
+        values: dict[str, Any] = {
+            "host_id": after.host_id,
+            "instance_id": after.instance_id,
+            "last_sequence": after.last_sequence,
+            "last_collected_at": after.last_collected_at,
+            "last_received_at": after.last_received_at,
+        }
+        for column in ("agent_version", "sections", "conditions", "dropped_total", "spool_error"):
+            if getattr(after, column) != getattr(before, column):
+                values[column] = getattr(after, column)
+        return values
+
+    def reevaluate_all(self) -> int:
+        """Apply the policy in force to every host's latest report; return hosts evaluated."""
+        policy = self.policy.current
+        with self.store.read() as conn:
+            host_ids = [h.host_id for h in self.store.all_hosts(conn) if h.observed_at]
+        now = datetime.now(UTC)
+        for start in range(0, len(host_ids), REEVALUATE_CHUNK):
+            with self.store.write() as conn:
+                chunk = self.store.get_hosts(
+                    conn, host_ids[start : start + REEVALUATE_CHUNK], lock=True
+                )
+                self.compliance.apply(
+                    conn,
+                    [
+                        HostUpdate(
+                            h.host_id, policy.for_host(h.host_id), h.sections, h.conditions, now
+                        )
+                        for h in chunk.values()
+                    ],
+                )
+        return len(host_ids)

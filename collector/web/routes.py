@@ -1,0 +1,364 @@
+"""The HTTP API under ``/api/v1``: agents enroll and report; admins and readers look.
+
+Agent bodies are read by hand (`read_body`) so that size, speed and compression are under
+our control before a byte is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from fleetwatch.collector.auth.identity import AccessError, Principal
+from fleetwatch.collector.service import validation_detail
+from fleetwatch.collector.web.bodies import LimitError, read_body
+from fleetwatch.collector.web.views import (
+    FindingView,
+    HostDetail,
+    HostSummary,
+    ReportView,
+    SectionView,
+    Status,
+    finding_view,
+    host_summary,
+    report_view,
+)
+from fleetwatch.schema import EnrollRequest, EnrollResponse, HostId
+
+if TYPE_CHECKING:
+    from fleetwatch.collector.service import CollectorService
+
+router = APIRouter()
+ENROLL_BODY_LIMIT = 64 * 1024
+MAX_ID = 2**62  # database ids and offsets are 64-bit integers
+
+
+def service(request: Request) -> CollectorService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            401,
+            "missing bearer token (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+def reader(request: Request) -> Principal:
+    principal = service(request).identity.principal_for(bearer(request))
+    if principal is None:
+        raise HTTPException(401, "API token not accepted", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def admin(principal: Annotated[Principal, Depends(reader)]) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(403, "this needs an admin token")
+    return principal
+
+
+Reader = Annotated[Principal, Depends(reader)]
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(content=model.model_dump_json(), media_type="application/json")
+
+
+# -- agents -------------------------------------------------------------------------------
+
+
+@router.post(
+    "/api/v1/enroll",
+    response_model=EnrollResponse,
+    tags=["agent"],
+    openapi_extra={"x-fleetwatch-body": "EnrollRequest"},
+)
+async def enroll(request: Request) -> Response:
+    """Exchange an enrollment secret for a host token (once per host)."""
+    svc = service(request)
+    client = request.client.host if request.client else "?"
+    retry = svc.enroll_limiter.check(client)
+    if retry is not None:
+        raise LimitError(429, "too many enrollment attempts from this address", retry)
+    body = await read_body(request, ENROLL_BODY_LIMIT, svc.settings.body_timeout)
+    try:
+        enrollment = EnrollRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise HTTPException(422, validation_detail(exc)) from exc
+    token = await run_in_threadpool(
+        svc.identity.enroll, enrollment.host_id, enrollment.enroll_secret
+    )
+    return _json(EnrollResponse(token=token))
+
+
+class RotatedToken(BaseModel):
+    token: str
+
+
+@router.post("/api/v1/token/rotate", response_model=RotatedToken, tags=["agent"])
+async def rotate_token(request: Request) -> Response:
+    """A new token for the calling host; the old one is revoked once the new one is used."""
+    svc = service(request)
+    token = await run_in_threadpool(svc.identity.rotate, bearer(request))
+    return _json(RotatedToken(token=token))
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _summaries(svc: CollectorService, principal: Principal) -> list[HostSummary]:
+    now = datetime.now(UTC)
+    policy = svc.policy.current
+    with svc.store.read() as conn:
+        hosts = {h.host_id: h for h in svc.store.all_hosts(conn)}
+        counts = svc.store.open_finding_counts(conn)
+    host_ids = sorted(set(hosts) | set(policy.hosts))
+    summaries = [
+        host_summary(host_id, hosts.get(host_id), counts.get(host_id, {}), policy, now)
+        for host_id in host_ids
+    ]
+    return [s for s in summaries if principal.may_see(s.unit)]
+
+
+@router.get("/api/v1/hosts", response_model=list[HostSummary], tags=["read"])
+def list_hosts(
+    request: Request,
+    principal: Reader,
+    unit: Annotated[str | None, Query(max_length=255)] = None,
+    status: Status | None = None,
+) -> list[HostSummary]:
+    """Every host the collector knows of, from the policy or by enrollment, with its status."""
+    summaries = _summaries(service(request), principal)
+    return [
+        s
+        for s in summaries
+        if (unit is None or s.unit == unit) and (status is None or s.status == status)
+    ]
+
+
+@router.get("/api/v1/hosts/{host_id}", response_model=HostDetail, tags=["read"])
+def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = True) -> HostDetail:
+    """A host's latest state: every section as last reported, and its open findings."""
+    svc = service(request)
+    now = datetime.now(UTC)
+    policy = svc.policy.current
+    with svc.store.read() as conn:
+        host = svc.store.get_host(conn, host_id)
+        if host is None and host_id not in policy.hosts:
+            raise HTTPException(404, f"no host {host_id!r}")
+        findings = svc.store.query_findings(conn, host_ids=[host_id], is_open=True)
+        sections = {}
+        for name, state in (host.sections if host else {}).items():
+            content = None
+            if data and state.get("hash"):
+                payload = svc.store.get_blob(conn, state["hash"])
+                content = json.loads(payload) if payload else None
+            sections[name] = SectionView(
+                hash=state.get("hash"),
+                error=state.get("error"),
+                missing=state.get("missing"),
+                data=content,
+            )
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding.severity] = counts.get(finding.severity, 0) + 1
+    summary = host_summary(host_id, host, counts, policy, now)
+    if not principal.may_see(summary.unit):
+        raise HTTPException(404, f"no host {host_id!r}")
+    return HostDetail(
+        **summary.model_dump(),
+        enrolled_at=host.enrolled_at if host else None,
+        last_sequence=host.last_sequence if host else None,
+        dropped_reports=host.dropped_total if host else 0,
+        spool_error=host.spool_error if host else None,
+        sections=sections,
+        findings=[finding_view(f) for f in findings],
+    )
+
+
+@router.get("/api/v1/hosts/{host_id}/reports", response_model=list[ReportView], tags=["read"])
+def list_reports(
+    request: Request,
+    host_id: HostId,
+    principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Report id to page back from")
+    ] = None,
+) -> list[ReportView]:
+    """Reports received from a host, newest first: sequence, collection and receive time."""
+    svc = service(request)
+    summary = next((s for s in _summaries(svc, principal) if s.host_id == host_id), None)
+    if summary is None:
+        raise HTTPException(404, f"no host {host_id!r}")
+    with svc.store.read() as conn:
+        rows = svc.store.list_reports(conn, host_id, limit, before)
+    return [report_view(r) for r in rows]
+
+
+@router.get("/api/v1/findings", response_model=list[FindingView], tags=["read"])
+def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
+    request: Request,
+    principal: Reader,
+    host_id: HostId | None = None,
+    rule: Annotated[str | None, Query(max_length=64)] = None,
+    is_open: Annotated[bool | None, Query(alias="open")] = None,
+    unit: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> list[FindingView]:
+    """Findings, open and resolved, filtered by host, rule, state and unit."""
+    svc = service(request)
+    host_ids = None
+    if unit is not None or principal.unit is not None or host_id is not None:
+        visible = [
+            s.host_id
+            for s in _summaries(svc, principal)
+            if (unit is None or s.unit == unit) and (host_id is None or s.host_id == host_id)
+        ]
+        host_ids = visible
+    with svc.store.read() as conn:
+        rows = svc.store.query_findings(
+            conn,
+            host_ids=host_ids,
+            rule=rule,
+            is_open=is_open,
+            limit=limit,
+            offset=offset,
+        )
+    return [finding_view(r) for r in rows]
+
+
+# -- administration -----------------------------------------------------------------------
+
+
+class PolicyState(BaseModel):
+    source: str
+    digest: str
+    error: str | None
+    hosts: int
+    groups: list[str]
+
+
+class PolicyReload(BaseModel):
+    changed: bool
+    hosts_evaluated: int
+    error: str | None
+
+
+@router.get(
+    "/api/v1/policy", response_model=PolicyState, tags=["admin"], dependencies=[Depends(reader)]
+)
+def get_policy(request: Request) -> PolicyState:
+    """The policy in force, and why a newer file was not loaded, if it was not."""
+    source = service(request).policy
+    return PolicyState(
+        source=source.current.source,
+        digest=source.current.digest,
+        error=source.error,
+        hosts=len(source.current.hosts),
+        groups=sorted(source.current.groups),
+    )
+
+
+@router.post(
+    "/api/v1/policy/reload",
+    response_model=PolicyReload,
+    tags=["admin"],
+    dependencies=[Depends(admin)],
+)
+def reload_policy(request: Request) -> PolicyReload:
+    """Read the policy file now and evaluate every host against it if it changed."""
+    svc = service(request)
+    changed, count = svc.reload_policy()
+    return PolicyReload(changed=changed, hosts_evaluated=count, error=svc.policy.error)
+
+
+class ReenrollRequest(BaseModel):
+    minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 60
+
+
+@router.post(
+    "/api/v1/hosts/{host_id}/allow-reenroll", tags=["admin"], dependencies=[Depends(admin)]
+)
+def allow_reenroll(
+    request: Request,
+    host_id: HostId,
+    body: ReenrollRequest | None = None,
+) -> dict[str, str]:
+    """Let an enrolled host enroll again (after losing its state) within a time window."""
+    minutes = (body or ReenrollRequest()).minutes
+    if not service(request).identity.allow_reenroll(host_id, minutes):
+        raise HTTPException(404, f"no enrolled host {host_id!r}")
+    return {"detail": f"{host_id} may enroll again within {minutes:g} minutes"}
+
+
+@router.post("/api/v1/hosts/{host_id}/revoke", tags=["admin"], dependencies=[Depends(admin)])
+def revoke_host(request: Request, host_id: HostId) -> dict[str, object]:
+    """Revoke every token of a host: it cannot report until it is allowed to enroll again."""
+    count = service(request).identity.revoke_host(host_id)
+    return {"revoked": count}
+
+
+class TokenRequest(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    kind: Literal["admin", "read", "enroll"]
+    unit: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+
+class TokenView(BaseModel):
+    id: int
+    name: str
+    kind: str
+    unit: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class NewToken(BaseModel):
+    id: int
+    name: str
+    kind: str
+    unit: str | None
+    token: str
+
+
+@router.post(
+    "/api/v1/tokens", response_model=NewToken, tags=["admin"], dependencies=[Depends(admin)]
+)
+def create_token(request: Request, body: TokenRequest) -> NewToken:
+    """Create an API token (admin, read, or read limited to a unit) or an enrollment secret."""
+    token_id, token = service(request).identity.create_token(body.name, body.kind, body.unit)
+    return NewToken(id=token_id, name=body.name, kind=body.kind, unit=body.unit, token=token)
+
+
+@router.get(
+    "/api/v1/tokens", response_model=list[TokenView], tags=["admin"], dependencies=[Depends(admin)]
+)
+def list_tokens(request: Request) -> list[TokenView]:
+    """API tokens and enrollment secrets (never the tokens themselves)."""
+    return [TokenView(**vars(row)) for row in service(request).identity.list_tokens()]
+
+
+@router.delete("/api/v1/tokens/{token_id}", tags=["admin"], dependencies=[Depends(admin)])
+def revoke_token(
+    request: Request, token_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+) -> dict[str, str]:
+    """Revoke an API token or enrollment secret."""
+    if not service(request).identity.revoke_token(token_id):
+        raise HTTPException(404, f"no active token {token_id}")
+    return {"detail": f"token {token_id} revoked"}
+
+
+__all__ = ["AccessError", "router"]

@@ -1,0 +1,123 @@
+"""The policy file: tables, override order, and errors that name the table and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleetwatch.collector.compliance.policy import (
+    Policy,
+    PolicyError,
+    PolicySource,
+    parse_port_spec,
+)
+
+POLICY = """
+[defaults]
+allowed_ports = ["tcp/22"]
+max_report_age = 600
+forbidden_packages = ["telnetd"]
+
+[groups.web]
+allowed_ports = ["tcp/22", "tcp/80", "tcp/443"]
+required_services = ["nginx"]
+
+[groups.monitored]
+allowed_ports = ["tcp/22", "tcp/9100"]
+
+[hosts."web-01"]
+unit = "parks"
+groups = ["web", "monitored"]
+
+[hosts."web-02"]
+unit = "parks"
+groups = ["monitored", "web"]
+max_report_age = 60
+"""
+
+
+class TestResolution:
+    def test_later_tables_override_earlier_ones(self) -> None:
+        """defaults < groups in the order the host lists them < the host's own table."""
+        policy = Policy.from_text(POLICY)
+        web01 = policy.for_host("web-01")
+        assert web01.baseline.allowed_ports == ["tcp/22", "tcp/9100"]  # monitored listed last
+        assert web01.baseline.required_services == ["nginx"]
+        assert web01.baseline.forbidden_packages == ["telnetd"]
+        assert web01.baseline.max_report_age == 600
+        web02 = policy.for_host("web-02")
+        assert web02.baseline.allowed_ports == ["tcp/22", "tcp/80", "tcp/443"]
+        assert web02.baseline.max_report_age == 60
+        assert (web02.unit, web02.groups) == ("parks", ("monitored", "web"))
+
+    def test_hosts_not_in_the_policy_get_the_defaults(self) -> None:
+        other = Policy.from_text(POLICY).for_host("db-09")
+        assert other.baseline.allowed_ports == ["tcp/22"]
+        assert not other.listed
+        assert other.unit is None
+
+    def test_no_policy_checks_nothing(self) -> None:
+        baseline = Policy.empty().for_host("x").baseline
+        assert baseline.allowed_ports is None
+        assert baseline.max_pending_security_updates is None
+
+    def test_digest_differs_between_baselines(self) -> None:
+        policy = Policy.from_text(POLICY)
+        assert policy.for_host("web-01").digest != policy.for_host("web-02").digest
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            (
+                '[groups.web]\nalowed_ports = ["tcp/22"]\n',
+                '[groups."web"] alowed_ports: unknown key',
+            ),
+            (
+                '[defaults]\nallowed_ports = ["tcp/99999"]\n',
+                "[defaults] allowed_ports[0]: Value error, 'tcp/99999': ports run from 0 to 65535",
+            ),
+            ('[defaults]\nallowed_ports = ["http"]\n', "is not a port"),
+            ('[hosts."a"]\ngroups = ["nope"]\n', '[hosts."a"] groups: no table [groups.nope]'),
+            ('[defaults]\nmin_versions = { openssl = "" }\n', "[defaults] min_versions.openssl"),
+            ("[defaults]\nmax_disk_percent = 120\n", "[defaults] max_disk_percent"),
+            ('[hosts."bad host"]\n', "hosts"),
+            ("[defaults\n", "not valid TOML"),
+        ],
+    )
+    def test_error_names_table_and_key(self, text: str, message: str) -> None:
+        with pytest.raises(PolicyError) as excinfo:
+            Policy.from_text(text, "policy.toml")
+        assert message in str(excinfo.value)
+        assert str(excinfo.value).startswith("policy.toml: ")
+
+
+class TestPortSpec:
+    def test_ranges_and_single_ports(self) -> None:
+        spec = parse_port_spec("TCP/8000-8100")
+        assert spec.matches("tcp", 8050)
+        assert not spec.matches("udp", 8050)
+        assert not spec.matches("tcp", 8101)
+        assert parse_port_spec("udp/53").matches("udp", 53)
+
+
+class TestPolicySource:
+    def test_reloads_a_changed_file_and_keeps_the_last_good_one(self, tmp_path: Path) -> None:
+        """A changed file is picked up; a broken one is reported and the old policy stays."""
+        path = tmp_path / "policy.toml"
+        path.write_text(POLICY)
+        source = PolicySource(path)
+        assert not source.reload_if_changed()
+        path.write_text(POLICY.replace("max_report_age = 600", "max_report_age = 300"))
+        assert source.reload_if_changed()
+        assert source.current.for_host("web-01").baseline.max_report_age == 300
+        path.write_text(POLICY + "\n[groups.web]\n")  # duplicate table
+        assert not source.reload_if_changed()
+        assert source.error is not None
+        assert source.current.for_host("web-01").baseline.max_report_age == 300
+
+    def test_missing_file_at_start_is_an_error(self, tmp_path: Path) -> None:
+        with pytest.raises(PolicyError, match="cannot read"):
+            PolicySource(tmp_path / "absent.toml")

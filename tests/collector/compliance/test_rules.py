@@ -1,0 +1,338 @@
+"""Each rule, on facts built from captured reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fleetwatch.collector.compliance.policy import Baseline
+from fleetwatch.collector.compliance.rules import Memo, evaluate
+from fleetwatch.schema import SECTION_TYPES
+from tests.helpers import section_data
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+class Facts:
+    def __init__(
+        self,
+        sections: Mapping[str, Any] | None = None,
+        errors: Mapping[str, str] | None = None,
+        since: Mapping[tuple[str, str], datetime] | None = None,
+    ) -> None:
+        self.now = NOW
+        self._sections = {
+            name: SECTION_TYPES[name].model_validate(data)  # type: ignore[index]
+            for name, data in (sections or {}).items()
+            if data is not None
+        }
+        self._errors = dict(errors or {})
+        self._since = dict(since or {})
+        self.loads: list[str] = []
+
+    def section(self, name: str) -> Any:
+        self.loads.append(name)
+        return self._sections.get(name)
+
+    def section_hash(self, name: str) -> str | None:
+        return f"hash-of-{name}" if name in self._sections else None
+
+    def errors(self) -> Mapping[str, str]:
+        return self._errors
+
+    def since(self, kind: str, key: str) -> datetime:
+        return self._since.get((kind, key), NOW)
+
+
+def listeners(*items: tuple[str, str, int]) -> dict[str, Any]:
+    return {
+        "listeners": [
+            {"protocol": p, "address": a, "port": n, "pid": 7, "process": "nc", "user": "nobody"}
+            for p, a, n in items
+        ]
+    }
+
+
+def keys(baseline: Baseline, facts: Facts, rule: str | None = None) -> set[str]:
+    return {f.key for f in evaluate(baseline, facts).findings if rule is None or f.rule == rule}
+
+
+class TestAllowedPorts:
+    def test_unlisted_port_on_a_public_address_is_a_finding(self) -> None:
+        facts = Facts(
+            {
+                "ports": listeners(
+                    ("tcp", "0.0.0.0", 22),
+                    ("tcp", "0.0.0.0", 8080),
+                    ("tcp", "::", 8080),
+                    ("udp", "10.0.0.5", 161),
+                )
+            }
+        )
+        result = evaluate(Baseline(allowed_ports=["tcp/22"]), facts)
+        assert {f.key for f in result.findings} == {"tcp/8080", "udp/161"}
+        detail = next(f.detail for f in result.findings if f.key == "tcp/8080")
+        assert "0.0.0.0, ::" in detail
+        assert "nc pid 7 user nobody" in detail
+        assert all(f.severity == "high" for f in result.findings)
+
+    def test_loopback_is_ignored_unless_asked(self) -> None:
+        facts = Facts(
+            {
+                "ports": listeners(
+                    ("tcp", "127.0.0.1", 5432),
+                    ("tcp", "::1", 6379),
+                    ("tcp", "::ffff:127.0.0.1", 9000),
+                )
+            }
+        )
+        assert keys(Baseline(allowed_ports=["tcp/22"]), facts) == set()
+        strict = Baseline(allowed_ports=["tcp/22"], ignore_loopback=False)
+        assert keys(strict, facts) == {"tcp/5432", "tcp/6379", "tcp/9000"}
+
+    def test_ranges(self) -> None:
+        facts = Facts({"ports": listeners(("tcp", "0.0.0.0", 8050))})
+        assert keys(Baseline(allowed_ports=["tcp/8000-8100"]), facts) == set()
+
+    def test_unset_rule_checks_nothing(self) -> None:
+        facts = Facts({"ports": listeners(("tcp", "0.0.0.0", 8080))})
+        assert keys(Baseline(), facts) == set()
+
+
+def services(**states: tuple[str, str | None]) -> dict[str, Any]:
+    return {
+        "manager": "systemd",
+        "available": True,
+        "units": [
+            {"name": name, "load": "loaded", "active": active, "sub": active, "enabled": enabled}
+            for name, (active, enabled) in states.items()
+        ],
+    }
+
+
+class TestServices:
+    def test_required_service_down_or_missing(self) -> None:
+        facts = Facts(
+            {
+                "services": services(
+                    **{"nginx.service": ("failed", "enabled"), "ssh.service": ("active", "enabled")}
+                )
+            }
+        )
+        result = evaluate(Baseline(required_services=["nginx", "ssh.service", "cron"]), facts)
+        details = {f.key: f.detail for f in result.findings}
+        assert set(details) == {"nginx", "cron"}
+        assert details["nginx"] == "nginx.service is required but failed"
+        assert details["cron"] == "cron is required but not installed"
+
+    def test_required_service_without_systemd_cannot_be_verified(self) -> None:
+        """No systemd means a required service is not shown to run: a finding that says why."""
+        facts = Facts(
+            {"services": {"available": False, "reason": "systemd is not the init system"}}
+        )
+        (finding,) = evaluate(Baseline(required_services=["nginx"]), facts).findings
+        assert finding.detail == "nginx cannot be verified: systemd is not the init system"
+
+    def test_forbidden_service_active_or_enabled(self) -> None:
+        facts = Facts(
+            {
+                "services": services(
+                    **{
+                        "telnet.service": ("inactive", "enabled"),
+                        "rsh.service": ("active", "disabled"),
+                        "tftpd-hpa.service": ("inactive", "disabled"),
+                    }
+                )
+            }
+        )
+        assert keys(Baseline(forbidden_services=["telnet", "rsh*", "tftpd-hpa"]), facts) == {
+            "telnet.service",
+            "rsh.service",
+        }
+
+
+class TestPackages:
+    def test_forbidden_packages_by_pattern(self) -> None:
+        facts = Facts({"packages": section_data("packages")})
+        found = keys(Baseline(forbidden_packages=["openssl", "libssl*"]), facts)
+        assert {"openssl", "libssl3"} <= found
+
+    def test_min_versions_in_dpkg_order(self) -> None:
+        data = section_data("packages")
+        openssl = next(p for p in data["packages"] if p[0] == "openssl")
+        installed = openssl[1]
+        facts = Facts({"packages": data})
+        higher = installed + "+fix1"
+        assert keys(Baseline(min_versions={"openssl": higher}), facts) == {"openssl"}
+        assert keys(Baseline(min_versions={"openssl": installed}), facts) == set()
+        assert keys(Baseline(min_versions={"openssl": "1:0"}), facts) == {"openssl"}  # epoch
+        assert keys(Baseline(min_versions={"not-installed": "9"}), facts) == set()
+
+    def test_time_independent_rules_are_memoised(self) -> None:
+        """A package list seen before is not decoded again for the same baseline."""
+        memo = Memo()
+        baseline = Baseline(forbidden_packages=["openssl"])
+        first = Facts({"packages": section_data("packages")})
+        evaluate(baseline, first, memo, "digest-1")
+        second = Facts({"packages": section_data("packages")})
+        result = evaluate(baseline, second, memo, "digest-1")
+        assert "packages" not in second.loads
+        assert {f.key for f in result.findings} == {"openssl"}
+        third = Facts({"packages": section_data("packages")})
+        evaluate(baseline, third, memo, "digest-2")  # another baseline: worked out again
+        assert "packages" in third.loads
+
+
+def updates(*items: tuple[str, bool]) -> dict[str, Any]:
+    return {
+        "manager": "apt",
+        "index_refreshed_at": NOW.isoformat(),
+        "updates": [
+            {
+                "name": name,
+                "architecture": "amd64",
+                "installed_version": "1.0",
+                "candidate_version": "1.1",
+                "security": security,
+            }
+            for name, security in items
+        ],
+    }
+
+
+class TestSecurityUpdates:
+    def test_grace_period_counts_from_first_seen(self) -> None:
+        """A security update counts only once pending longer than the grace period."""
+        since = {
+            ("security_update", "openssl"): NOW - timedelta(days=9),
+            ("security_update", "curl"): NOW - timedelta(days=2),
+        }
+        facts = Facts(
+            {"updates": updates(("openssl", True), ("curl", True), ("vim", False))}, since=since
+        )
+        baseline = Baseline(max_pending_security_updates=0, security_update_grace_days=7)
+        result = evaluate(baseline, facts)
+        assert {f.key for f in result.findings} == {"openssl"}
+        assert "pending for 9.0 days" in result.findings[0].detail
+
+    def test_allowed_number_of_pending_updates(self) -> None:
+        facts = Facts({"updates": updates(("a", True), ("b", True))})
+        assert keys(Baseline(max_pending_security_updates=2), facts) == set()
+        assert keys(Baseline(max_pending_security_updates=1), facts) == {"a", "b"}
+
+    def test_non_security_updates_never_count(self) -> None:
+        facts = Facts({"updates": updates(("tzdata", False))})
+        assert keys(Baseline(max_pending_security_updates=0), facts) == set()
+
+    def test_one_finding_per_package_across_architectures(self) -> None:
+        data = updates(("libc6", True))
+        data["updates"].append({**data["updates"][0], "architecture": "i386"})
+        assert keys(Baseline(max_pending_security_updates=0), Facts({"updates": data})) == {"libc6"}
+
+    def test_stale_package_index(self) -> None:
+        data = updates()
+        data["index_refreshed_at"] = (NOW - timedelta(days=30)).isoformat()
+        result = evaluate(Baseline(max_index_age_days=7), Facts({"updates": data}))
+        assert [f.rule for f in result.findings] == ["index_age"]
+        assert "30 days old" in result.findings[0].detail
+
+
+class TestReboot:
+    def system(self, **changes: Any) -> dict[str, Any]:
+        return section_data("system", **changes)
+
+    def test_reboot_required_past_grace(self) -> None:
+        since = NOW - timedelta(days=10)
+        facts = Facts(
+            {
+                "system": self.system(
+                    reboot_required=True,
+                    reboot_required_since=since.isoformat(),
+                    reboot_required_packages=["linux-image-6.1.0-56-amd64"],
+                )
+            }
+        )
+        (finding,) = evaluate(Baseline(reboot_grace_days=7), facts).findings
+        assert finding.rule == "reboot_required"
+        assert "linux-image-6.1.0-56-amd64" in finding.detail
+        assert keys(Baseline(reboot_grace_days=14), facts) == set()
+
+    def test_outdated_kernel_counts_from_first_seen(self) -> None:
+        facts = Facts(
+            {"system": self.system(kernel_outdated=True, kernel_latest_installed="6.1.0-56-amd64")},
+            since={("reboot_required", ""): NOW - timedelta(days=3)},
+        )
+        assert keys(Baseline(reboot_grace_days=2), facts) == {"reboot"}
+        assert keys(Baseline(reboot_grace_days=4), facts) == set()
+
+
+class TestDiskChecksErrors:
+    def test_disk_over_limit(self) -> None:
+        data = section_data("resources")
+        data["mounts"] = [
+            {
+                "mountpoint": "/var",
+                "device": "/dev/vdb",
+                "fstype": "ext4",
+                "total_bytes": 100,
+                "used_bytes": 95,
+                "percent": 95.0,
+            }
+        ]
+        assert keys(Baseline(max_disk_percent=90), Facts({"resources": data})) == {"/var"}
+
+    def test_failing_checks(self) -> None:
+        data = {
+            "results": [
+                {
+                    "name": "site",
+                    "kind": "http",
+                    "target": "http://x/",
+                    "ok": False,
+                    "reason": "HTTP status 503",
+                },
+                {"name": "ssh", "kind": "tcp", "target": "127.0.0.1:22", "ok": True},
+            ]
+        }
+        (finding,) = evaluate(Baseline(), Facts({"checks": data})).findings
+        assert (finding.rule, finding.key) == ("failing_checks", "site")
+        assert "HTTP status 503" in finding.detail
+
+    def test_collection_errors_are_findings(self) -> None:
+        facts = Facts(errors={"updates": "apt-get failed: E: lock"})
+        (finding,) = evaluate(Baseline(), facts).findings
+        assert (finding.rule, finding.key, finding.severity) == (
+            "collection_errors",
+            "updates",
+            "low",
+        )
+
+    def test_unknown_section_makes_its_rules_undetermined(self) -> None:
+        """A rule whose section is unknown neither finds nor clears anything."""
+        result = evaluate(
+            Baseline(allowed_ports=["tcp/22"], max_pending_security_updates=0), Facts()
+        )
+        assert result.findings == []
+        assert result.undetermined == {"allowed_ports", "security_updates", "failing_checks"}
+
+
+@pytest.mark.parametrize("rule", ["disk_usage", "allowed_ports"])
+def test_severity_override(rule: str) -> None:
+    data = section_data("resources")
+    data["mounts"] = [
+        {
+            "mountpoint": "/",
+            "device": "/dev/vda",
+            "fstype": "ext4",
+            "total_bytes": 100,
+            "used_bytes": 99,
+            "percent": 99.0,
+        }
+    ]
+    facts = Facts({"resources": data, "ports": listeners(("tcp", "0.0.0.0", 1))})
+    baseline = Baseline(max_disk_percent=90, allowed_ports=[], severity={rule: "critical"})
+    severities = {f.rule: f.severity for f in evaluate(baseline, facts).findings}
+    assert severities[rule] == "critical"

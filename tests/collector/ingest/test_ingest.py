@@ -1,0 +1,244 @@
+"""Ingesting reports into a real database: SQLite always, PostgreSQL when configured."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from fleetwatch.collector.ingest.writer import ReportRejectedError
+from fleetwatch.collector.service import CollectorService
+from fleetwatch.collector.settings import CollectorSettings
+from fleetwatch.collector.storage.tables import blobs, findings, reports
+from fleetwatch.schema import Report
+from tests.helpers import full, make_report, ports_section, section_data
+
+POLICY = """
+[defaults]
+allowed_ports = ["tcp/22"]
+max_pending_security_updates = 0
+security_update_grace_days = 7
+"""
+
+
+@pytest.fixture
+def service(database_url: str, tmp_path: Path) -> Iterator[CollectorService]:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    svc = CollectorService(
+        CollectorSettings(
+            database_url=database_url,
+            policy=policy,
+            enroll_secret="s3cret",
+            data_dir=tmp_path,
+        )
+    )
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+def ingest(svc: CollectorService, body: dict[str, Any], now: datetime | None = None) -> Any:
+    return svc.ingestor.ingest(Report.model_validate(body), body["host_id"], now)
+
+
+def count(svc: CollectorService, table: Any, *where: Any) -> int:
+    with svc.store.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def open_keys(svc: CollectorService, host_id: str) -> set[tuple[str, str]]:
+    with svc.store.read() as conn:
+        return {(f.rule, f.key) for f in svc.store.open_findings(conn, host_id)}
+
+
+class TestIngest:
+    def test_full_report_is_stored_with_its_findings(self, service: CollectorService) -> None:
+        service.identity.enroll("web-01", "s3cret")
+        sections = make_report("web-01", 1)["sections"]
+        sections["ports"] = ports_section(("tcp", "0.0.0.0", 22), ("tcp", "0.0.0.0", 8080))
+        ack = ingest(service, make_report("web-01", 1, sections))
+        assert ack.status == "stored"
+        assert set(ack.sections) == set(sections)
+        assert ack.missing == []
+        assert ("allowed_ports", "tcp/8080") in open_keys(service, "web-01")
+
+    def test_hash_only_report_after_a_full_one(self, service: CollectorService) -> None:
+        """Sections sent as the acknowledged hash are accepted and nothing is stored again."""
+        service.identity.enroll("web-01", "s3cret")
+        ack = ingest(service, make_report("web-01", 1))
+        blobs_after_first = count(service, blobs)
+        hash_only = {name: {"hash": content_hash} for name, content_hash in ack.sections.items()}
+        second = ingest(service, make_report("web-01", 2, hash_only))
+        assert second.status == "stored"
+        assert second.missing == []
+        assert second.sections == ack.sections
+        assert count(service, blobs) == blobs_after_first
+        assert count(service, reports) == 2
+
+    def test_same_package_list_is_stored_once_across_hosts(self, service: CollectorService) -> None:
+        """Content is stored by hash: two hosts with one package list share one copy."""
+        for host in ("a", "b"):
+            service.identity.enroll(host, "s3cret")
+            ingest(service, make_report(host, 1))
+        assert count(service, blobs, blobs.c.section == "packages") == 1
+
+    def test_empty_database_asks_for_the_full_report(self, service: CollectorService) -> None:
+        """A hash the collector does not hold is named as missing, so the agent sends it in full."""
+        service.identity.enroll("web-01", "s3cret")
+        body = make_report(
+            "web-01", 1, {"packages": {"hash": "f" * 64}, "checks": full("checks", {"results": []})}
+        )
+        ack = ingest(service, body)
+        assert ack.missing == ["packages"]
+        assert list(ack.sections) == ["checks"]
+        with service.store.read() as conn:
+            detail = service.store.get_host(conn, "web-01")
+        assert detail is not None
+        assert detail.sections["packages"]["missing"]
+
+    def test_a_resent_report_is_acknowledged_not_stored_twice(
+        self, service: CollectorService
+    ) -> None:
+        service.identity.enroll("web-01", "s3cret")
+        body = make_report("web-01", 1)
+        first = ingest(service, body)
+        again = ingest(service, body)
+        assert again.status == "duplicate"
+        assert again.sections == first.sections
+        assert count(service, reports) == 1
+
+    def test_a_host_reports_only_as_itself(self, service: CollectorService) -> None:
+        service.identity.enroll("web-01", "s3cret")
+        with pytest.raises(ReportRejectedError) as excinfo:
+            service.ingestor.ingest(Report.model_validate(make_report("web-02", 1)), "web-01")
+        assert excinfo.value.status == 403
+        assert count(service, reports) == 0
+
+    def test_collector_hashes_the_content_itself(self, service: CollectorService) -> None:
+        """A wrong hash claimed by the agent does not poison the content store."""
+        service.identity.enroll("web-01", "s3cret")
+        body = make_report("web-01", 1)
+        body["sections"]["checks"] = {"hash": "0" * 64, "data": {"results": []}}
+        ack = ingest(service, body)
+        assert ack.sections["checks"] != "0" * 64
+
+
+class TestFindingLifecycle:
+    def test_finding_opens_stays_and_resolves(self, service: CollectorService) -> None:
+        """first_seen stays, last_seen moves on, resolved_at is set when the problem is gone."""
+        service.identity.enroll("web-01", "s3cret")
+        t0 = datetime.now(UTC) - timedelta(minutes=30)
+        sections = {"ports": ports_section(("tcp", "0.0.0.0", 8080))}
+        ingest(service, make_report("web-01", 1, sections, collected_at=t0))
+        ingest(service, make_report("web-01", 2, sections, collected_at=t0 + timedelta(minutes=5)))
+        with service.store.read() as conn:
+            (row,) = service.store.query_findings(conn, host_ids=["web-01"])
+        assert row.first_seen == t0
+        assert row.last_seen == t0 + timedelta(minutes=5)
+        assert row.resolved_at is None
+        fixed = {"ports": ports_section(("tcp", "0.0.0.0", 22))}
+        ingest(service, make_report("web-01", 3, fixed, collected_at=t0 + timedelta(minutes=10)))
+        with service.store.read() as conn:
+            (row,) = service.store.query_findings(conn, host_ids=["web-01"])
+        assert row.resolved_at == t0 + timedelta(minutes=10)
+        # the problem comes back: a new finding, the old one stays resolved in history
+        ingest(service, make_report("web-01", 4, sections, collected_at=t0 + timedelta(minutes=15)))
+        assert count(service, findings) == 2
+        assert count(service, findings, findings.c.resolved_at.is_(None)) == 1
+
+    def test_a_failed_section_keeps_its_findings_open(self, service: CollectorService) -> None:
+        """When the agent could not collect ports, the open port finding is neither cleared nor confirmed."""
+        service.identity.enroll("web-01", "s3cret")
+        ingest(
+            service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))})
+        )
+        ingest(service, make_report("web-01", 2, {"ports": {"error": "psutil: permission denied"}}))
+        assert open_keys(service, "web-01") == {
+            ("allowed_ports", "tcp/8080"),
+            ("collection_errors", "ports"),
+        }
+
+    def test_security_update_age_is_counted_from_first_seen(
+        self, service: CollectorService
+    ) -> None:
+        """A pending security update becomes a finding once it has been pending past the grace."""
+        service.identity.enroll("web-01", "s3cret")
+        updates = section_data("updates")
+        t0 = datetime.now(UTC) - timedelta(days=10)
+        ingest(
+            service,
+            make_report("web-01", 1, {"updates": full("updates", updates)}, collected_at=t0),
+        )
+        assert not any(rule == "security_updates" for rule, _ in open_keys(service, "web-01"))
+        # eight days later the same updates are still pending: the report repeats the hash
+        with service.store.read() as conn:
+            host = service.store.get_host(conn, "web-01")
+        assert host is not None
+        same = {"updates": {"hash": host.sections["updates"]["hash"]}}
+        ingest(service, make_report("web-01", 2, same, collected_at=t0 + timedelta(days=8)))
+        overdue = {key for rule, key in open_keys(service, "web-01") if rule == "security_updates"}
+        security = {u["name"] for u in updates["updates"] if u["security"]}
+        assert overdue == security
+
+    def test_late_old_report_does_not_replace_the_latest(self, service: CollectorService) -> None:
+        """A resent older report is stored for the record but the newest state stays."""
+        service.identity.enroll("web-01", "s3cret")
+        ingest(service, make_report("web-01", 2, {"ports": ports_section(("tcp", "0.0.0.0", 22))}))
+        ingest(
+            service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))})
+        )
+        assert open_keys(service, "web-01") == set()
+        with service.store.read() as conn:
+            host = service.store.get_host(conn, "web-01")
+        assert host is not None
+        assert host.last_sequence == 2
+
+    def test_policy_change_reevaluates_every_host(
+        self, service: CollectorService, tmp_path: Path
+    ) -> None:
+        """A changed policy file is applied to every host's latest report at once."""
+        service.identity.enroll("web-01", "s3cret")
+        ingest(
+            service, make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 8080))})
+        )
+        assert open_keys(service, "web-01") == {("allowed_ports", "tcp/8080")}
+        (tmp_path / "policy.toml").write_text(
+            POLICY.replace('["tcp/22"]', '["tcp/22", "tcp/8080"]')
+        )
+        changed, evaluated = service.reload_policy()
+        assert (changed, evaluated) == (True, 1)
+        assert open_keys(service, "web-01") == set()
+
+
+class TestPrune:
+    def test_old_reports_and_released_contents_go(self, service: CollectorService) -> None:
+        """Reports past retention go (never a host's latest), and contents no host holds."""
+        service.identity.enroll("web-01", "s3cret")
+        old = datetime.now(UTC) - timedelta(days=60)
+        ingest(
+            service, make_report("web-01", 1, {"checks": full("checks", {"results": []})}), now=old
+        )
+        ingest(
+            service,
+            make_report(
+                "web-01",
+                2,
+                {
+                    "checks": full(
+                        "checks",
+                        {"results": [{"name": "x", "kind": "tcp", "target": "t", "ok": True}]},
+                    )
+                },
+            ),
+            now=old + timedelta(hours=1),
+        )
+        assert count(service, blobs) == 2
+        gone_reports, gone_contents = service.prune()
+        assert (gone_reports, gone_contents) == (1, 1)
+        assert count(service, reports) == 1
+        assert count(service, blobs) == 1
