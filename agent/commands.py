@@ -6,7 +6,7 @@ import os
 import subprocess
 from collections.abc import Callable, Sequence
 
-Runner = Callable[[Sequence[str], float], str]
+CommandRunner = Callable[[Sequence[str], float], str]
 """Runs argv with a timeout in seconds and returns its standard output."""
 
 

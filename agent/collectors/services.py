@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fleetwatch.agent.commands import Runner, run_command
+from fleetwatch.agent.commands import CommandRunner, run_command
 from fleetwatch.schema import ServicesData, ServiceUnit
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class ServicesCollector:
 
     def __init__(
         self,
-        run: Runner = run_command,
+        run: CommandRunner = run_command,
         systemd_marker: Path = Path("/run/systemd/system"),
     ) -> None:
         self.run = run

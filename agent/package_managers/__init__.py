@@ -12,7 +12,7 @@ import shutil
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from fleetwatch.agent.commands import Runner
+    from fleetwatch.agent.commands import CommandRunner
     from fleetwatch.schema import PackagesData, UpdatesData
 
 
@@ -48,7 +48,7 @@ class NoPackageManagerError(RuntimeError):
     """No supported package manager on this host."""
 
 
-def detect(run: Runner | None = None) -> PackageManager:
+def detect(run: CommandRunner | None = None) -> PackageManager:
     """The package manager of this host; raise NoPackageManagerError when none is supported."""
     from fleetwatch.agent.package_managers.dpkg import Dpkg  # noqa: PLC0415  (dpkg imports this module)
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fleetwatch import debversion
-from fleetwatch.agent.commands import Runner, run_command
+from fleetwatch.agent.commands import CommandRunner, run_command
 from fleetwatch.schema import Package, PackagesData, PendingUpdate, UpdatesData
 
 _INST = re.compile(
@@ -139,7 +139,7 @@ class Dpkg:
         status_path: Path = Path("/var/lib/dpkg/status"),
         lists_dir: Path = Path("/var/lib/apt/lists"),
         apt_config_dir: Path = Path("/etc/apt"),
-        run: Runner = run_command,
+        run: CommandRunner = run_command,
     ) -> None:
         self.status_path = status_path
         self.lists_dir = lists_dir
