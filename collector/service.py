@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import threading
-import time
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -15,6 +12,7 @@ from pydantic import ValidationError
 from fleetwatch.collector.auth.identity import Identity
 from fleetwatch.collector.compliance.findings import Compliance
 from fleetwatch.collector.compliance.policy import PolicySource
+from fleetwatch.collector.housekeeping import Housekeeper
 from fleetwatch.collector.ingest.queue import IngestQueue
 from fleetwatch.collector.ingest.writer import Ingestor, ReportRejectedError
 from fleetwatch.collector.storage.db import make_engine, upgrade
@@ -23,11 +21,12 @@ from fleetwatch.collector.web.bodies import RateLimiter
 from fleetwatch.schema import SUPPORTED_SCHEMA_VERSIONS, Report, ReportAck
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from fleetwatch.collector.settings import CollectorSettings
 
 log = structlog.get_logger(__name__)
 
-PRUNE_EVERY = 3600.0
 MAX_ERRORS_SHOWN = 20
 
 
@@ -114,19 +113,25 @@ class CollectorService:
         self.pipeline = IngestQueue(self.ingestor)
         self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
         self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.housekeeper = Housekeeper(
+            settings,
+            self.engine,
+            self.policy,
+            reevaluate_all=self.ingestor.reevaluate_all,
+            prune=self._prune,
+        )
+        self._started = False
 
     def start(self, *, migrate: bool = True) -> None:
         """Migrate, start the writer and housekeeping; a second call does nothing."""
-        if self._thread is not None:
+        if self._started:
             return
         if migrate:
             upgrade(self.engine)
         _tune_garbage_collector()
         self.pipeline.start()
-        self._thread = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
-        self._thread.start()
+        self.housekeeper.start()
+        self._started = True
         log.info(
             "collector started",
             database=self.engine.url.render_as_string(),
@@ -135,13 +140,11 @@ class CollectorService:
 
     def stop(self) -> None:
         """Store what is queued and stop; a second call does nothing."""
-        if self._thread is None:
+        if not self._started:
             return
         self.pipeline.stop()
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self._thread = None
-        self._stop.clear()
+        self.housekeeper.stop()
+        self._started = False
         self.engine.dispose()
 
     def receive_report(self, body: bytes, token_host: str) -> ReportAck:
@@ -149,41 +152,22 @@ class CollectorService:
         return self.pipeline.submit(parse_report(body), token_host).result()
 
     def reload_policy(self) -> tuple[bool, int]:
-        """Re-read the policy file; if it changed, evaluate every host against it now."""
-        if not self.policy.reload_if_changed():
-            if self.policy.error:
-                log.error(
-                    "policy file not loaded; the previous policy stays in force",
-                    error=self.policy.error,
-                )
+        """Re-read the policy file now; if it changed, evaluate every host against it here.
+
+        (The housekeeper of the fleet would do it at its next round; an admin who asks wants
+        it done before the answer.)
+        """
+        if not self.housekeeper.follow_policy():
             return False, 0
-        started = time.monotonic()
-        count = self.ingestor.reevaluate_all()
-        log.info(
-            "policy changed; hosts evaluated again",
-            hosts=count,
-            digest=self.policy.current.digest[:12],
-            seconds=round(time.monotonic() - started, 2),
-        )
-        return True, count
+        return True, self.housekeeper.reevaluate()
 
     def prune(self) -> tuple[int, int]:
-        cutoff = datetime.now(UTC) - timedelta(days=self.settings.report_retention_days)
+        """Delete reports and contents past retention now; (reports, contents) deleted."""
+        return self.housekeeper.prune()
+
+    def _prune(self, cutoff: datetime) -> tuple[int, int]:
         with self.store.write() as conn:
             return self.store.prune(conn, cutoff)
-
-    def _housekeeping(self) -> None:
-        next_prune = time.monotonic() + 60
-        while not self._stop.wait(self.settings.policy_check_interval):
-            try:
-                self.reload_policy()
-                if time.monotonic() >= next_prune:
-                    reports, contents = self.prune()
-                    next_prune = time.monotonic() + PRUNE_EVERY
-                    if reports or contents:
-                        log.info("pruned old reports", reports=reports, contents=contents)
-            except Exception as exc:  # noqa: BLE001  (housekeeping must outlive a bad moment)
-                log.error("housekeeping failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 __all__ = [

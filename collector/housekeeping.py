@@ -1,0 +1,133 @@
+"""Housekeeping: the collector's background work, and the part of it done once per fleet.
+
+Every process follows the policy file (each holds the policy in memory to evaluate the
+reports it takes). What writes to the whole database runs in one process of the fleet only,
+the holder of the housekeeping lease (`storage.lease`), however many workers or collector
+hosts share the database:
+
+- after a policy change, evaluating every host against the new policy;
+- pruning reports and section contents past ``report_retention_days``.
+
+When the holder dies, another process takes the lease at its next check (every
+``policy_check_interval`` seconds) and carries on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from fleetwatch.collector.storage.lease import FleetLease
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy import Engine
+
+    from fleetwatch.collector.compliance.policy import PolicySource
+    from fleetwatch.collector.settings import CollectorSettings
+
+log = structlog.get_logger(__name__)
+
+LEASE_NAME = "housekeeping"
+FIRST_PRUNE_AFTER = 60.0
+PRUNE_EVERY = 3600.0
+
+
+class Housekeeper:
+    """A thread doing one round of housekeeping every ``policy_check_interval`` seconds."""
+
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        engine: Engine,
+        policy: PolicySource,
+        *,
+        reevaluate_all: Callable[[], int],
+        prune: Callable[[datetime], tuple[int, int]],
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.lease = FleetLease(engine, LEASE_NAME)
+        self._reevaluate_all = reevaluate_all
+        self._prune = prune
+        # the policy the hosts were last evaluated against, as far as this process knows
+        self.evaluated_digest = policy.current.digest
+        self._next_prune = time.monotonic() + FIRST_PRUNE_AFTER
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._holding = False
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="housekeeping", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._stop.clear()
+        self.lease.release()
+        self._holding = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.policy_check_interval):
+            try:
+                self.round()
+            except Exception as exc:  # noqa: BLE001  (housekeeping must outlive a bad moment)
+                log.error("housekeeping failed", error=f"{type(exc).__name__}: {exc}"[:500])
+
+    def round(self) -> None:
+        """Follow the policy file; if this process holds the lease, do the fleet's work."""
+        self.follow_policy()
+        holding = self.lease.held()
+        if holding != self._holding:
+            self._holding = holding
+            if holding:
+                log.info("this process now does the fleet's housekeeping")
+        if not holding:
+            return
+        if self.policy.current.digest != self.evaluated_digest:
+            self.reevaluate()
+        if time.monotonic() >= self._next_prune:
+            self.prune()
+            self._next_prune = time.monotonic() + PRUNE_EVERY
+
+    def follow_policy(self) -> bool:
+        """Load the policy file again if it changed; True when a new policy is in force."""
+        changed = self.policy.reload_if_changed()
+        if not changed and self.policy.error:
+            log.error(
+                "policy file not loaded; the previous policy stays in force",
+                error=self.policy.error,
+            )
+        return changed
+
+    def reevaluate(self) -> int:
+        """Evaluate every host against the policy in force now; return how many."""
+        digest = self.policy.current.digest
+        started = time.monotonic()
+        count = self._reevaluate_all()
+        self.evaluated_digest = digest
+        log.info(
+            "policy changed; hosts evaluated again",
+            hosts=count,
+            digest=digest[:12],
+            seconds=round(time.monotonic() - started, 2),
+        )
+        return count
+
+    def prune(self) -> tuple[int, int]:
+        """Delete reports and contents past retention; (reports, contents) deleted."""
+        cutoff = datetime.now(UTC) - timedelta(days=self.settings.report_retention_days)
+        reports, contents = self._prune(cutoff)
+        if reports or contents:
+            log.info("pruned old reports", reports=reports, contents=contents)
+        return reports, contents
