@@ -266,7 +266,9 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     (inventory.parent / "group_data" / "database.py").write_text(
         'fleetwatch_allowed_ports = ["tcp/22", "tcp/5432", "tcp/9999"]\n'
     )
-    policy_change = pyinfra(inventory, "recipes/install_collector.py", "--limit", "fleetwatch_collectors")
+    policy_change = pyinfra(
+        inventory, "recipes/install_collector.py", "--limit", "fleetwatch_collectors"
+    )
     assert policy_change["changed"] == 1  # the policy file, and nothing else
     wait_for(
         "the new baseline to clear db-01",
@@ -295,7 +297,9 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
 
     # 6. a newer agent version arrives, restarts the agents, and the collector sees it
     source, version = newer_source(tmp_path)
-    upgrade = pyinfra(inventory, "recipes/install_agent.py", *limit, "--data", f"fleetwatch_source={source}")
+    upgrade = pyinfra(
+        inventory, "recipes/install_agent.py", *limit, "--data", f"fleetwatch_source={source}"
+    )
     assert upgrade["errors"] == 0
     wait_for(
         f"every agent to report version {version}",
