@@ -11,17 +11,21 @@ A report carries one `Section` per kind of fact. A section is sent in one of thr
   told the agent that it holds the content under hash ``H``;
 * ``{"error": "..."}``: the agent could not collect it this time.
 
-Every string and list is bounded, so an absurd report is refused at validation time
-instead of being stored.
+Every string, list, number and timestamp is bounded, so an absurd report is refused at
+validation time instead of being stored: no number is infinite or NaN, and every timestamp
+lies between 1970 and 3000 (UTC), which both databases store and every clock computation
+survives.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator  # noqa: TC003  (pydantic reads annotations)
+from datetime import UTC, datetime
 from typing import Annotated, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -49,6 +53,24 @@ Count = Annotated[int, Field(ge=0, le=2**62)]
 Bytes = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-23:59 is past the last datetime in UTC
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        msg = f"timestamp out of range: from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC)"
+        raise ValueError(msg)
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+"""A time with its UTC offset, from 1970 to 3000."""
+
 MAX_PACKAGES = 100_000
 MAX_LISTENERS = 20_000
 MAX_UNITS = 20_000
@@ -57,7 +79,8 @@ MAX_MOUNTS = 1_000
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Infinity and NaN (also 1e400, which JSON parsing turns into infinity) are never facts
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # -- sections -----------------------------------------------------------------------------
@@ -80,10 +103,10 @@ class SystemData(_Model):
     os: OsRelease
     architecture: Name
     kernel: Name
-    boot_time: AwareDatetime
+    boot_time: Timestamp
     reboot_required: bool
     reboot_required_packages: Annotated[list[Name], Field(max_length=10_000)] = []
-    reboot_required_since: AwareDatetime | None = None
+    reboot_required_since: Timestamp | None = None
     kernel_latest_installed: Name | None = None
     kernel_outdated: bool | None = Field(
         default=None,
@@ -136,7 +159,7 @@ class PendingUpdate(_Model):
 
 class UpdatesData(_Model):
     manager: Name
-    index_refreshed_at: AwareDatetime | None = None
+    index_refreshed_at: Timestamp | None = None
     updates: Annotated[list[PendingUpdate], Field(max_length=MAX_PACKAGES)]
 
 
@@ -293,7 +316,7 @@ class Report(_Model):
         description="Random id of the agent's state directory; with sequence it names a report."
     )
     sequence: Annotated[int, Field(ge=1, le=2**62)]
-    collected_at: AwareDatetime
+    collected_at: Timestamp
     agent_version: Name
     delivery: Delivery = Delivery()
     sections: Sections
