@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleetwatch import __version__
-from fleetwatch.agent.client import DeliveryError, InsecureURLError
+from fleetwatch.agent.client import CollectorURLError, DeliveryError
 from fleetwatch.agent.secret_files import check_secret_files
 from fleetwatch.agent.settings import DEFAULT_CONFIG, SettingsError, load_settings
 from fleetwatch.logs import configure_logging
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _command(Agent(settings), args, settings)
-    except (InsecureURLError, SettingsError) as exc:
+    except (CollectorURLError, SettingsError) as exc:
         print(f"fleetwatch-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DeliveryError as exc:  # rotate-token: the collector said no, or is away

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import gzip
-import ipaddress
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import requests
 from pydantic import ValidationError
 
 from fleetwatch import __version__
+from fleetwatch.endpoint import (
+    CollectorURLError,
+    InsecureURLError,
+    check_url,
+    error_message,
+    session_for,
+)
 from fleetwatch.schema import EnrollRequest, EnrollResponse, ReportAck
 
 if TYPE_CHECKING:
@@ -20,9 +25,16 @@ if TYPE_CHECKING:
 
 COMPRESS_ABOVE = 4096
 
-
-class InsecureURLError(ValueError):
-    """Plain HTTP to a collector that is not on this host."""
+__all__ = [
+    "CollectorClient",
+    "CollectorURLError",
+    "DeliveryError",
+    "EnrollRefusedError",
+    "InsecureURLError",
+    "TokenRejectedError",
+    "error_message",
+    "parse_retry_after",
+]
 
 
 class DeliveryError(Exception):
@@ -53,16 +65,6 @@ class EnrollRefusedError(DeliveryError):
     """Enrollment was refused: wrong secret, or the host id is already enrolled."""
 
 
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
     if not value:
@@ -79,20 +81,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def error_message(response: requests.Response) -> str:
-    """What an error answer says, in one line: its detail, or the start of its body."""
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    if isinstance(detail, list):  # validation errors: name the first one
-        first = detail[0] if detail else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        detail = f"{loc}: {first.get('msg', '')}"
-    text = detail if isinstance(detail, str) else response.text[:300]
-    return f"HTTP {response.status_code}: {text}"
-
-
 class CollectorClient:
     def __init__(
         self,
@@ -101,20 +89,11 @@ class CollectorClient:
         timeout: float = 30.0,
         ca_bundle: Path | None = None,
         allow_insecure_http: bool = False,
+        proxy: str | None = None,
     ) -> None:
-        if (
-            base_url.startswith("http://")
-            and not allow_insecure_http
-            and not is_loopback_url(base_url)
-        ):
-            msg = (
-                f"refusing plain HTTP to {base_url}: use https://, or set allow_insecure_http "
-                "if this network is trusted"
-            )
-            raise InsecureURLError(msg)
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_url(base_url, allow_insecure_http=allow_insecure_http)
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = session_for(self.base_url, proxy=proxy)
         # Given with every request: requests lets REQUESTS_CA_BUNDLE override a session's
         # verify, and a configured CA bundle must win over the environment.
         self.verify: str | bool = str(ca_bundle) if ca_bundle else True

@@ -80,6 +80,7 @@ class Agent:
                 timeout=self.settings.http_timeout,
                 ca_bundle=self.settings.ca_bundle,
                 allow_insecure_http=self.settings.allow_insecure_http,
+                proxy=self.settings.proxy,
             )
         return self._client
 

@@ -88,6 +88,11 @@ class AgentSettings(BaseSettings):
         default=False,
         description="Allow plain http:// to a collector that is not on loopback.",
     )
+    proxy: str | None = Field(
+        default=None,
+        description="Proxy to reach the collector through (http://HOST:PORT). Proxy "
+        "variables of the environment are followed only for https:// collectors.",
+    )
     spool_max_reports: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=2_000,
         description="Most reports kept in the spool while the collector is away.",

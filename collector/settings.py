@@ -154,6 +154,16 @@ class ClientSettings(BaseSettings):
         default=None,
         description="CA certificates to verify the collector's TLS certificate.",
     )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="Allow plain http:// to a collector that is not on loopback (the API "
+        "token would cross the network in clear).",
+    )
+    proxy: str | None = Field(
+        default=None,
+        description="Proxy to reach the collector through; proxy variables of the "
+        "environment are followed only for https:// collectors.",
+    )
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> ClientSettings:

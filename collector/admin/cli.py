@@ -127,6 +127,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def _client() -> ApiClient:
     from fleetwatch.collector.admin.client import ApiClient
     from fleetwatch.collector.settings import ClientSettings
+    from fleetwatch.endpoint import CollectorURLError
 
     try:
         settings = ClientSettings()
@@ -136,7 +137,16 @@ def _client() -> ApiClient:
     if not token:
         msg = "no API token: set FLEETWATCH_API_TOKEN (or FLEETWATCH_API_TOKEN_FILE)"
         raise CliError(msg, EXIT_USAGE)
-    return ApiClient(settings.api_url, token, str(settings.ca_bundle or "") or None)
+    try:
+        return ApiClient(
+            settings.api_url,
+            token,
+            str(settings.ca_bundle or "") or None,
+            allow_insecure_http=settings.allow_insecure_http,
+            proxy=settings.proxy,
+        )
+    except CollectorURLError as exc:
+        raise CliError(f"FLEETWATCH_API_URL: {exc}", EXIT_USAGE) from exc
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 import requests
 
-from fleetwatch.agent.client import error_message
+from fleetwatch.endpoint import check_url, error_message, session_for
 
 
 class ApiError(Exception):
@@ -20,11 +20,16 @@ class ApiClient:
         token: str | None,
         ca_bundle: str | None = None,
         timeout: float = 60.0,
+        *,
+        allow_insecure_http: bool = False,
+        proxy: str | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        # an API token goes with every request: never in clear to anything but loopback
+        self.url = check_url(url, allow_insecure_http=allow_insecure_http)
         self.timeout = timeout
-        self.session = requests.Session()
-        self.verify: str | bool = ca_bundle or True  # per request: see agent.client
+        self.session = session_for(self.url, proxy=proxy)
+        # given per request: requests lets REQUESTS_CA_BUNDLE override a session's verify
+        self.verify: str | bool = ca_bundle or True
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
