@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(Path(parsed.database))
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
@@ -50,6 +52,25 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         pool_pre_ping=True,
         connect_args={"connect_timeout": 5},
     )
+
+
+def _owner_only(database: Path) -> None:
+    """Create the database's folder and file readable by their owner alone, whoever starts us.
+
+    The file holds token hashes and every host's facts. SQLite gives its -wal and -shm files
+    the database file's mode, so they follow. A folder or file that already exists keeps the
+    mode its owner gave it.
+    """
+    missing = []
+    folder = database.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+        created.chmod(0o700)  # mkdir's mode is masked by the umask
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
