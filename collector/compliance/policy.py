@@ -18,50 +18,52 @@ as pyinfra's group and host data do.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import hashlib
 import tomllib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from fleetwatch import debversion
+from fleetwatch.collector.compliance.rules import REGISTRY, Severity
 from fleetwatch.schema import HostId
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-Severity = Literal["low", "medium", "high", "critical"]
+    from pydantic import GetJsonSchemaHandler
+    from pydantic.json_schema import JsonSchemaValue
+    from pydantic_core import CoreSchema
+
 SEVERITY_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
-RULE_SEVERITY: dict[str, Severity] = {
-    "allowed_ports": "high",
-    "required_services": "high",
-    "forbidden_services": "high",
-    "forbidden_packages": "high",
-    "min_versions": "high",
-    "security_updates": "high",
-    "index_age": "medium",
-    "reboot_required": "medium",
-    "disk_usage": "medium",
-    "failing_checks": "high",
-    "collection_errors": "low",
-}
-RuleId = Literal[
-    "allowed_ports",
-    "required_services",
-    "forbidden_services",
-    "forbidden_packages",
-    "min_versions",
-    "security_updates",
-    "index_age",
-    "reboot_required",
-    "disk_usage",
-    "failing_checks",
-    "collection_errors",
-]
+
+def _registered_rule(value: str) -> str:
+    if value not in REGISTRY:
+        # worded as pydantic words a Literal, which the rule ids were before the registry
+        ids = [repr(rule_id) for rule_id in REGISTRY.ids()]
+        expected = ids[0] if len(ids) == 1 else f"{', '.join(ids[:-1])} or {ids[-1]}"
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+    return value
+
+
+class _RegisteredRuleSchema:
+    """A rule id's JSON schema: the ids registered when the schema is made."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # a string type with an enum: pydantic turns it into the dict's propertyNames
+        return {"type": "string", "enum": list(REGISTRY.ids())}
+
+
+RuleId = Annotated[str, AfterValidator(_registered_rule), _RegisteredRuleSchema()]
+"""The id of a registered rule: the keys the policy's ``severity`` table accepts."""
 
 
 class PolicyError(ValueError):
@@ -179,10 +181,8 @@ class Baseline(BaseModel):
     severity: dict[RuleId, Severity] = Field(default={}, description="Severity overrides per rule.")
 
     def severity_of(self, rule: str) -> str:
-        for name, level in self.severity.items():
-            if name == rule:
-                return level
-        return RULE_SEVERITY[rule]
+        """A rule's severity for this baseline: its override, else the rule's default."""
+        return self.severity.get(rule, REGISTRY[rule].severity)
 
     @property
     def port_ranges(self) -> list[PortRange]:
@@ -305,11 +305,6 @@ class Policy:
         )
         self._resolved[host_id] = resolved
         return resolved
-
-
-def name_matches(pattern: str, name: str) -> bool:
-    """Whether a package or service name matches a policy pattern (shell-style wildcards)."""
-    return fnmatch.fnmatchcase(name, pattern)
 
 
 class PolicySource:
