@@ -1,11 +1,9 @@
-"""Limits on what a client may send: body size, body speed, request rate."""
+"""Reading a request body within limits: its size (also once decompressed), its speed, and
+its compression. (How often a client may ask is in `web.rate_limits`.)"""
 
 from __future__ import annotations
 
 import asyncio
-import math
-import threading
-import time
 import zlib
 from typing import TYPE_CHECKING
 
@@ -72,28 +70,3 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
     if not inflater.eof:
         raise LimitError(400, "body is not valid gzip: truncated")
     return out
-
-
-class RateLimiter:
-    """A token bucket per key: ``rate`` requests a second on average, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: str, now: float | None = None) -> float | None:
-        """Take one token for ``key``; None if allowed, else the seconds to wait."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, stamp = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
-            if tokens < 1:
-                self._buckets[key] = (tokens, now)
-                return math.ceil((1 - tokens) / self.rate)
-            if len(self._buckets) >= self.max_keys and key not in self._buckets:
-                self._buckets.clear()  # a flood of distinct keys: start over, stay bounded
-            self._buckets[key] = (tokens - 1, now)
-            return None
