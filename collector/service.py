@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
-from pydantic import ValidationError
 
 from fleetwatch.collector.auth.identity import Identity
 from fleetwatch.collector.compliance.findings import Compliance
 from fleetwatch.collector.compliance.policy import PolicySource
 from fleetwatch.collector.gc_tuning import tune_garbage_collector
 from fleetwatch.collector.ingest.queue import IngestQueue
-from fleetwatch.collector.ingest.writer import Ingestor, ReportRejectedError
+from fleetwatch.collector.ingest.writer import Ingestor
 from fleetwatch.collector.storage.db import make_engine, upgrade
 from fleetwatch.collector.storage.store import Store
 from fleetwatch.collector.web.rate_limits import RateLimiter
-from fleetwatch.schema import SUPPORTED_SCHEMA_VERSIONS, Report
 
 if TYPE_CHECKING:
     from fleetwatch.collector.settings import CollectorSettings
@@ -28,58 +25,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 PRUNE_EVERY = 3600.0
-MAX_ERRORS_SHOWN = 20
-
-
-def validation_detail(exc: ValidationError) -> list[dict[str, object]]:
-    """Validation errors without the offending input (which may be huge or hostile)."""
-    return [
-        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS_SHOWN]
-    ]
-
-
-class ReportInvalidError(Exception):
-    """A report body that does not parse; ``detail`` says what is wrong."""
-
-    def __init__(self, status: int, detail: object) -> None:
-        super().__init__(str(detail))
-        self.status = status
-        self.detail = detail
-
-
-def parse_report(body: bytes) -> Report:
-    """Validate a report body; raise ReportInvalidError naming what is wrong."""
-    try:
-        report = Report.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if errors and errors[0]["type"] == "json_invalid":
-            raise ReportInvalidError(400, f"body is not valid JSON: {errors[0]['msg']}") from exc
-        version = _schema_version(body)
-        if (
-            isinstance(version, int)
-            and not isinstance(version, bool)
-            and (version not in SUPPORTED_SCHEMA_VERSIONS)
-        ):
-            raise ReportInvalidError(400, _version_message(version)) from exc
-        raise ReportInvalidError(422, validation_detail(exc)) from exc
-    if report.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise ReportInvalidError(400, _version_message(report.schema_version))
-    return report
-
-
-def _schema_version(body: bytes) -> object:
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return data.get("schema_version") if isinstance(data, dict) else None
-
-
-def _version_message(version: object) -> str:
-    supported = ", ".join(str(v) for v in sorted(SUPPORTED_SCHEMA_VERSIONS))
-    return f"unsupported schema_version {version!r}; this collector understands {supported}"
 
 
 class CollectorService:
@@ -163,11 +108,3 @@ class CollectorService:
                         log.info("pruned old reports", reports=reports, contents=contents)
             except Exception as exc:  # noqa: BLE001  (housekeeping must outlive a bad moment)
                 log.error("housekeeping failed", error=f"{type(exc).__name__}: {exc}"[:500])
-
-
-__all__ = [
-    "CollectorService",
-    "ReportInvalidError",
-    "ReportRejectedError",
-    "parse_report",
-]

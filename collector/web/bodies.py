@@ -7,20 +7,17 @@ import asyncio
 import zlib
 from typing import TYPE_CHECKING
 
+from fleetwatch.collector.refusals import (
+    BodyNotGzip,
+    BodyTooLarge,
+    BodyTooSlow,
+    UnsupportedEncoding,
+)
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from starlette.requests import Request
-
-
-class LimitError(Exception):
-    """A request over a limit; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
 
 
 async def read_body(request: Request, max_bytes: int, time_limit: float) -> bytes:
@@ -35,10 +32,10 @@ async def read_chunks(
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         msg = f"request body of {declared} bytes is over the limit of {max_bytes} bytes"
-        raise LimitError(413, msg)
+        raise BodyTooLarge(msg)
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in {"identity", "gzip"}:
-        raise LimitError(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
     received: list[bytes] = []
     total = 0
     try:
@@ -47,11 +44,11 @@ async def read_chunks(
                 total += len(chunk)
                 if total > max_bytes:
                     msg = f"request body is over the limit of {max_bytes} bytes"
-                    raise LimitError(413, msg)
+                    raise BodyTooLarge(msg)
                 received.append(chunk)
     except TimeoutError:
         msg = f"request body not received within {time_limit:g} s"
-        raise LimitError(408, msg) from None
+        raise BodyTooSlow(msg) from None
     body = b"".join(received)
     if encoding == "gzip":
         body = _gunzip(body, max_bytes)
@@ -63,10 +60,10 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
     try:
         out = inflater.decompress(data, max_bytes + 1)
     except zlib.error as exc:
-        raise LimitError(400, f"body is not valid gzip: {exc}") from exc
+        raise BodyNotGzip(f"body is not valid gzip: {exc}") from exc
     if len(out) > max_bytes or inflater.unconsumed_tail:
         msg = f"decompressed request body is over the limit of {max_bytes} bytes"
-        raise LimitError(413, msg)
+        raise BodyTooLarge(msg)
     if not inflater.eof:
-        raise LimitError(400, "body is not valid gzip: truncated")
+        raise BodyNotGzip("body is not valid gzip: truncated")
     return out
