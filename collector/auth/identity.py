@@ -23,6 +23,13 @@ from fleetwatch.collector.auth.tokens import (
     same_secret,
     token_hash,
 )
+from fleetwatch.collector.refusals import (
+    AdminTokenWithUnit,
+    AlreadyEnrolled,
+    EnrollSecretRejected,
+    EnrollUnitMismatch,
+    UnknownToken,
+)
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.policy import PolicySource
@@ -36,15 +43,6 @@ TokenKind = Literal["admin", "read", "enroll"]
 # process that revoked it, at once.
 TOKEN_CACHE_SECONDS = 10.0
 TOKEN_CACHE_SIZE = 100_000
-
-
-class AccessError(Exception):
-    """A request refused for who sent it; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -85,18 +83,18 @@ class Identity:
         return False, None
 
     def enroll(self, host_id: str, secret: str, now: datetime | None = None) -> str:
-        """A new token for ``host_id``; raises AccessError when enrollment is not allowed."""
+        """A new token for ``host_id``; raises a refusal when enrollment is not allowed."""
         now = now or datetime.now(UTC)
         allowed, secret_unit = self._enroll_unit(secret)
         if not allowed:
-            raise AccessError(403, "enrollment secret not accepted")
+            raise EnrollSecretRejected
         policy_unit = self.policy.current.for_host(host_id).unit
         if secret_unit is not None and policy_unit is not None and secret_unit != policy_unit:
             msg = (
                 f"this enrollment secret is for unit {secret_unit!r}, but the policy puts "
                 f"{host_id!r} in unit {policy_unit!r}"
             )
-            raise AccessError(403, msg)
+            raise EnrollUnitMismatch(msg)
         token = new_token(HOST_PREFIX)
         try:
             with self.store.write() as conn:
@@ -108,7 +106,7 @@ class Identity:
                         f"host {host_id!r} is already enrolled; an admin must allow it to "
                         f"enroll again (fleetwatch host allow-reenroll {host_id})"
                     )
-                    raise AccessError(409, msg)
+                    raise AlreadyEnrolled(msg)
                 else:
                     self.store.revoke_host_tokens(conn, host_id, now)
                     self.store.set_reenroll(conn, host_id, None)
@@ -116,7 +114,7 @@ class Identity:
                 self.store.add_host_token(conn, host_id, token_hash(token), now)
         except IntegrityError as exc:  # enrolled by a concurrent request meanwhile
             msg = f"host {host_id!r} is already enrolled"
-            raise AccessError(409, msg) from exc
+            raise AlreadyEnrolled(msg) from exc
         log.info(
             "host enrolled",
             host_id=host_id,
@@ -169,7 +167,7 @@ class Identity:
         now = now or datetime.now(UTC)
         host_id = self.host_for(token)
         if host_id is None:
-            raise AccessError(401, "host token not accepted")
+            raise UnknownToken("host token not accepted")
         fresh = new_token(HOST_PREFIX)
         with self.store.write() as conn:
             self.store.add_host_token(conn, host_id, token_hash(fresh), now)
@@ -205,7 +203,7 @@ class Identity:
         self, name: str, kind: TokenKind, unit: str | None, now: datetime | None = None
     ) -> tuple[int, str]:
         if kind == "admin" and unit is not None:
-            raise AccessError(422, "an admin token cannot be limited to a unit")
+            raise AdminTokenWithUnit
         token = new_token(ENROLL_PREFIX if kind == "enroll" else API_PREFIX)
         with self.store.write() as conn:
             token_id = self.store.add_api_token(

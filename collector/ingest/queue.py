@@ -17,17 +17,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from fleetwatch.collector.ingest.writer import ReportRejectedError, Submission
+from fleetwatch.collector.ingest.writer import Submission
+from fleetwatch.collector.refusals import Overloaded, Refusal
 
 if TYPE_CHECKING:
     from fleetwatch.collector.ingest.writer import Ingestor
     from fleetwatch.schema import Report, ReportAck
 
 log = structlog.get_logger(__name__)
-
-
-class OverloadedError(Exception):
-    """More reports are waiting than the collector will hold; the agent should retry later."""
 
 
 @dataclass
@@ -60,13 +57,13 @@ class IngestQueue:
 
     def submit(self, report: Report, token_host: str) -> Future[ReportAck]:
         if self._thread is None:
-            raise OverloadedError  # not started, or stopping: nothing would answer
+            raise Overloaded  # not started, or stopping: nothing would answer
         future: Future[ReportAck] = Future()
         item = _Item(Submission(report, token_host, datetime.now(UTC)), future)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            raise OverloadedError from None
+            raise Overloaded from None
         return future
 
     def _run(self) -> None:
@@ -106,7 +103,7 @@ class IngestQueue:
             batch[0].future.set_exception(exc)
             return
         for item, result in zip(batch, results, strict=True):
-            if isinstance(result, ReportRejectedError):
+            if isinstance(result, Refusal):
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)

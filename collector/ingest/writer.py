@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from fleetwatch.collector.compliance.findings import MISSING_BASE, HostUpdate, age_conditions
+from fleetwatch.collector.refusals import HostMismatch, HostNotEnrolled, Refusal
 from fleetwatch.collector.storage.store import storable
 from fleetwatch.schema import SECTION_NAMES, Report, ReportAck
 
@@ -30,15 +31,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 REEVALUATE_CHUNK = 200
-
-
-class ReportRejectedError(Exception):
-    """A report the collector will not store; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -104,20 +96,16 @@ class Ingestor:
     def ingest(self, report: Report, token_host: str, now: datetime | None = None) -> ReportAck:
         """Store one report from the host its token belongs to, and acknowledge it."""
         (result,) = self.ingest_batch([Submission(report, token_host, now or datetime.now(UTC))])
-        if isinstance(result, ReportRejectedError):
+        if isinstance(result, Refusal):
             raise result
         return result
 
-    def ingest_batch(self, submissions: list[Submission]) -> list[ReportAck | ReportRejectedError]:
+    def ingest_batch(self, submissions: list[Submission]) -> list[ReportAck | Refusal]:
         """Store a batch of reports in one transaction; one answer per report, in order."""
-        results: list[ReportAck | ReportRejectedError | None] = [None] * len(submissions)
+        results: list[ReportAck | Refusal | None] = [None] * len(submissions)
         for i, item in enumerate(submissions):
             if item.report.host_id != item.token_host:
-                results[i] = ReportRejectedError(
-                    403,
-                    f"this token belongs to host {item.token_host!r}; a host can only "
-                    f"report as itself, not as {item.report.host_id!r}",
-                )
+                results[i] = HostMismatch(item.token_host, item.report.host_id)
         todo = [i for i, result in enumerate(results) if result is None]
         if not todo:
             return results  # type: ignore[return-value]
@@ -167,11 +155,11 @@ class Ingestor:
         known: set[str],
         batch: _Batch,
         in_batch: dict[tuple[str, str, int], ReportAck],
-    ) -> ReportAck | ReportRejectedError:
+    ) -> ReportAck | Refusal:
         report = item.report
         host = hosts.get(report.host_id)
         if host is None:
-            return ReportRejectedError(401, "host is not enrolled")
+            return HostNotEnrolled()
         name = (report.host_id, report.instance_id, report.sequence)
         if name in in_batch:
             return in_batch[name].model_copy(update={"status": "duplicate"})

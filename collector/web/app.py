@@ -3,153 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 
 from fleetwatch import __version__
-from fleetwatch.collector.auth.identity import AccessError
-from fleetwatch.collector.ingest.writer import ReportRejectedError
-from fleetwatch.collector.service import CollectorService, ReportInvalidError
+from fleetwatch.collector.refusals import DatabaseUnavailable
+from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.web.bodies import LimitError
+from fleetwatch.collector.web import answers
+from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.protocol import GuardedHttpToolsProtocol
-from fleetwatch.collector.web.report_door import REPORT_PATH, ReportFastPath
+from fleetwatch.collector.web.report_door import ReportFastPath
 from fleetwatch.collector.web.routes import router
 from fleetwatch.logs import configure_logging
-from fleetwatch.schema import EnrollRequest, Report, ReportAck
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-    from pydantic import BaseModel
-
-DB_RETRY_AFTER = 5
-
-
-def _error(status: int, detail: object, retry_after: float | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(LimitError)
-    async def _limit(request: Request, exc: LimitError) -> JSONResponse:  # noqa: ARG001
-        return _error(exc.status, exc.message, exc.retry_after)
-
-    @app.exception_handler(AccessError)
-    async def _access(request: Request, exc: AccessError) -> JSONResponse:  # noqa: ARG001
-        return _error(exc.status, exc.message)
-
-    @app.exception_handler(ReportRejectedError)
-    async def _rejected(request: Request, exc: ReportRejectedError) -> JSONResponse:  # noqa: ARG001
-        return _error(exc.status, exc.message)
-
-    @app.exception_handler(ReportInvalidError)
-    async def _invalid(request: Request, exc: ReportInvalidError) -> JSONResponse:  # noqa: ARG001
-        return _error(exc.status, exc.detail)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:  # noqa: ARG001
-        errors = [
-            {
-                "loc": list(e.get("loc", ())),
-                "msg": e.get("msg", ""),
-                "type": e.get("type", ""),
-            }
-            for e in exc.errors()[:20]
-        ]
-        return _error(422, errors)
-
-    async def _database(request: Request, exc: Exception) -> JSONResponse:  # noqa: ARG001
-        return _error(503, "database unavailable; try again shortly", DB_RETRY_AFTER)
-
-    for error in (OperationalError, DBAPIError, PoolTimeoutError):
-        app.add_exception_handler(error, _database)
-
-
-_REPORT_ERRORS = {
-    400: "Not JSON, not gzip, or an unsupported schema version",
-    401: "No host token, or one that is unknown or revoked",
-    403: "The report names another host than the token's",
-    408: "The body did not arrive in time",
-    413: "The body is over the size limit",
-    415: "An unsupported Content-Encoding",
-    422: "The report does not match the schema",
-    429: "The host reports too often (see Retry-After)",
-    503: "The database is unavailable or the collector is busy (see Retry-After)",
-}
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with the agent bodies we read by hand described too."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    bodies: dict[str, type[BaseModel]] = {"Report": Report, "EnrollRequest": EnrollRequest}
-    for name, model in bodies.items():
-        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(model_schema.pop("$defs", {}))
-        components[name] = model_schema
-    # POST /api/v1/report is served by the fast path, outside the framework: describe it here
-    schema["paths"][REPORT_PATH] = {
-        "post": {
-            "tags": ["agent"],
-            "summary": "Report",
-            "description": "Deliver one report; answered only after it is committed.",
-            "operationId": "report",
-            "x-fleetwatch-body": "Report",
-            "security": [{"HostToken": []}],
-            "responses": {
-                "200": {
-                    "description": "Stored (or stored before)",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/ReportAck"}}
-                    },
-                },
-                **{
-                    str(code): {
-                        "description": text,
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "properties": {"detail": {}}}
-                            }
-                        },
-                    }
-                    for code, text in _REPORT_ERRORS.items()
-                },
-            },
-        }
-    }
-    components.update(
-        ReportAck.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
-    )
-    components["ReportAck"] = ReportAck.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
-    schema["components"].setdefault("securitySchemes", {})["HostToken"] = {
-        "type": "http",
-        "scheme": "bearer",
-    }
-    for methods in schema.get("paths", {}).values():
-        for operation in methods.values():
-            body = operation.pop("x-fleetwatch-body", None)
-            if body:
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
-                    },
-                }
-    app.openapi_schema = schema
-    return schema
 
 
 def create_app(settings: CollectorSettings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -168,15 +40,15 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
     app.add_middleware(ReportFastPath, service=svc)
     app.state.service = svc
     app.include_router(router)
-    _install_error_handlers(app)
+    answers.install(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:
         """Up, and the database answers."""
         try:
             svc.store.ping()
-        except (OperationalError, DBAPIError, PoolTimeoutError):
-            return _error(503, "database unavailable", DB_RETRY_AFTER)
+        except answers.DATABASE_ERRORS as exc:
+            raise DatabaseUnavailable("database unavailable") from exc
         return JSONResponse(
             {
                 "status": "ok",
@@ -185,7 +57,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             }
         )
 
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 
 

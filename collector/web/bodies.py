@@ -1,28 +1,23 @@
-"""Limits on what a client may send: body size, body speed, request rate."""
+"""Reading a request body within limits: its size (also once decompressed), its speed, and
+its compression. (How often a client may ask is in `web.rate_limits`.)"""
 
 from __future__ import annotations
 
 import asyncio
-import math
-import threading
-import time
 import zlib
 from typing import TYPE_CHECKING
+
+from fleetwatch.collector.refusals import (
+    BodyNotGzip,
+    BodyTooLarge,
+    BodyTooSlow,
+    UnsupportedEncoding,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from starlette.requests import Request
-
-
-class LimitError(Exception):
-    """A request over a limit; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
 
 
 async def read_body(request: Request, max_bytes: int, time_limit: float) -> bytes:
@@ -37,10 +32,10 @@ async def read_chunks(
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         msg = f"request body of {declared} bytes is over the limit of {max_bytes} bytes"
-        raise LimitError(413, msg)
+        raise BodyTooLarge(msg)
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in {"identity", "gzip"}:
-        raise LimitError(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
     received: list[bytes] = []
     total = 0
     try:
@@ -49,11 +44,11 @@ async def read_chunks(
                 total += len(chunk)
                 if total > max_bytes:
                     msg = f"request body is over the limit of {max_bytes} bytes"
-                    raise LimitError(413, msg)
+                    raise BodyTooLarge(msg)
                 received.append(chunk)
     except TimeoutError:
         msg = f"request body not received within {time_limit:g} s"
-        raise LimitError(408, msg) from None
+        raise BodyTooSlow(msg) from None
     body = b"".join(received)
     if encoding == "gzip":
         body = _gunzip(body, max_bytes)
@@ -65,35 +60,10 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
     try:
         out = inflater.decompress(data, max_bytes + 1)
     except zlib.error as exc:
-        raise LimitError(400, f"body is not valid gzip: {exc}") from exc
+        raise BodyNotGzip(f"body is not valid gzip: {exc}") from exc
     if len(out) > max_bytes or inflater.unconsumed_tail:
         msg = f"decompressed request body is over the limit of {max_bytes} bytes"
-        raise LimitError(413, msg)
+        raise BodyTooLarge(msg)
     if not inflater.eof:
-        raise LimitError(400, "body is not valid gzip: truncated")
+        raise BodyNotGzip("body is not valid gzip: truncated")
     return out
-
-
-class RateLimiter:
-    """A token bucket per key: ``rate`` requests a second on average, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: str, now: float | None = None) -> float | None:
-        """Take one token for ``key``; None if allowed, else the seconds to wait."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, stamp = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
-            if tokens < 1:
-                self._buckets[key] = (tokens, now)
-                return math.ceil((1 - tokens) / self.rate)
-            if len(self._buckets) >= self.max_keys and key not in self._buckets:
-                self._buckets.clear()  # a flood of distinct keys: start over, stay bounded
-            self._buckets[key] = (tokens - 1, now)
-            return None

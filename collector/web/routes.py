@@ -10,13 +10,19 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fleetwatch.collector.auth.identity import AccessError, Principal
-from fleetwatch.collector.service import validation_detail
-from fleetwatch.collector.web.bodies import LimitError, read_body
+from fleetwatch.collector.ingest.parse import validation_detail
+from fleetwatch.collector.refusals import (
+    EnrollRateLimited,
+    NoSuchHost,
+    NoSuchToken,
+    SchemaViolation,
+)
+from fleetwatch.collector.web.bearer import HostToken, Reader, admin, reader
+from fleetwatch.collector.web.bodies import read_body
 from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
@@ -31,6 +37,7 @@ from fleetwatch.collector.web.views import (
 from fleetwatch.schema import EnrollRequest, EnrollResponse, HostId
 
 if TYPE_CHECKING:
+    from fleetwatch.collector.auth.identity import Principal
     from fleetwatch.collector.service import CollectorService
 
 router = APIRouter()
@@ -40,34 +47,6 @@ MAX_ID = 2**62  # database ids and offsets are 64-bit integers
 
 def service(request: Request) -> CollectorService:
     return request.app.state.service  # type: ignore[no-any-return]
-
-
-def bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(
-            401,
-            "missing bearer token (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return token.strip()
-
-
-def reader(request: Request) -> Principal:
-    principal = service(request).identity.principal_for(bearer(request))
-    if principal is None:
-        raise HTTPException(401, "API token not accepted", headers={"WWW-Authenticate": "Bearer"})
-    return principal
-
-
-def admin(principal: Annotated[Principal, Depends(reader)]) -> Principal:
-    if not principal.is_admin:
-        raise HTTPException(403, "this needs an admin token")
-    return principal
-
-
-Reader = Annotated[Principal, Depends(reader)]
 
 
 def _json(model: BaseModel) -> Response:
@@ -89,12 +68,12 @@ async def enroll(request: Request) -> Response:
     client = request.client.host if request.client else "?"
     retry = svc.enroll_limiter.check(client)
     if retry is not None:
-        raise LimitError(429, "too many enrollment attempts from this address", retry)
+        raise EnrollRateLimited(retry_after=retry)
     body = await read_body(request, ENROLL_BODY_LIMIT, svc.settings.body_timeout)
     try:
         enrollment = EnrollRequest.model_validate_json(body)
     except ValidationError as exc:
-        raise HTTPException(422, validation_detail(exc)) from exc
+        raise SchemaViolation(validation_detail(exc)) from exc
     token = await run_in_threadpool(
         svc.identity.enroll, enrollment.host_id, enrollment.enroll_secret
     )
@@ -106,11 +85,11 @@ class RotatedToken(BaseModel):
 
 
 @router.post("/api/v1/token/rotate", response_model=RotatedToken, tags=["agent"])
-async def rotate_token(request: Request) -> Response:
+async def rotate_token(request: Request, token: HostToken) -> Response:
     """A new token for the calling host; the old one is revoked once the new one is used."""
     svc = service(request)
-    token = await run_in_threadpool(svc.identity.rotate, bearer(request))
-    return _json(RotatedToken(token=token))
+    fresh = await run_in_threadpool(svc.identity.rotate, token)
+    return _json(RotatedToken(token=fresh))
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -155,7 +134,7 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
     with svc.store.read() as conn:
         host = svc.store.get_host(conn, host_id)
         if host is None and host_id not in policy.hosts:
-            raise HTTPException(404, f"no host {host_id!r}")
+            raise NoSuchHost(f"no host {host_id!r}")
         findings = svc.store.query_findings(conn, host_ids=[host_id], is_open=True)
         sections = {}
         for name, state in (host.sections if host else {}).items():
@@ -174,7 +153,7 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
         counts[finding.severity] = counts.get(finding.severity, 0) + 1
     summary = host_summary(host_id, host, counts, policy, now)
     if not principal.may_see(summary.unit):
-        raise HTTPException(404, f"no host {host_id!r}")
+        raise NoSuchHost(f"no host {host_id!r}")
     return HostDetail(
         **summary.model_dump(),
         enrolled_at=host.enrolled_at if host else None,
@@ -200,7 +179,7 @@ def list_reports(
     svc = service(request)
     summary = next((s for s in _summaries(svc, principal) if s.host_id == host_id), None)
     if summary is None:
-        raise HTTPException(404, f"no host {host_id!r}")
+        raise NoSuchHost(f"no host {host_id!r}")
     with svc.store.read() as conn:
         rows = svc.store.list_reports(conn, host_id, limit, before)
     return [report_view(r) for r in rows]
@@ -299,7 +278,7 @@ def allow_reenroll(
     """Let an enrolled host enroll again (after losing its state) within a time window."""
     minutes = (body or ReenrollRequest()).minutes
     if not service(request).identity.allow_reenroll(host_id, minutes):
-        raise HTTPException(404, f"no enrolled host {host_id!r}")
+        raise NoSuchHost(f"no enrolled host {host_id!r}")
     return {"detail": f"{host_id} may enroll again within {minutes:g} minutes"}
 
 
@@ -357,8 +336,8 @@ def revoke_token(
 ) -> dict[str, str]:
     """Revoke an API token or enrollment secret."""
     if not service(request).identity.revoke_token(token_id):
-        raise HTTPException(404, f"no active token {token_id}")
+        raise NoSuchToken(f"no active token {token_id}")
     return {"detail": f"token {token_id} revoked"}
 
 
-__all__ = ["AccessError", "router"]
+__all__ = ["router"]

@@ -1,0 +1,258 @@
+"""Every reason the collector refuses a request, as one tree of exceptions.
+
+Domain code (identity, ingestion, body limits) raises these and knows nothing of HTTP; the web
+edge (`fleetwatch.collector.web.answers`) turns each kind into a status code, for both doors.
+The first level below `Refusal` is the kind of refusal (who is asking, what was sent, how
+often, whether the collector can serve at all); below it, the specific refusals the domain
+raises. Each carries a ``reason``, a stable machine-readable name to count refusals by (in
+logs and metrics): ``detail`` is for people and may change, ``reason`` is not.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class Refusal(Exception):  # noqa: N818  (named for what happened: UnknownToken, HostMismatch)
+    """A request the collector will not carry out.
+
+    ``detail`` says why, for the caller (text, or a list of validation errors); ``reason`` is
+    the stable name of the refusal; ``retry_after`` the seconds after which trying again may
+    succeed, where that is known.
+    """
+
+    reason: ClassVar[str] = "refused"
+    default_detail: ClassVar[str] = "request refused"
+
+    def __init__(self, detail: object = None, *, retry_after: float | None = None) -> None:
+        self.detail: object = self.default_detail if detail is None else detail
+        super().__init__(str(self.detail))
+        self.retry_after = retry_after
+
+
+# -- kinds --------------------------------------------------------------------------------
+
+
+class Unauthenticated(Refusal):
+    """The caller did not say who it is, or its token is not one we accept."""
+
+    reason = "unauthenticated"
+
+
+class Forbidden(Refusal):
+    """The caller is known, but may not do this."""
+
+    reason = "forbidden"
+
+
+class NotFound(Refusal):
+    """What the request names does not exist (or the caller may not see it)."""
+
+    reason = "not_found"
+
+
+class Conflict(Refusal):
+    """The request contradicts what is already stored."""
+
+    reason = "conflict"
+
+
+class InvalidBody(Refusal):
+    """The body cannot be read at all: not JSON, broken compression, cut short."""
+
+    reason = "invalid_body"
+
+
+class Unprocessable(Refusal):
+    """The body (or a parameter) is well-formed but does not say something we accept."""
+
+    reason = "unprocessable"
+
+
+class TooLarge(Refusal):
+    """The body is over the size limit."""
+
+    reason = "too_large"
+
+
+class TooSlow(Refusal):
+    """The body did not arrive within the time limit."""
+
+    reason = "too_slow"
+
+
+class UnsupportedEncoding(Refusal):
+    """The body is compressed in a way we do not read."""
+
+    reason = "unsupported_encoding"
+
+
+class TooManyRequests(Refusal):
+    """The caller asks too often; ``retry_after`` says when it may ask again."""
+
+    reason = "too_many_requests"
+
+
+class Unavailable(Refusal):
+    """The collector cannot serve anyone just now; the caller should try again shortly."""
+
+    reason = "unavailable"
+
+
+# -- who is asking ------------------------------------------------------------------------
+
+
+class MissingToken(Unauthenticated):
+    """No bearer token in the request."""
+
+    reason = "missing_token"
+    default_detail = "missing bearer token (Authorization: Bearer <token>)"
+
+
+class UnknownToken(Unauthenticated):
+    """A token that is unknown, revoked, or not of the kind this request needs."""
+
+    reason = "unknown_token"
+    default_detail = "token not accepted"
+
+
+class HostNotEnrolled(Unauthenticated):
+    """A report under a host token whose host is not (or no longer) enrolled."""
+
+    reason = "host_not_enrolled"
+    default_detail = "host is not enrolled"
+
+
+class HostMismatch(Forbidden):
+    """A report that names another host than the one its token belongs to."""
+
+    reason = "host_mismatch"
+
+    def __init__(self, token_host: str, claimed_host: str) -> None:
+        super().__init__(
+            f"this token belongs to host {token_host!r}; a host can only "
+            f"report as itself, not as {claimed_host!r}"
+        )
+
+
+class AdminRequired(Forbidden):
+    """A request that needs an admin token, made with a read token."""
+
+    reason = "admin_required"
+    default_detail = "this needs an admin token"
+
+
+class EnrollSecretRejected(Forbidden):
+    """An enrollment with a secret that is neither the fleet's nor an enrollment token."""
+
+    reason = "enroll_secret_rejected"
+    default_detail = "enrollment secret not accepted"
+
+
+class EnrollUnitMismatch(Forbidden):
+    """An enrollment secret of one unit, for a host the policy puts in another."""
+
+    reason = "enroll_unit_mismatch"
+
+
+class AlreadyEnrolled(Conflict):
+    """An enrollment of a host that is enrolled and has no window to enroll again."""
+
+    reason = "already_enrolled"
+
+
+# -- what was asked for -------------------------------------------------------------------
+
+
+class NoSuchHost(NotFound):
+    """A host id the collector does not know (or the caller may not see)."""
+
+    reason = "no_such_host"
+
+
+class NoSuchToken(NotFound):
+    """An API token id that does not exist or is already revoked."""
+
+    reason = "no_such_token"
+
+
+# -- what was sent ------------------------------------------------------------------------
+
+
+class BodyNotJson(InvalidBody):
+    reason = "body_not_json"
+
+
+class BodyNotGzip(InvalidBody):
+    reason = "body_not_gzip"
+
+
+class BodyIncomplete(InvalidBody):
+    """The client went away before the whole body arrived."""
+
+    reason = "body_incomplete"
+    default_detail = "client went away before sending the whole body"
+
+
+class UnsupportedSchemaVersion(InvalidBody):
+    """A report of a schema version this collector does not understand."""
+
+    reason = "unsupported_schema_version"
+
+
+class SchemaViolation(Unprocessable):
+    """A body that does not match its schema; ``detail`` lists the errors."""
+
+    reason = "schema_violation"
+
+
+class InvalidRequest(Unprocessable):
+    """Parameters or a JSON body the API's declared types do not accept; ``detail`` lists
+    the errors."""
+
+    reason = "invalid_request"
+
+
+class AdminTokenWithUnit(Unprocessable):
+    reason = "admin_token_with_unit"
+    default_detail = "an admin token cannot be limited to a unit"
+
+
+class BodyTooLarge(TooLarge):
+    """A body over the size limit, as declared, as received, or once decompressed."""
+
+    reason = "body_too_large"
+
+
+class BodyTooSlow(TooSlow):
+    reason = "body_too_slow"
+
+
+# -- how often, and whether at all ----------------------------------------------------------
+
+
+class HostRateLimited(TooManyRequests):
+    """A host reporting more often than its rate allows."""
+
+    reason = "host_rate_limited"
+
+
+class EnrollRateLimited(TooManyRequests):
+    """Too many enrollment attempts from one address."""
+
+    reason = "enroll_rate_limited"
+    default_detail = "too many enrollment attempts from this address"
+
+
+class Overloaded(Unavailable):
+    """More reports are waiting than the collector will hold, or it is stopping."""
+
+    reason = "overloaded"
+    default_detail = "the collector is busy; try again shortly"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database does not answer, or no connection is free."""
+
+    reason = "database_unavailable"
+    default_detail = "database unavailable; try again shortly"

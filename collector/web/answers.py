@@ -1,0 +1,116 @@
+"""Refusals as HTTP answers: the one place a refusal becomes a status code, for both doors.
+
+The domain raises `fleetwatch.collector.refusals`; the database layer raises SQLAlchemy's
+errors. Here each kind of refusal gets its status, every answer the body ``{"detail": ...}``,
+a 401 the ``WWW-Authenticate: Bearer`` challenge, and a refusal that may pass (too many
+requests, collector unavailable) a ``Retry-After``. The FastAPI application answers through
+the handlers `install` registers; the report door (`web.report_door`) through `answer` itself,
+so both give the same bytes for the same refusal.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from fleetwatch.collector.ingest.parse import MAX_ERRORS_SHOWN
+from fleetwatch.collector.refusals import (
+    Conflict,
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidBody,
+    InvalidRequest,
+    NotFound,
+    Refusal,
+    TooLarge,
+    TooManyRequests,
+    TooSlow,
+    Unauthenticated,
+    Unavailable,
+    Unprocessable,
+    UnsupportedEncoding,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+# Seconds a caller is told to wait when the collector cannot serve anyone (the database does
+# not answer, the ingest queue is full), unless the refusal says otherwise.
+RETRY_AFTER = 5
+
+# Errors of the database layer that mean "not now" rather than "never" (a lost or refused
+# connection, a statement that failed, no free connection in the pool): the caller should
+# retry, and nothing about the request is wrong. OperationalError is a DBAPIError.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeoutError)
+
+# Everything the doors answer with a refusal rather than a server error.
+ANSWERED: tuple[type[Exception], ...] = (Refusal, *DATABASE_ERRORS)
+
+STATUS: dict[type[Refusal], int] = {
+    InvalidBody: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    TooSlow: 408,
+    Conflict: 409,
+    TooLarge: 413,
+    UnsupportedEncoding: 415,
+    Unprocessable: 422,
+    TooManyRequests: 429,
+    Unavailable: 503,
+}
+
+
+def status_of(refusal: Refusal) -> int:
+    """The HTTP status for a refusal: that of the nearest kind it belongs to."""
+    for kind in type(refusal).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400  # a refusal of no known kind is still the client's request refused
+
+
+def as_refusal(exc: Exception) -> Refusal:
+    """The refusal an exception of `ANSWERED` stands for."""
+    if isinstance(exc, Refusal):
+        return exc
+    if isinstance(exc, DATABASE_ERRORS):
+        return DatabaseUnavailable()
+    raise TypeError(f"not a refusal: {type(exc).__name__}") from exc
+
+
+def answer(refusal: Refusal) -> JSONResponse:
+    """The HTTP answer to a refusal (an ASGI application that sends itself)."""
+    headers: dict[str, str] = {}
+    if isinstance(refusal, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    retry_after = refusal.retry_after
+    if retry_after is None and isinstance(refusal, Unavailable):
+        retry_after = RETRY_AFTER
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
+    return JSONResponse({"detail": refusal.detail}, status_code=status_of(refusal), headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Answer refusals, database errors and FastAPI's own validation errors in ``app``."""
+    for error in ANSWERED:
+        app.add_exception_handler(error, _refused)
+    app.exception_handler(RequestValidationError)(_invalid_request)
+
+
+async def _refused(request: Request, exc: Exception) -> JSONResponse:  # noqa: ARG001
+    return answer(as_refusal(exc))
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:  # noqa: ARG001
+    """Parameters or a JSON body FastAPI refused: the errors, without the input (which may be
+    huge or hostile)."""
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()[:MAX_ERRORS_SHOWN]
+    ]
+    return answer(InvalidRequest(errors))
