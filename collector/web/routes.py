@@ -120,8 +120,8 @@ def _summaries(svc: CollectorService, principal: Principal) -> list[HostSummary]
     now = datetime.now(UTC)
     policy = svc.policy.current
     with svc.store.read() as conn:
-        hosts = {h.host_id: h for h in svc.store.all_hosts(conn)}
-        counts = svc.store.open_finding_counts(conn)
+        hosts = {h.host_id: h for h in svc.store.hosts.all(conn)}
+        counts = svc.store.findings.open_counts(conn)
     host_ids = sorted(set(hosts) | set(policy.hosts))
     summaries = [
         host_summary(host_id, hosts.get(host_id), counts.get(host_id, {}), policy, now)
@@ -153,15 +153,15 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
     now = datetime.now(UTC)
     policy = svc.policy.current
     with svc.store.read() as conn:
-        host = svc.store.get_host(conn, host_id)
+        host = svc.store.hosts.get(conn, host_id)
         if host is None and host_id not in policy.hosts:
             raise HTTPException(404, f"no host {host_id!r}")
-        findings = svc.store.query_findings(conn, host_ids=[host_id], is_open=True)
+        findings = svc.store.findings.query(conn, host_ids=[host_id], is_open=True)
         sections = {}
         for name, state in (host.sections if host else {}).items():
             content = None
             if data and state.get("hash"):
-                payload = svc.store.get_blob(conn, state["hash"])
+                payload = svc.store.blobs.get(conn, state["hash"])
                 content = json.loads(payload) if payload else None
             sections[name] = SectionView(
                 hash=state.get("hash"),
@@ -202,7 +202,7 @@ def list_reports(
     if summary is None:
         raise HTTPException(404, f"no host {host_id!r}")
     with svc.store.read() as conn:
-        rows = svc.store.list_reports(conn, host_id, limit, before)
+        rows = svc.store.reports.of_host(conn, host_id, limit, before)
     return [report_view(r) for r in rows]
 
 
@@ -228,7 +228,7 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
         ]
         host_ids = visible
     with svc.store.read() as conn:
-        rows = svc.store.query_findings(
+        rows = svc.store.findings.query(
             conn,
             host_ids=host_ids,
             rule=rule,

@@ -15,7 +15,9 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.policy import Policy
-    from fleetwatch.collector.storage.store import FindingRow, HostRow, ReportRow
+    from fleetwatch.collector.storage.findings import FindingRow
+    from fleetwatch.collector.storage.hosts import HostRow
+    from fleetwatch.collector.storage.reports import ReportRow
 
 Status = Literal["compliant", "noncompliant", "stale", "never_reported"]
 STATUSES: tuple[Status, ...] = ("compliant", "noncompliant", "stale", "never_reported")

@@ -53,7 +53,7 @@ def count(svc: CollectorService, table: Any, *where: Any) -> int:
 
 def open_keys(svc: CollectorService, host_id: str) -> set[tuple[str, str]]:
     with svc.store.read() as conn:
-        return {(f.rule, f.key) for f in svc.store.open_findings(conn, host_id)}
+        return {(f.rule, f.key) for f in svc.store.findings.open_for(conn, host_id)}
 
 
 class TestIngest:
@@ -97,7 +97,7 @@ class TestIngest:
         assert ack.missing == ["packages"]
         assert list(ack.sections) == ["checks"]
         with service.store.read() as conn:
-            detail = service.store.get_host(conn, "web-01")
+            detail = service.store.hosts.get(conn, "web-01")
         assert detail is not None
         assert detail.sections["packages"]["missing"]
 
@@ -137,14 +137,14 @@ class TestFindingLifecycle:
         ingest(service, make_report("web-01", 1, sections, collected_at=t0))
         ingest(service, make_report("web-01", 2, sections, collected_at=t0 + timedelta(minutes=5)))
         with service.store.read() as conn:
-            (row,) = service.store.query_findings(conn, host_ids=["web-01"])
+            (row,) = service.store.findings.query(conn, host_ids=["web-01"])
         assert row.first_seen == t0
         assert row.last_seen == t0 + timedelta(minutes=5)
         assert row.resolved_at is None
         fixed = {"ports": ports_section(("tcp", "0.0.0.0", 22))}
         ingest(service, make_report("web-01", 3, fixed, collected_at=t0 + timedelta(minutes=10)))
         with service.store.read() as conn:
-            (row,) = service.store.query_findings(conn, host_ids=["web-01"])
+            (row,) = service.store.findings.query(conn, host_ids=["web-01"])
         assert row.resolved_at == t0 + timedelta(minutes=10)
         # the problem comes back: a new finding, the old one stays resolved in history
         ingest(service, make_report("web-01", 4, sections, collected_at=t0 + timedelta(minutes=15)))
@@ -177,7 +177,7 @@ class TestFindingLifecycle:
         assert not any(rule == "security_updates" for rule, _ in open_keys(service, "web-01"))
         # eight days later the same updates are still pending: the report repeats the hash
         with service.store.read() as conn:
-            host = service.store.get_host(conn, "web-01")
+            host = service.store.hosts.get(conn, "web-01")
         assert host is not None
         same = {"updates": {"hash": host.sections["updates"]["hash"]}}
         ingest(service, make_report("web-01", 2, same, collected_at=t0 + timedelta(days=8)))
@@ -194,7 +194,7 @@ class TestFindingLifecycle:
         )
         assert open_keys(service, "web-01") == set()
         with service.store.read() as conn:
-            host = service.store.get_host(conn, "web-01")
+            host = service.store.hosts.get(conn, "web-01")
         assert host is not None
         assert host.last_sequence == 2
 
