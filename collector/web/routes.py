@@ -24,9 +24,7 @@ from fleetwatch.collector.web.views import (
     ReportView,
     SectionView,
     Status,
-    finding_view,
     host_summary,
-    report_view,
 )
 from fleetwatch.schema import EnrollRequest, EnrollResponse, HostId
 
@@ -182,7 +180,7 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
         dropped_reports=host.dropped_total if host else 0,
         spool_error=host.spool_error if host else None,
         sections=sections,
-        findings=[finding_view(f) for f in findings],
+        findings=[FindingView.model_validate(f) for f in findings],
     )
 
 
@@ -203,7 +201,7 @@ def list_reports(
         raise HTTPException(404, f"no host {host_id!r}")
     with svc.store.read() as conn:
         rows = svc.store.reports.of_host(conn, host_id, limit, before)
-    return [report_view(r) for r in rows]
+    return [ReportView.model_validate(r) for r in rows]
 
 
 @router.get("/api/v1/findings", response_model=list[FindingView], tags=["read"])
@@ -236,7 +234,7 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
             limit=limit,
             offset=offset,
         )
-    return [finding_view(r) for r in rows]
+    return [FindingView.model_validate(r) for r in rows]
 
 
 # -- administration -----------------------------------------------------------------------
