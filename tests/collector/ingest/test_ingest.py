@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
-from fleetwatch.collector.ingest.writer import ReportRejectedError
+from fleetwatch.collector.ingest.writer import ReportRejectedError, Submission
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.storage.tables import blobs, findings, reports
@@ -242,3 +242,68 @@ class TestPrune:
         assert (gone_reports, gone_contents) == (1, 1)
         assert count(service, reports) == 1
         assert count(service, blobs) == 1
+
+
+class TestBatches:
+    @staticmethod
+    def batch(svc: CollectorService, bodies: list[dict[str, Any]]) -> list[str]:
+        """Ingest the reports as one batch; return the SQL statements it sent."""
+        sent: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            sent.append(statement)
+
+        submissions = [
+            Submission(Report.model_validate(b), b["host_id"], datetime.now(UTC)) for b in bodies
+        ]
+        event.listen(svc.engine, "before_cursor_execute", record)
+        try:
+            results = svc.ingestor.ingest_batch(submissions)
+        finally:
+            event.remove(svc.engine, "before_cursor_execute", record)
+        assert all(not isinstance(r, Exception) and r.status == "stored" for r in results)
+        return sent
+
+    def test_a_batch_costs_the_same_statements_whatever_its_size(
+        self, service: CollectorService
+    ) -> None:
+        """Thirty reports, each with new content, moving findings, cost what one does.
+
+        (A host's first report, or one from a new agent instance, costs one more look-up:
+        it may be a resend of a report stored before.)
+        """
+        hosts = [f"web-{i:02}" for i in range(31)]
+        for host in hosts:
+            service.identity.enroll(host, "s3cret")
+
+        def wave(sequence: int, hosts: list[str]) -> list[dict[str, Any]]:
+            return [
+                make_report(host, sequence, {"ports": ports_section(("tcp", "::", sequence + i))})
+                for i, host in enumerate(hosts, start=1000 * sequence)
+            ]
+
+        self.batch(service, wave(1, hosts))
+        one = self.batch(service, wave(2, hosts[:1]))
+        thirty = self.batch(service, wave(2, hosts[1:]))
+        assert len(thirty) == len(one)
+        assert count(service, reports) == 62
+        assert count(service, findings, findings.c.resolved_at.is_(None)) == 31
+        assert count(service, findings) == 62
+
+    def test_reports_of_one_host_in_one_batch(self, service: CollectorService) -> None:
+        """Both are stored; the host's state is the newer one's, whatever the order."""
+        service.identity.enroll("web-01", "s3cret")
+        self.batch(
+            service,
+            [
+                make_report("web-01", 2, {"ports": ports_section(("tcp", "::", 8080))}),
+                make_report("web-01", 1, {"ports": ports_section(("tcp", "::", 22))}),
+                make_report("web-01", 3, {"ports": ports_section(("tcp", "::", 8081))}),
+            ],
+        )
+        assert count(service, reports) == 3
+        with service.store.read() as conn:
+            host = service.store.hosts.get(conn, "web-01")
+        assert host is not None
+        assert host.last_sequence == 3
+        assert open_keys(service, "web-01") == {("allowed_ports", "tcp/8081")}
