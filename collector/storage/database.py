@@ -2,7 +2,8 @@
 
 Writes go through `Database.write()`: one transaction that holds the database's write lock on
 SQLite (taken at BEGIN, so writers queue instead of deadlocking) and row locks on PostgreSQL
-(`Database.locking` on a query serialises the writers of those rows).
+(`Database.locking` on a query serialises the writers of those rows). Engines and schema
+migrations are made in `fleetwatch.collector.storage.db`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ At most one finding per host, rule and key is open at a time (a unique index say
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -30,6 +30,10 @@ class NewFinding:
     detail: str
     first_seen: datetime
     last_seen: datetime
+
+
+# what a new finding is inserted with: the database gives it its id, and it is open
+_NEW_COLUMNS = tuple(f.name for f in fields(NewFinding))
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,10 @@ class Findings:
     def add(self, conn: Connection, new: Sequence[NewFinding]) -> None:
         """Open findings, all in one statement."""
         if new:
-            # vars(): a shallow copy is enough, the statement only reads the values
-            conn.execute(insert(findings), [dict(vars(finding)) for finding in new])
+            conn.execute(
+                insert(findings),
+                [{name: getattr(finding, name) for name in _NEW_COLUMNS} for finding in new],
+            )
 
     def change(self, conn: Connection, changes: Sequence[FindingChange]) -> None:
         """Update findings by id, all in one statement."""

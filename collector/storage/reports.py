@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, insert, select
@@ -33,6 +33,10 @@ class NewReport:
     spool_error: str | None
 
 
+# what a new row is inserted with (the database gives it its id)
+_NEW_COLUMNS = tuple(f.name for f in fields(NewReport))
+
+
 @dataclass(frozen=True)
 class ReportRow(NewReport):
     """A stored report."""
@@ -46,8 +50,10 @@ class Reports:
     def add(self, conn: Connection, new: Sequence[NewReport]) -> None:
         """Store reports, all in one statement."""
         if new:
-            # vars(): a shallow copy is enough, the statement only reads the values
-            conn.execute(insert(reports), [dict(vars(report)) for report in new])
+            conn.execute(
+                insert(reports),
+                [{name: getattr(report, name) for name in _NEW_COLUMNS} for report in new],
+            )
 
     def find(
         self, conn: Connection, host_id: str, instance_id: str, sequence: int
