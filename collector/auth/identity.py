@@ -34,7 +34,8 @@ from fleetwatch.collector.refusals import (
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.policy import PolicySource
     from fleetwatch.collector.settings import CollectorSettings
-    from fleetwatch.collector.storage.store import ApiTokenRow, Store
+    from fleetwatch.collector.storage.store import Store
+    from fleetwatch.collector.storage.tokens import ApiTokenRow
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,7 @@ class Identity:
         if fleet_secret is not None and same_secret(secret, fleet_secret.get_secret_value()):
             return True, None
         with self.store.read() as conn:
-            row = self.store.api_token(conn, token_hash(secret))
+            row = self.store.api_tokens.active(conn, token_hash(secret))
         if row is not None and row.kind == "enroll":
             return True, row.unit
         return False, None
@@ -98,9 +99,9 @@ class Identity:
         token = new_token(HOST_PREFIX)
         try:
             with self.store.write() as conn:
-                host = self.store.get_host(conn, host_id, lock=True)
+                host = self.store.hosts.get(conn, host_id, lock=True)
                 if host is None:
-                    self.store.create_host(conn, host_id, secret_unit or policy_unit, now)
+                    self.store.hosts.create(conn, host_id, secret_unit or policy_unit, now)
                 elif host.reenroll_until is None or host.reenroll_until < now:
                     msg = (
                         f"host {host_id!r} is already enrolled; an admin must allow it to "
@@ -108,10 +109,10 @@ class Identity:
                     )
                     raise AlreadyEnrolled(msg)
                 else:
-                    self.store.revoke_host_tokens(conn, host_id, now)
-                    self.store.set_reenroll(conn, host_id, None)
+                    self.store.host_tokens.revoke(conn, host_id, now)
+                    self.store.hosts.set_reenroll(conn, host_id, None)
                     self._forget_host(host_id)
-                self.store.add_host_token(conn, host_id, token_hash(token), now)
+                self.store.host_tokens.add(conn, host_id, token_hash(token), now)
         except IntegrityError as exc:  # enrolled by a concurrent request meanwhile
             msg = f"host {host_id!r} is already enrolled"
             raise AlreadyEnrolled(msg) from exc
@@ -135,7 +136,7 @@ class Identity:
             return None
         digest = token_hash(token)
         with self.store.read() as conn:
-            found = self.store.host_for_token(conn, digest)
+            found = self.store.host_tokens.host_for(conn, digest)
         if found is None:
             return None
         host_id, older_active = found
@@ -143,7 +144,7 @@ class Identity:
             # The first use of a rotated token retires the tokens before it: until now the
             # agent might not have stored the new one, so the old ones had to keep working.
             with self.store.write() as conn:
-                self.store.revoke_host_tokens(conn, host_id, datetime.now(UTC), except_hash=digest)
+                self.store.host_tokens.revoke(conn, host_id, datetime.now(UTC), except_hash=digest)
             self._forget_host(host_id)
             log.info("host token rotated", host_id=host_id)
         if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
@@ -170,18 +171,18 @@ class Identity:
             raise UnknownToken("host token not accepted")
         fresh = new_token(HOST_PREFIX)
         with self.store.write() as conn:
-            self.store.add_host_token(conn, host_id, token_hash(fresh), now)
+            self.store.host_tokens.add(conn, host_id, token_hash(fresh), now)
         log.info("host token issued for rotation", host_id=host_id)
         return fresh
 
     def allow_reenroll(self, host_id: str, minutes: float, now: datetime | None = None) -> bool:
         now = now or datetime.now(UTC)
         with self.store.write() as conn:
-            return self.store.set_reenroll(conn, host_id, now + timedelta(minutes=minutes))
+            return self.store.hosts.set_reenroll(conn, host_id, now + timedelta(minutes=minutes))
 
     def revoke_host(self, host_id: str, now: datetime | None = None) -> int:
         with self.store.write() as conn:
-            count = self.store.revoke_host_tokens(conn, host_id, now or datetime.now(UTC))
+            count = self.store.host_tokens.revoke(conn, host_id, now or datetime.now(UTC))
         self._forget_host(host_id)
         return count
 
@@ -194,7 +195,7 @@ class Identity:
         if not token.startswith(API_PREFIX):
             return None
         with self.store.read() as conn:
-            row = self.store.api_token(conn, token_hash(token))
+            row = self.store.api_tokens.active(conn, token_hash(token))
         if row is None or row.kind not in {"admin", "read"}:
             return None
         return Principal(name=row.name, kind=row.kind, unit=row.unit)  # type: ignore[arg-type]
@@ -206,7 +207,7 @@ class Identity:
             raise AdminTokenWithUnit
         token = new_token(ENROLL_PREFIX if kind == "enroll" else API_PREFIX)
         with self.store.write() as conn:
-            token_id = self.store.add_api_token(
+            token_id = self.store.api_tokens.add(
                 conn,
                 name=name,
                 kind=kind,
@@ -218,8 +219,8 @@ class Identity:
 
     def list_tokens(self) -> list[ApiTokenRow]:
         with self.store.read() as conn:
-            return self.store.list_api_tokens(conn)
+            return self.store.api_tokens.all(conn)
 
     def revoke_token(self, token_id: int) -> bool:
         with self.store.write() as conn:
-            return self.store.revoke_api_token(conn, token_id, datetime.now(UTC))
+            return self.store.api_tokens.revoke(conn, token_id, datetime.now(UTC))

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from fleetwatch.collector.compliance.rules import Evaluation, Memo, evaluate
-from fleetwatch.collector.storage.store import storable
+from fleetwatch.collector.storage.findings import FindingChange, NewFinding
+from fleetwatch.collector.storage.text import storable
 from fleetwatch.schema import SECTION_TYPES, SystemData, UpdatesData
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from fleetwatch.collector.compliance.policy import HostPolicy
-    from fleetwatch.collector.storage.store import FindingRow, Store
+    from fleetwatch.collector.storage.findings import FindingRow
+    from fleetwatch.collector.storage.store import Store
 
 MISSING_BASE = "sent as a hash the collector does not hold"
 
@@ -108,8 +110,8 @@ class HostUpdate:
 
 @dataclass
 class _Changes:
-    findings_added: list[dict[str, Any]] = field(default_factory=list)
-    findings_set: list[dict[str, Any]] = field(default_factory=list)
+    added: list[NewFinding] = field(default_factory=list)
+    changed: list[FindingChange] = field(default_factory=list)
 
 
 class Compliance:
@@ -123,7 +125,7 @@ class Compliance:
 
     def _decode(self, content_hash: str, section: str) -> BaseModel | None:
         with self.store.read() as conn:
-            payload = self.store.get_blob(conn, content_hash)
+            payload = self.store.blobs.get(conn, content_hash)
         if payload is None:
             return None
         try:
@@ -133,7 +135,7 @@ class Compliance:
 
     def apply(self, conn: Connection, updates: list[HostUpdate]) -> dict[str, Evaluation]:
         """Evaluate these hosts and bring their findings up to date."""
-        open_rows = self.store.open_findings_of(conn, [u.host_id for u in updates])
+        open_rows = self.store.findings.open_by_host(conn, [u.host_id for u in updates])
         changes = _Changes()
         evaluations = {}
         for update in updates:
@@ -143,8 +145,8 @@ class Compliance:
             evaluation = evaluate(update.policy.baseline, facts, self.memo, update.policy.digest)
             self._reconcile(update, evaluation, open_rows[update.host_id], changes)
             evaluations[update.host_id] = evaluation
-        self.store.set_findings(conn, changes.findings_set)
-        self.store.add_findings(conn, changes.findings_added)
+        self.store.findings.change(conn, changes.changed)
+        self.store.findings.add(conn, changes.added)
         return evaluations
 
     @staticmethod
@@ -158,34 +160,34 @@ class Compliance:
             if finding is None:
                 if row.rule in evaluation.undetermined:
                     continue  # unknown now: neither confirmed nor cleared
-                changes.findings_set.append(
-                    {
-                        "id": row.id,
-                        "detail": row.detail,
-                        "severity": row.severity,
-                        "last_seen": row.last_seen,
-                        "resolved_at": now,
-                    }
+                changes.changed.append(
+                    FindingChange(
+                        id=row.id,
+                        severity=row.severity,
+                        detail=row.detail,
+                        last_seen=row.last_seen,
+                        resolved_at=now,
+                    )
                 )
             else:
-                changes.findings_set.append(
-                    {
-                        "id": row.id,
-                        "detail": storable(finding.detail),
-                        "severity": finding.severity,
-                        "last_seen": now,
-                        "resolved_at": None,
-                    }
+                changes.changed.append(
+                    FindingChange(
+                        id=row.id,
+                        severity=finding.severity,
+                        detail=storable(finding.detail),
+                        last_seen=now,
+                        resolved_at=None,
+                    )
                 )
-        changes.findings_added.extend(
-            {
-                "host_id": update.host_id,
-                "rule": rule,
-                "key": key,
-                "severity": f.severity,
-                "detail": storable(f.detail),
-                "first_seen": now,
-                "last_seen": now,
-            }
+        changes.added.extend(
+            NewFinding(
+                host_id=update.host_id,
+                rule=rule,
+                key=key,
+                severity=f.severity,
+                detail=storable(f.detail),
+                first_seen=now,
+                last_seen=now,
+            )
             for (rule, key), f in current.items()
         )

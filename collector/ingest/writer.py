@@ -12,13 +12,16 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from fleetwatch.collector.compliance.findings import MISSING_BASE, HostUpdate, age_conditions
 from fleetwatch.collector.refusals import HostMismatch, HostNotEnrolled, Refusal
-from fleetwatch.collector.storage.store import storable
+from fleetwatch.collector.storage.blobs import NewBlob
+from fleetwatch.collector.storage.hosts import HostChange
+from fleetwatch.collector.storage.reports import NewReport
+from fleetwatch.collector.storage.text import storable
 from fleetwatch.schema import SECTION_NAMES, Report, ReportAck
 
 if TYPE_CHECKING:
@@ -27,7 +30,9 @@ if TYPE_CHECKING:
 
     from fleetwatch.collector.compliance.findings import Compliance
     from fleetwatch.collector.compliance.policy import PolicySource
-    from fleetwatch.collector.storage.store import HostRow, ReportRow, Store
+    from fleetwatch.collector.storage.hosts import HostRow
+    from fleetwatch.collector.storage.reports import ReportRow
+    from fleetwatch.collector.storage.store import Store
 
 log = structlog.get_logger(__name__)
 REEVALUATE_CHUNK = 200
@@ -54,8 +59,8 @@ class _Outcome:
 class _Batch:
     """What one batch will write, gathered before a statement is sent."""
 
-    contents: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # hash -> section, JSON
-    reports: list[dict[str, Any]] = field(default_factory=list)
+    contents: dict[str, NewBlob] = field(default_factory=dict)  # by hash
+    reports: list[NewReport] = field(default_factory=list)
     advanced: dict[str, HostUpdate] = field(default_factory=dict)
     released: dict[str, datetime] = field(default_factory=dict)  # hash -> when left behind
 
@@ -112,11 +117,11 @@ class Ingestor:
         full = {i: _full_sections(submissions[i].report) for i in todo}
         batch = _Batch()
         with self.store.write() as conn:
-            hosts = self.store.get_hosts(
+            hosts = self.store.hosts.get_many(
                 conn, {submissions[i].report.host_id for i in todo}, lock=True
             )
             before = dict(hosts)
-            known = self.store.existing_blobs(
+            known = self.store.blobs.existing(
                 conn, {h for sections in full.values() for h, _, _ in sections.values()}
             )
             in_batch: dict[tuple[str, str, int], ReportAck] = {}
@@ -125,18 +130,16 @@ class Ingestor:
                     conn, submissions[i], full[i], hosts, known, batch, in_batch
                 )
             now = datetime.now(UTC)
-            self.store.add_blobs(conn, [(h, s, p) for h, (s, p) in batch.contents.items()], now)
-            self.store.add_reports(conn, batch.reports)
-            self.store.update_hosts(
-                conn, [self._changed(before[h], hosts[h]) for h in batch.advanced]
-            )
+            self.store.blobs.add(conn, list(batch.contents.values()), now)
+            self.store.reports.add(conn, batch.reports)
+            self.store.hosts.update(conn, [HostChange(before[h], hosts[h]) for h in batch.advanced])
             current = {
                 s["hash"]
                 for h in batch.advanced
                 for s in hosts[h].sections.values()
                 if s.get("hash")
             }
-            self.store.release_blobs(
+            self.store.blobs.release(
                 conn, {h: at for h, at in batch.released.items() if h not in current}
             )
             self.compliance.apply(conn, list(batch.advanced.values()))
@@ -165,7 +168,7 @@ class Ingestor:
             return in_batch[name].model_copy(update={"status": "duplicate"})
         if host.instance_id != report.instance_id or report.sequence <= (host.last_sequence or 0):
             # it may have been stored before: only then is the look-up worth its cost
-            existing = self.store.find_report(conn, *name)
+            existing = self.store.reports.find(conn, *name)
             if existing is not None:
                 return _ack(existing, "duplicate")
         outcome = _Outcome()
@@ -178,7 +181,7 @@ class Ingestor:
             elif section_name in full:
                 content_hash, payload, data = full[section_name]
                 if content_hash not in known:
-                    batch.contents[content_hash] = (section_name, payload)
+                    batch.contents[content_hash] = NewBlob(content_hash, section_name, payload)
                 outcome.accepted[section_name] = content_hash
                 outcome.fresh[section_name] = data
             elif section.hash is not None and section.hash == host.sections.get(
@@ -188,19 +191,19 @@ class Ingestor:
             else:
                 outcome.missing.append(section_name)
         batch.reports.append(
-            {
-                "host_id": report.host_id,
-                "instance_id": report.instance_id,
-                "sequence": report.sequence,
-                "collected_at": report.collected_at,
-                "received_at": item.received_at,
-                "agent_version": storable(report.agent_version),
-                "sections": outcome.accepted,
-                "errors": outcome.errors,
-                "missing": outcome.missing,
-                "dropped": report.delivery.dropped_reports,
-                "spool_error": _spool_error(report),
-            }
+            NewReport(
+                host_id=report.host_id,
+                instance_id=report.instance_id,
+                sequence=report.sequence,
+                collected_at=report.collected_at,
+                received_at=item.received_at,
+                agent_version=storable(report.agent_version),
+                sections=outcome.accepted,
+                errors=outcome.errors,
+                missing=outcome.missing,
+                dropped=report.delivery.dropped_reports,
+                spool_error=_spool_error(report),
+            )
         )
         if self._is_newest(host, report):
             hosts[host.host_id] = self._advance(host, item, outcome, batch)
@@ -264,30 +267,15 @@ class Ingestor:
         )
         return advanced
 
-    @staticmethod
-    def _changed(before: HostRow, after: HostRow) -> dict[str, Any]:
-        """The host's columns a report changed: the JSON ones only when they differ."""
-        values: dict[str, Any] = {
-            "host_id": after.host_id,
-            "instance_id": after.instance_id,
-            "last_sequence": after.last_sequence,
-            "last_collected_at": after.last_collected_at,
-            "last_received_at": after.last_received_at,
-        }
-        for column in ("agent_version", "sections", "conditions", "dropped_total", "spool_error"):
-            if getattr(after, column) != getattr(before, column):
-                values[column] = getattr(after, column)
-        return values
-
     def reevaluate_all(self) -> int:
         """Apply the policy in force to every host's latest report; return hosts evaluated."""
         policy = self.policy.current
         with self.store.read() as conn:
-            host_ids = [h.host_id for h in self.store.all_hosts(conn) if h.observed_at]
+            host_ids = [h.host_id for h in self.store.hosts.all(conn) if h.observed_at]
         now = datetime.now(UTC)
         for start in range(0, len(host_ids), REEVALUATE_CHUNK):
             with self.store.write() as conn:
-                chunk = self.store.get_hosts(
+                chunk = self.store.hosts.get_many(
                     conn, host_ids[start : start + REEVALUATE_CHUNK], lock=True
                 )
                 self.compliance.apply(

@@ -30,9 +30,7 @@ from fleetwatch.collector.web.views import (
     ReportView,
     SectionView,
     Status,
-    finding_view,
     host_summary,
-    report_view,
 )
 from fleetwatch.schema import EnrollRequest, EnrollResponse, HostId
 
@@ -99,8 +97,8 @@ def _summaries(svc: CollectorService, principal: Principal) -> list[HostSummary]
     now = datetime.now(UTC)
     policy = svc.policy.current
     with svc.store.read() as conn:
-        hosts = {h.host_id: h for h in svc.store.all_hosts(conn)}
-        counts = svc.store.open_finding_counts(conn)
+        hosts = {h.host_id: h for h in svc.store.hosts.all(conn)}
+        counts = svc.store.findings.open_counts(conn)
     host_ids = sorted(set(hosts) | set(policy.hosts))
     summaries = [
         host_summary(host_id, hosts.get(host_id), counts.get(host_id, {}), policy, now)
@@ -132,15 +130,15 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
     now = datetime.now(UTC)
     policy = svc.policy.current
     with svc.store.read() as conn:
-        host = svc.store.get_host(conn, host_id)
+        host = svc.store.hosts.get(conn, host_id)
         if host is None and host_id not in policy.hosts:
             raise NoSuchHost(f"no host {host_id!r}")
-        findings = svc.store.query_findings(conn, host_ids=[host_id], is_open=True)
+        findings = svc.store.findings.query(conn, host_ids=[host_id], is_open=True)
         sections = {}
         for name, state in (host.sections if host else {}).items():
             content = None
             if data and state.get("hash"):
-                payload = svc.store.get_blob(conn, state["hash"])
+                payload = svc.store.blobs.get(conn, state["hash"])
                 content = json.loads(payload) if payload else None
             sections[name] = SectionView(
                 hash=state.get("hash"),
@@ -161,7 +159,7 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
         dropped_reports=host.dropped_total if host else 0,
         spool_error=host.spool_error if host else None,
         sections=sections,
-        findings=[finding_view(f) for f in findings],
+        findings=[FindingView.model_validate(f) for f in findings],
     )
 
 
@@ -181,8 +179,8 @@ def list_reports(
     if summary is None:
         raise NoSuchHost(f"no host {host_id!r}")
     with svc.store.read() as conn:
-        rows = svc.store.list_reports(conn, host_id, limit, before)
-    return [report_view(r) for r in rows]
+        rows = svc.store.reports.of_host(conn, host_id, limit, before)
+    return [ReportView.model_validate(r) for r in rows]
 
 
 @router.get("/api/v1/findings", response_model=list[FindingView], tags=["read"])
@@ -207,7 +205,7 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
         ]
         host_ids = visible
     with svc.store.read() as conn:
-        rows = svc.store.query_findings(
+        rows = svc.store.findings.query(
             conn,
             host_ids=host_ids,
             rule=rule,
@@ -215,7 +213,7 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
             limit=limit,
             offset=offset,
         )
-    return [finding_view(r) for r in rows]
+    return [FindingView.model_validate(r) for r in rows]
 
 
 # -- administration -----------------------------------------------------------------------

@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.policy import Policy
-    from fleetwatch.collector.storage.store import FindingRow, HostRow, ReportRow
+    from fleetwatch.collector.storage.hosts import HostRow
 
 Status = Literal["compliant", "noncompliant", "stale", "never_reported"]
 STATUSES: tuple[Status, ...] = ("compliant", "noncompliant", "stale", "never_reported")
@@ -35,6 +35,9 @@ class HostSummary(BaseModel):
 
 
 class FindingView(BaseModel):
+    # built from a FindingRow (FindingView.model_validate(row)), whose `open` property it reads
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     host_id: str
     rule: str
@@ -64,6 +67,9 @@ class HostDetail(HostSummary):
 
 
 class ReportView(BaseModel):
+    # built from a ReportRow: ReportView.model_validate(row)
+    model_config = ConfigDict(from_attributes=True)
+
     instance_id: str
     sequence: int
     collected_at: datetime
@@ -106,34 +112,4 @@ def host_summary(
         open_by_severity=counts,
         in_policy=resolved.listed,
         enrolled=host is not None,
-    )
-
-
-def finding_view(row: FindingRow) -> FindingView:
-    return FindingView(
-        id=row.id,
-        host_id=row.host_id,
-        rule=row.rule,
-        key=row.key,
-        severity=row.severity,
-        detail=row.detail,
-        first_seen=row.first_seen,
-        last_seen=row.last_seen,
-        resolved_at=row.resolved_at,
-        open=row.resolved_at is None,
-    )
-
-
-def report_view(row: ReportRow) -> ReportView:
-    return ReportView(
-        instance_id=row.instance_id,
-        sequence=row.sequence,
-        collected_at=row.collected_at,
-        received_at=row.received_at,
-        agent_version=row.agent_version,
-        sections=row.sections,
-        errors=row.errors,
-        missing=row.missing,
-        dropped=row.dropped,
-        spool_error=row.spool_error,
     )

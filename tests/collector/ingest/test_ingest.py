@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
+from fleetwatch.collector.ingest.writer import Submission
 from fleetwatch.collector.refusals import HostMismatch
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
@@ -53,7 +54,7 @@ def count(svc: CollectorService, table: Any, *where: Any) -> int:
 
 def open_keys(svc: CollectorService, host_id: str) -> set[tuple[str, str]]:
     with svc.store.read() as conn:
-        return {(f.rule, f.key) for f in svc.store.open_findings(conn, host_id)}
+        return {(f.rule, f.key) for f in svc.store.findings.open_for(conn, host_id)}
 
 
 class TestIngest:
@@ -97,7 +98,7 @@ class TestIngest:
         assert ack.missing == ["packages"]
         assert list(ack.sections) == ["checks"]
         with service.store.read() as conn:
-            detail = service.store.get_host(conn, "web-01")
+            detail = service.store.hosts.get(conn, "web-01")
         assert detail is not None
         assert detail.sections["packages"]["missing"]
 
@@ -136,14 +137,14 @@ class TestFindingLifecycle:
         ingest(service, make_report("web-01", 1, sections, collected_at=t0))
         ingest(service, make_report("web-01", 2, sections, collected_at=t0 + timedelta(minutes=5)))
         with service.store.read() as conn:
-            (row,) = service.store.query_findings(conn, host_ids=["web-01"])
+            (row,) = service.store.findings.query(conn, host_ids=["web-01"])
         assert row.first_seen == t0
         assert row.last_seen == t0 + timedelta(minutes=5)
         assert row.resolved_at is None
         fixed = {"ports": ports_section(("tcp", "0.0.0.0", 22))}
         ingest(service, make_report("web-01", 3, fixed, collected_at=t0 + timedelta(minutes=10)))
         with service.store.read() as conn:
-            (row,) = service.store.query_findings(conn, host_ids=["web-01"])
+            (row,) = service.store.findings.query(conn, host_ids=["web-01"])
         assert row.resolved_at == t0 + timedelta(minutes=10)
         # the problem comes back: a new finding, the old one stays resolved in history
         ingest(service, make_report("web-01", 4, sections, collected_at=t0 + timedelta(minutes=15)))
@@ -176,7 +177,7 @@ class TestFindingLifecycle:
         assert not any(rule == "security_updates" for rule, _ in open_keys(service, "web-01"))
         # eight days later the same updates are still pending: the report repeats the hash
         with service.store.read() as conn:
-            host = service.store.get_host(conn, "web-01")
+            host = service.store.hosts.get(conn, "web-01")
         assert host is not None
         same = {"updates": {"hash": host.sections["updates"]["hash"]}}
         ingest(service, make_report("web-01", 2, same, collected_at=t0 + timedelta(days=8)))
@@ -193,7 +194,7 @@ class TestFindingLifecycle:
         )
         assert open_keys(service, "web-01") == set()
         with service.store.read() as conn:
-            host = service.store.get_host(conn, "web-01")
+            host = service.store.hosts.get(conn, "web-01")
         assert host is not None
         assert host.last_sequence == 2
 
@@ -241,3 +242,68 @@ class TestPrune:
         assert (gone_reports, gone_contents) == (1, 1)
         assert count(service, reports) == 1
         assert count(service, blobs) == 1
+
+
+class TestBatches:
+    @staticmethod
+    def batch(svc: CollectorService, bodies: list[dict[str, Any]]) -> list[str]:
+        """Ingest the reports as one batch; return the SQL statements it sent."""
+        sent: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            sent.append(statement)
+
+        submissions = [
+            Submission(Report.model_validate(b), b["host_id"], datetime.now(UTC)) for b in bodies
+        ]
+        event.listen(svc.engine, "before_cursor_execute", record)
+        try:
+            results = svc.ingestor.ingest_batch(submissions)
+        finally:
+            event.remove(svc.engine, "before_cursor_execute", record)
+        assert all(not isinstance(r, Exception) and r.status == "stored" for r in results)
+        return sent
+
+    def test_a_batch_costs_the_same_statements_whatever_its_size(
+        self, service: CollectorService
+    ) -> None:
+        """Thirty reports, each with new content, moving findings, cost what one does.
+
+        (A host's first report, or one from a new agent instance, costs one more look-up:
+        it may be a resend of a report stored before.)
+        """
+        hosts = [f"web-{i:02}" for i in range(31)]
+        for host in hosts:
+            service.identity.enroll(host, "s3cret")
+
+        def wave(sequence: int, hosts: list[str]) -> list[dict[str, Any]]:
+            return [
+                make_report(host, sequence, {"ports": ports_section(("tcp", "::", sequence + i))})
+                for i, host in enumerate(hosts, start=1000 * sequence)
+            ]
+
+        self.batch(service, wave(1, hosts))
+        one = self.batch(service, wave(2, hosts[:1]))
+        thirty = self.batch(service, wave(2, hosts[1:]))
+        assert len(thirty) == len(one)
+        assert count(service, reports) == 62
+        assert count(service, findings, findings.c.resolved_at.is_(None)) == 31
+        assert count(service, findings) == 62
+
+    def test_reports_of_one_host_in_one_batch(self, service: CollectorService) -> None:
+        """Both are stored; the host's state is the newer one's, whatever the order."""
+        service.identity.enroll("web-01", "s3cret")
+        self.batch(
+            service,
+            [
+                make_report("web-01", 2, {"ports": ports_section(("tcp", "::", 8080))}),
+                make_report("web-01", 1, {"ports": ports_section(("tcp", "::", 22))}),
+                make_report("web-01", 3, {"ports": ports_section(("tcp", "::", 8081))}),
+            ],
+        )
+        assert count(service, reports) == 3
+        with service.store.read() as conn:
+            host = service.store.hosts.get(conn, "web-01")
+        assert host is not None
+        assert host.last_sequence == 3
+        assert open_keys(service, "web-01") == {("allowed_ports", "tcp/8081")}

@@ -1,0 +1,67 @@
+"""Transactions on the collector's database, and what differs between SQLite and PostgreSQL.
+
+Writes go through `Database.write()`: one transaction that holds the database's write lock on
+SQLite (taken at BEGIN, so writers queue instead of deadlocking) and row locks on PostgreSQL
+(`Database.locking` on a query serialises the writers of those rows). Engines and schema
+migrations are made in `fleetwatch.collector.storage.db`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from fleetwatch.collector.storage.db import WRITE_OPTION
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy import Connection, Engine, Select, Table
+    from sqlalchemy.sql.dml import Insert
+
+
+class Database:
+    """An engine with the collector's way of reading and writing it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        # SQLite has one writer at a time anyway; queueing here is fairer than its busy loop.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends without an exception."""
+        with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading (on SQLite, a snapshot that writers do not block)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    def ping(self) -> None:
+        """Raise unless the database answers a query."""
+        with self.read() as conn:
+            conn.execute(select(1)).scalar_one()
+
+    def insert_ignore(self, table: Table) -> Insert:
+        """An INSERT that skips rows whose key is already there."""
+        make = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        return make(table).on_conflict_do_nothing()
+
+    def locking(self, query: Select[Any]) -> Select[Any]:
+        """The query, locking the rows it reads until commit where the database has row locks.
+
+        SQLite needs none: a write transaction holds the whole database from its BEGIN.
+        """
+        return query.with_for_update() if self.dialect == "postgresql" else query

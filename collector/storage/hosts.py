@@ -1,0 +1,160 @@
+"""Hosts and their latest state: what the newest report said, section by section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, insert, select, update
+
+from fleetwatch.collector.storage.tables import hosts
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
+    from sqlalchemy import Connection, Row
+
+    from fleetwatch.collector.storage.database import Database
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """An enrolled host, with the state its newest report left."""
+
+    host_id: str
+    unit: str | None
+    enrolled_at: datetime
+    reenroll_until: datetime | None
+    instance_id: str | None
+    last_sequence: int | None
+    last_collected_at: datetime | None
+    last_received_at: datetime | None
+    agent_version: str | None
+    # section name -> {"hash": content held, "error": why the last report lacked it, ...}
+    sections: dict[str, dict[str, Any]]
+    # since when aging conditions hold: {"security_update": {package: iso time}, ...}
+    conditions: dict[str, dict[str, str]]
+    dropped_total: int
+    spool_error: str | None
+
+    @property
+    def observed_at(self) -> datetime | None:
+        """When the latest report's facts were true: collected, unless the clock was ahead."""
+        if self.last_collected_at is None or self.last_received_at is None:
+            return None
+        return min(self.last_collected_at, self.last_received_at)
+
+
+# every column but the key, in the table's order
+_STATE_COLUMNS = tuple(f.name for f in fields(HostRow) if f.name != "host_id")
+
+
+@dataclass(frozen=True)
+class HostChange:
+    """A host's row as it was and as a report left it; only the columns that differ are written.
+
+    The JSON columns (sections, conditions) rarely change from one report to the next, and
+    leaving them out keeps a report's update small.
+    """
+
+    before: HostRow
+    after: HostRow
+
+    def __post_init__(self) -> None:
+        if self.before.host_id != self.after.host_id:
+            msg = f"a change from host {self.before.host_id!r} to {self.after.host_id!r}"
+            raise ValueError(msg)
+
+    @property
+    def host_id(self) -> str:
+        return self.after.host_id
+
+    def columns(self) -> dict[str, Any]:
+        """The new value of every column that changed, by column name."""
+        before, after = self.before, self.after
+        return {
+            name: getattr(after, name)
+            for name in _STATE_COLUMNS
+            if getattr(after, name) != getattr(before, name)
+        }
+
+
+def _host(row: Row[Any]) -> HostRow:
+    return HostRow(
+        **{**row._mapping, "sections": row.sections or {}, "conditions": row.conditions or {}}
+    )
+
+
+class Hosts:
+    """The ``hosts`` table."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def get(self, conn: Connection, host_id: str, *, lock: bool = False) -> HostRow | None:
+        """One host, or None; ``lock`` as in `get_many`."""
+        return self.get_many(conn, [host_id], lock=lock).get(host_id)
+
+    def get_many(
+        self, conn: Connection, host_ids: Iterable[str], *, lock: bool = False
+    ) -> dict[str, HostRow]:
+        """Hosts by id; with ``lock`` on PostgreSQL their rows stay locked until commit."""
+        wanted = sorted(set(host_ids))
+        if not wanted:
+            return {}
+        # in id order, so that two writers locking overlapping sets cannot deadlock
+        query = select(hosts).where(hosts.c.host_id.in_(wanted)).order_by(hosts.c.host_id)
+        if lock:
+            query = self._database.locking(query)
+        return {row.host_id: _host(row) for row in conn.execute(query)}
+
+    def all(self, conn: Connection) -> list[HostRow]:
+        """Every enrolled host, by id."""
+        return [_host(r) for r in conn.execute(select(hosts).order_by(hosts.c.host_id))]
+
+    def create(self, conn: Connection, host_id: str, unit: str | None, now: datetime) -> None:
+        """Enroll a host that has not reported yet."""
+        conn.execute(
+            insert(hosts).values(
+                host_id=host_id,
+                unit=unit,
+                enrolled_at=now,
+                sections={},
+                conditions={},
+                dropped_total=0,
+            )
+        )
+
+    def set_reenroll(self, conn: Connection, host_id: str, until: datetime | None) -> bool:
+        """Let the host enroll again until then (None: no more); False if there is no host."""
+        done = conn.execute(
+            update(hosts).where(hosts.c.host_id == host_id).values(reenroll_until=until)
+        )
+        return bool(done.rowcount)
+
+    def update(self, conn: Connection, changes: Iterable[HostChange]) -> None:
+        """Write what changed: one statement per set of columns changed, whatever the hosts."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for change in changes:
+            columns = change.columns()
+            if columns:
+                values = {f"b_{name}": value for name, value in columns.items()}
+                values["b_host_id"] = change.host_id
+                by_columns.setdefault(tuple(columns), []).append(values)
+        for names, group in by_columns.items():
+            statement = (
+                update(hosts)
+                .where(hosts.c.host_id == bindparam("b_host_id"))
+                .values({name: bindparam(f"b_{name}") for name in names})
+            )
+            conn.execute(statement, group)
+
+    def held_contents(self, conn: Connection) -> set[str]:
+        """The hash of every section content some host holds as its latest."""
+        return {
+            section["hash"]
+            for (sections,) in conn.execute(select(hosts.c.sections))
+            for section in (sections or {}).values()
+            if section.get("hash")
+        }
