@@ -217,7 +217,7 @@ def _postgres_schema_url(base: str) -> tuple[str, Any]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from fleetwatch.collector.storage.db import normalize_url
+    from fleetwatch.collector.storage.engine import normalize_url
 
     schema = f"fwbench_{uuid.uuid4().hex[:8]}"
     engine = create_engine(normalize_url(base))

@@ -14,7 +14,7 @@ from fleetwatch.collector.housekeeping import Housekeeper
 from fleetwatch.collector.ingest.queue import IngestQueue
 from fleetwatch.collector.ingest.writer import Ingestor
 from fleetwatch.collector.rate_limits import RateLimiter
-from fleetwatch.collector.storage.db import make_engine, upgrade
+from fleetwatch.collector.storage.engine import make_engine, upgrade
 from fleetwatch.collector.storage.store import Store
 
 if TYPE_CHECKING:

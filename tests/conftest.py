@@ -33,7 +33,7 @@ def _no_fleetwatch_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def _postgres_url(schema: str) -> str:
     from sqlalchemy.engine import make_url
 
-    from fleetwatch.collector.storage.db import normalize_url
+    from fleetwatch.collector.storage.engine import normalize_url
 
     base = make_url(normalize_url(os.environ[POSTGRES_ENV]))
     return base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
@@ -51,7 +51,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
     from sqlalchemy import create_engine, text
 
-    from fleetwatch.collector.storage.db import normalize_url
+    from fleetwatch.collector.storage.engine import normalize_url
 
     schema = f"fwtest_{uuid.uuid4().hex[:12]}"
     admin = create_engine(normalize_url(os.environ[POSTGRES_ENV]))

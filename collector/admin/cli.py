@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError
 
     from fleetwatch.collector.compliance.policy import PolicyError, PolicySource
-    from fleetwatch.collector.storage.db import DatabaseURLError, make_engine, upgrade
+    from fleetwatch.collector.storage.engine import DatabaseURLError, make_engine, upgrade
     from fleetwatch.logs import configure_logging
 
     settings = _collector_settings(args)
@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from fleetwatch.collector.storage.db import DatabaseURLError, make_engine, upgrade
+    from fleetwatch.collector.storage.engine import DatabaseURLError, make_engine, upgrade
 
     settings = _collector_settings(args)
     try:

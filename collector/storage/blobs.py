@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Connection
 
-    from fleetwatch.collector.storage.database import Database
+    from fleetwatch.collector.storage.transactions import Database
 
 COMPRESSION_LEVEL = 3
 DELETE_CHUNK = 500  # hashes per DELETE, well under every database's limit on parameters

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Connection, Row
 
-    from fleetwatch.collector.storage.database import Database
+    from fleetwatch.collector.storage.transactions import Database
 
 
 @dataclass(frozen=True)

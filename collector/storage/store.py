@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fleetwatch.collector.storage.blobs import Blobs
-from fleetwatch.collector.storage.database import Database
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.reports import Reports
 from fleetwatch.collector.storage.tokens import ApiTokens, HostTokens
+from fleetwatch.collector.storage.transactions import Database
 
 if TYPE_CHECKING:
     import contextlib

@@ -16,13 +16,13 @@ import pytest
 
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.storage.db import make_engine
+from fleetwatch.collector.storage.engine import make_engine
 from fleetwatch.collector.storage.lease import FleetLease
 
 POLICY = '[defaults]\nallowed_ports = ["tcp/22"]\n'
 HOLDER = """
 import sys, time
-from fleetwatch.collector.storage.db import make_engine
+from fleetwatch.collector.storage.engine import make_engine
 from fleetwatch.collector.storage.lease import FleetLease
 lease = FleetLease(make_engine(sys.argv[1]), "housekeeping")
 print("held" if lease.held() else "refused", flush=True)

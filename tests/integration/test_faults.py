@@ -17,7 +17,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from fleetwatch.collector.storage.db import normalize_url
+from fleetwatch.collector.storage.engine import normalize_url
 from tests.helpers import AgentProcess, CollectorProcess, free_port, wait_until
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from fleetwatch.collector.storage.db import make_engine, upgrade
+from fleetwatch.collector.storage.engine import make_engine, upgrade
 from fleetwatch.collector.storage.store import Store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

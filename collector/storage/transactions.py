@@ -3,7 +3,7 @@
 Writes go through `Database.write()`: one transaction that holds the database's write lock on
 SQLite (taken at BEGIN, so writers queue instead of deadlocking) and row locks on PostgreSQL
 (`Database.locking` on a query serialises the writers of those rows). Engines and schema
-migrations are made in `fleetwatch.collector.storage.db`.
+migrations are made in `fleetwatch.collector.storage.engine`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from fleetwatch.collector.storage.db import WRITE_OPTION
+from fleetwatch.collector.storage.engine import WRITE_OPTION
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
