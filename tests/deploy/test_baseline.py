@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from fleetwatch.collector.compliance.policy import Policy
 from tests.helpers import BIN
 
-EXAMPLE = Path(__file__).parent.parent.parent / "inventory" / "fleet.py"
+ROOT = Path(__file__).parent.parent.parent
+EXAMPLE = ROOT / "inventory" / "fleet.py"
 
 
 class InventoryError(Exception):
@@ -104,3 +106,26 @@ class TestCompile:
             text=True,
         )
         assert "7 hosts" in checked.stdout
+
+
+class TestPlacement:
+    def test_only_the_admin_command_line_reaches_the_deploy_side(self) -> None:
+        """`policy compile` is the deploy side's; the collector server never imports it."""
+        importers = []
+        for path in sorted((ROOT / "collector").rglob("*.py")):
+            if "admin" in path.relative_to(ROOT / "collector").parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
+                importers += [
+                    f"{path.relative_to(ROOT)}: {name}"
+                    for name in names
+                    if name == "fleetwatch.deploy" or name.startswith("fleetwatch.deploy.")
+                ]
+        assert importers == []
