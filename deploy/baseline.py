@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetwatch.collector.compliance.policy import Baseline, Policy, PolicyError
-from fleetwatch.deploy.tomlfile import toml_table
 
 if TYPE_CHECKING:
     from pyinfra.api import Inventory
@@ -27,38 +26,49 @@ class InventoryError(Exception):
     """An inventory that cannot be loaded or whose baseline is not valid."""
 
 
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    """The values that are set: TOML has no null, and a key left out takes its default."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def _baseline(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: data[PREFIX + key] for key in BASELINE_KEYS if data.get(PREFIX + key) is not None}
+    return _present({key: data.get(PREFIX + key) for key in BASELINE_KEYS})
 
 
 def policy_text(inventory: Inventory, source: str = "the inventory") -> str:
-    """The policy file for an inventory already loaded (as in a running deploy)."""
+    """The policy file for an inventory already loaded (as in a running deploy).
+
+    Its tables: ``[defaults]`` (the ``all`` group's baseline), an empty ``[groups.NAME]`` for
+    every group a host is in, and ``[hosts."NAME"]`` with each host's whole resolved baseline.
+    """
+    # Written by the deploy extra's TOML writer; compile_policy says so when it is missing.
+    import tomli_w  # noqa: PLC0415
+
     everyone = {host.name for host in inventory}
     # "all", and the group pyinfra names after the inventory file, hold every host: they say
     # nothing a host's own groups do not.
     universal = {
         name for name, members in inventory.groups.items() if {h.name for h in members} == everyone
     }
-    lines = [
-        f"# Compiled from {source} by fleetwatch; edit the inventory's data, not this file.",
-        "# Each host's table holds its whole resolved baseline.",
-        "",
-        toml_table("defaults", _baseline(dict(inventory.get_data()))),
-    ]
     groups: set[str] = set()
-    hosts = []
+    hosts: dict[str, dict[str, Any]] = {}
     for host in inventory:
         data = dict(host.data.dict())
         host_groups = [g for g in host.groups if g not in SKIPPED_GROUPS | universal]
         groups.update(host_groups)
-        hosts.append(
-            toml_table(
-                f'hosts."{host.name}"',
-                {"unit": data.get(PREFIX + "unit"), "groups": host_groups, **_baseline(data)},
-            )
+        hosts[host.name] = _present(
+            {"unit": data.get(PREFIX + "unit"), "groups": host_groups, **_baseline(data)}
         )
-    lines += [f"[groups.{group}]\n" for group in sorted(groups)]
-    text = "\n".join(lines + hosts)
+    document: dict[str, Any] = {"defaults": _baseline(dict(inventory.get_data()))}
+    # an empty [groups] or [hosts] would say nothing
+    if groups:
+        document["groups"] = {group: {} for group in sorted(groups)}
+    if hosts:
+        document["hosts"] = hosts
+    text = (
+        f"# Compiled from {source} by fleetwatch; edit the inventory's data, not this file.\n"
+        "# Each host's table holds its whole resolved baseline.\n\n"
+    ) + tomli_w.dumps(document)
     try:
         Policy.from_text(text, source)
     except PolicyError as exc:
@@ -77,6 +87,7 @@ def compile_policy(inventory_path: str) -> str:
             from pyinfra.api import Config, State  # noqa: PLC0415
             from pyinfra.context import ctx_config, ctx_state  # noqa: PLC0415
             from pyinfra_cli.inventory import make_inventory  # noqa: PLC0415
+        import tomli_w  # noqa: F401, PLC0415  (policy_text's writer, from the same extra)
     except ImportError as exc:
         msg = "compiling an inventory needs pyinfra: pip install 'fleetwatch[deploy]'"
         raise InventoryError(msg) from exc

@@ -1,5 +1,7 @@
-"""Operations pyinfra lacks for fleetwatch: files holding secrets, and a supervised daemon on
-hosts without systemd."""
+"""Operations pyinfra lacks for fleetwatch: ``secret_file`` (a file holding a secret, never
+shown in the output), ``daemon`` (a supervised process on hosts without systemd),
+``python_package`` (a requirement with extras in a virtualenv) and ``wheelhouse`` (the upload
+of a wheelhouse that `fleetwatch.deploy.wheels` built)."""
 
 from __future__ import annotations
 

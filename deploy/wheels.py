@@ -1,9 +1,10 @@
-"""Wheelhouses: fleetwatch and its dependencies as wheels, built where pyinfra runs.
+"""Building wheelhouses: fleetwatch and its dependencies as wheels, built where pyinfra runs.
 
-Hosts need no package index: the deploy uploads a wheelhouse and installs from it with
-``--no-index``. The wheels are picked for each host's Python version, C library and
-architecture, so the machine running pyinfra may differ from the hosts. Wheelhouses are kept
-in ``~/.cache/fleetwatch/wheelhouses`` and built again only when fleetwatch's source changed.
+Hosts need no package index: the deploy uploads a wheelhouse (the ``wheelhouse`` operation in
+`fleetwatch.deploy.operations`) and installs from it with ``--no-index``. The wheels are
+picked for each host's Python version, C library and architecture, so the machine running
+pyinfra may differ from the hosts. Wheelhouses are kept in ``~/.cache/fleetwatch/wheelhouses``
+and built again only when fleetwatch's source changed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Wheelhouse:
+    """A built wheelhouse: the directory of wheels, and the fleetwatch version it installs."""
+
     directory: Path
     version: str
 

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from pydantic_core import CoreSchema
 
 
-
 def _registered_rule(value: str) -> str:
     if value not in REGISTRY:
         # worded as pydantic words a Literal, which the rule ids were before the registry

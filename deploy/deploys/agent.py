@@ -5,6 +5,7 @@ from __future__ import annotations
 from io import StringIO
 from typing import Any
 
+import tomli_w
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server
@@ -13,7 +14,6 @@ from pyinfra.operations.util import any_changed
 from fleetwatch.deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
 from fleetwatch.deploy.deploys.service import run_service, stop_service
 from fleetwatch.deploy.operations import secret_file
-from fleetwatch.deploy.tomlfile import toml_table, toml_value
 
 AGENT_DEFAULTS: dict[str, Any] = {
     "fleetwatch_collector_url": None,
@@ -42,26 +42,25 @@ LOG_DIR = "/var/log/fleetwatch-agent"
 
 def agent_config(data: Any, host_id: str) -> str:
     """The agent's settings file; the enrollment secret stays in its own file."""
-    text = "# Written by fleetwatch's pyinfra deploy (install_agent); changes are overwritten.\n"
-    text += toml_table(
-        None,
-        {
-            "host_id": host_id,
-            "collector_url": data.fleetwatch_collector_url,
-            "enroll_secret_file": SECRET,
-            "state_dir": STATE_DIR,
-            "interval": data.fleetwatch_interval,
-            "ca_bundle": CA_BUNDLE if data.fleetwatch_ca_cert else None,
-            "allow_insecure_http": data.fleetwatch_allow_insecure_http,
-            "log_level": data.fleetwatch_log_level,
-            "log_format": "json",
-        },
+    settings: dict[str, Any] = {
+        "host_id": host_id,
+        "collector_url": data.fleetwatch_collector_url,
+        "enroll_secret_file": SECRET,
+        "state_dir": STATE_DIR,
+        "interval": data.fleetwatch_interval,
+        "ca_bundle": CA_BUNDLE if data.fleetwatch_ca_cert else None,
+        "allow_insecure_http": data.fleetwatch_allow_insecure_http,
+        "log_level": data.fleetwatch_log_level,
+        "log_format": "json",
+    }
+    # TOML has no null: a setting left out takes the agent's default
+    document = {key: value for key, value in settings.items() if value is not None}
+    if data.fleetwatch_checks:
+        document["checks"] = list(data.fleetwatch_checks)
+    return (
+        "# Written by fleetwatch's pyinfra deploy (install_agent); changes are overwritten.\n"
+        + tomli_w.dumps(document)
     )
-    for check in data.fleetwatch_checks or []:
-        text += "\n[[checks]]\n" + "".join(
-            f"{key} = {toml_value(value)}\n" for key, value in check.items()
-        )
-    return text
 
 
 @deploy("Install the fleetwatch agent", data_defaults=AGENT_DEFAULTS)
@@ -169,7 +168,7 @@ def remove_agent() -> None:
 
     .. code:: python
 
-        from fleetwatch.deploy.recipes import remove_agent
+        from fleetwatch.deploy import remove_agent
 
         remove_agent()
     """

@@ -1,5 +1,5 @@
 """Running a fleetwatch program as a service: a systemd unit where systemd is init, a
-supervised daemon (``start-stop-daemon`` + ``python -m agent.supervise``) elsewhere."""
+supervised daemon (``start-stop-daemon`` + ``python -m fleetwatch.supervise``) elsewhere."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from fleetwatch.collector.compliance.policy import Policy
 from tests.helpers import BIN
 
-EXAMPLE = Path(__file__).parent.parent.parent / "inventory" / "fleet.py"
+ROOT = Path(__file__).parent.parent.parent
+EXAMPLE = ROOT / "inventory" / "fleet.py"
 
 
 class InventoryError(Exception):
@@ -60,6 +62,25 @@ class TestCompile:
         assert collector.groups == ("ops",)
         assert collector.baseline.allowed_ports == ["tcp/22", "tcp/8470"]
 
+    def test_policy_has_defaults_then_groups_then_a_table_per_host(self) -> None:
+        """The file reads as the policy docs show it: [defaults], [groups.X], [hosts."name"]."""
+        text = compile_policy(str(EXAMPLE))
+        headers = [line for line in text.splitlines() if line.startswith("[")]
+        groups = ["bastion", "database", "ops", "parks", "water", "web"]
+        assert headers[0] == "[defaults]"
+        assert headers[1:7] == [f"[groups.{group}]" for group in groups]
+        assert headers[7:] == [f'[hosts."{host}"]' for host in Policy.from_text(text).hosts]
+        assert len(headers[7:]) == 7
+
+    def test_unset_values_are_left_out(self, tmp_path: Path) -> None:
+        """A host without a unit, and a rule no group sets, have no key: TOML has no null."""
+        (tmp_path / "fleet.py").write_text("h1 = ['h1']\n")
+        text = compile_policy(str(tmp_path / "fleet.py"))
+        assert "unit" not in text
+        assert "max_disk_percent" not in text
+        assert "[groups" not in text  # a group of one host's own name holds every host
+        assert Policy.from_text(text).for_host("h1").unit is None
+
     def test_bad_baseline_value_is_named(self, tmp_path: Path) -> None:
         (tmp_path / "group_data").mkdir()
         (tmp_path / "fleet.py").write_text("web = ['h1']\n")
@@ -85,3 +106,26 @@ class TestCompile:
             text=True,
         )
         assert "7 hosts" in checked.stdout
+
+
+class TestPlacement:
+    def test_only_the_admin_command_line_reaches_the_deploy_side(self) -> None:
+        """`policy compile` is the deploy side's; the collector server never imports it."""
+        importers = []
+        for path in sorted((ROOT / "collector").rglob("*.py")):
+            if "admin" in path.relative_to(ROOT / "collector").parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
+                importers += [
+                    f"{path.relative_to(ROOT)}: {name}"
+                    for name in names
+                    if name == "fleetwatch.deploy" or name.startswith("fleetwatch.deploy.")
+                ]
+        assert importers == []

@@ -1,4 +1,4 @@
-"""The pieces the deploys assemble: agent settings, the systemd unit, TOML, wheel targets."""
+"""The pieces the deploys assemble: agent settings, the systemd unit, wheel targets."""
 
 from __future__ import annotations
 
@@ -13,28 +13,34 @@ import pytest
 from fleetwatch.agent.settings import load_settings
 from fleetwatch.deploy.deploys.agent import AGENT_DEFAULTS, agent_config
 from fleetwatch.deploy.deploys.service import unit_text
-from fleetwatch.deploy.tomlfile import toml_table, toml_value
 from fleetwatch.deploy.wheels import Target
+
+
+def agent_data(**data: object) -> SimpleNamespace:
+    """Host data as the deploy sees it: the deploy's defaults under the given keys."""
+    return SimpleNamespace(
+        **{
+            **AGENT_DEFAULTS,
+            "fleetwatch_collector_url": "https://fw.example:8470",
+            "fleetwatch_enroll_secret": "s",
+            **data,
+        }
+    )
 
 
 class TestAgentConfig:
     def test_written_settings_load_in_the_agent(self, tmp_path: Path) -> None:
         """What the deploy writes is what the agent reads: host id, URL, checks and all."""
-        data = SimpleNamespace(
-            **{
-                **AGENT_DEFAULTS,
-                "fleetwatch_collector_url": "https://fw.example:8470",
-                "fleetwatch_enroll_secret": "s",
-                "fleetwatch_ca_cert": "PEM",
-                "fleetwatch_checks": [
-                    {
-                        "name": "site",
-                        "type": "http",
-                        "url": "http://127.0.0.1/",
-                        "expect_status": [200, 204],
-                    }
-                ],
-            }
+        data = agent_data(
+            fleetwatch_ca_cert="PEM",
+            fleetwatch_checks=[
+                {
+                    "name": "site",
+                    "type": "http",
+                    "url": "http://127.0.0.1/",
+                    "expect_status": [200, 204],
+                }
+            ],
         )
         path = tmp_path / "agent.toml"
         path.write_text(agent_config(data, "web-01.parks"))
@@ -45,6 +51,20 @@ class TestAgentConfig:
         assert settings.ca_bundle == Path("/etc/fleetwatch/collector-ca.pem")
         assert settings.active_checks[0].name == "site"
         assert "s" not in path.read_text().split("\n")[1:]  # the secret stays in its own file
+
+    def test_unset_settings_are_left_out(self) -> None:
+        """Without a CA or checks the file names neither; the agent takes its defaults."""
+        text = agent_config(agent_data(), "web-01.parks")
+        settings = tomllib.loads(text)
+        assert "ca_bundle" not in settings
+        assert "checks" not in settings
+        assert settings["allow_insecure_http"] is False
+
+    def test_checks_and_strings_come_back_intact(self) -> None:
+        """Checks are read back as written, quotes, backslashes and non-ASCII included."""
+        check = {"name": 'quote " and \\ and ünïcode', "type": "tcp", "port": 22, "timeout": 2.5}
+        text = agent_config(agent_data(fleetwatch_checks=[check]), "web-01.parks")
+        assert tomllib.loads(text)["checks"] == [check]
 
 
 class TestUnit:
@@ -85,26 +105,6 @@ class TestUnit:
         )
         problems = [line for line in done.stderr.splitlines() if "fleetwatch-agent.service" in line]
         assert problems == [], done.stderr
-
-
-class TestToml:
-    def test_round_trip(self) -> None:
-        values = {
-            "name": 'quote " and \\ and ünïcode\n',
-            "n": 3,
-            "x": 2.5,
-            "ok": True,
-            "ports": ["tcp/22"],
-            "versions": {"openssl": "3.0.15-1~deb12u1"},
-            "skipped": None,
-        }
-        text = toml_table('hosts."web-01.parks"', values)
-        parsed = tomllib.loads(text)["hosts"]["web-01.parks"]
-        assert parsed == {k: v for k, v in values.items() if v is not None}
-
-    def test_unsupported_value(self) -> None:
-        with pytest.raises(TypeError):
-            toml_value(object())
 
 
 class TestTarget:

@@ -81,14 +81,15 @@ fleetwatch_max_report_age = 120
 SECRETS: list[str] = []  # what must never appear in pyinfra's output
 
 
-def pyinfra(inventory: Path, deploy: str, *args: str) -> dict[str, int]:
-    """Run the real pyinfra command; its grand total of operations (changed, errors, unchanged).
+def pyinfra(inventory: Path, deploy: str, *args: str, cwd: Path = ROOT) -> dict[str, int]:
+    """Run the real pyinfra command in ``cwd`` (``deploy`` is relative to it); its grand total
+    of operations (changed, errors, unchanged).
 
     Every run is also checked for the secrets: they never appear in pyinfra's output.
     """
     done = subprocess.run(
-        [str(BIN / "pyinfra"), "-y", str(inventory), f"deploy/{deploy}", *args],
-        cwd=ROOT,
+        [str(BIN / "pyinfra"), "-y", str(inventory), deploy, *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=900,
@@ -187,9 +188,11 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     )
 
     # 1. deploy the collector, then the agents, from a wheelhouse, over SSH
-    first = pyinfra(inventory, "recipes/install_collector.py", "--limit", "fleetwatch_collectors")
+    first = pyinfra(
+        inventory, "deploy/recipes/install_collector.py", "--limit", "fleetwatch_collectors"
+    )
     assert first["errors"] == 0
-    assert pyinfra(inventory, "recipes/install_agent.py", *limit)["errors"] == 0
+    assert pyinfra(inventory, "deploy/recipes/install_agent.py", *limit)["errors"] == 0
 
     # 2. the agents enroll and report, over HTTPS against the test CA
     def all_reported() -> dict[str, Any] | None:
@@ -267,7 +270,7 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
         'fleetwatch_allowed_ports = ["tcp/22", "tcp/5432", "tcp/9999"]\n'
     )
     policy_change = pyinfra(
-        inventory, "recipes/install_collector.py", "--limit", "fleetwatch_collectors"
+        inventory, "deploy/recipes/install_collector.py", "--limit", "fleetwatch_collectors"
     )
     assert policy_change["changed"] == 1  # the policy file, and nothing else
     wait_for(
@@ -279,7 +282,7 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
 
     # 5. a second run of the agent deploy changes nothing (and with --diff, which shows the
     # contents of changed files, still no secret shows)
-    again = pyinfra(inventory, "recipes/install_agent.py", *limit, "--diff")
+    again = pyinfra(inventory, "deploy/recipes/install_agent.py", *limit, "--diff")
     assert again["changed"] == 0, again
     assert again["errors"] == 0
 
@@ -298,7 +301,11 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     # 6. a newer agent version arrives, restarts the agents, and the collector sees it
     source, version = newer_source(tmp_path)
     upgrade = pyinfra(
-        inventory, "recipes/install_agent.py", *limit, "--data", f"fleetwatch_source={source}"
+        inventory,
+        "deploy/recipes/install_agent.py",
+        *limit,
+        "--data",
+        f"fleetwatch_source={source}",
     )
     assert upgrade["errors"] == 0
     wait_for(
@@ -307,7 +314,7 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     )
 
     # 7. the remove deploy leaves no agent process and none of its files
-    assert pyinfra(inventory, "recipes/remove_agent.py", *limit)["errors"] == 0
+    assert pyinfra(inventory, "deploy/recipes/remove_agent.py", *limit)["errors"] == 0
     for name in BUILT:
         assert agent_processes(lab, name) == [], name
         left = lab.ssh(
