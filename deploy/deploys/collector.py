@@ -24,6 +24,8 @@ COLLECTOR_DEFAULTS: dict[str, Any] = {
     "fleetwatch_database_url": None,
     "fleetwatch_collector_listen": "0.0.0.0",  # noqa: S104  (a collector serves its fleet)
     "fleetwatch_collector_workers": 1,
+    # every connection is a descriptor: the collector keeps its connection cap below this
+    "fleetwatch_collector_open_files": 65536,
     "fleetwatch_collector_user": "fleetwatch-collector",
     "fleetwatch_log_level": "info",
     "fleetwatch_prefix": "/opt/fleetwatch",
@@ -74,6 +76,7 @@ def install_collector() -> None:
     + fleetwatch_tls_cert, fleetwatch_tls_key: PEM certificate chain and key, for https://
     + fleetwatch_database_url: a postgresql:// URL; SQLite in /var/lib/fleetwatch by default
     + fleetwatch_collector_workers: collector processes (one per CPU core at most)
+    + fleetwatch_collector_open_files: the unit's LimitNOFILE (65536)
 
     **Example:**
 
@@ -187,4 +190,5 @@ def install_collector() -> None:
         capabilities=["CAP_NET_BIND_SERVICE"] if port < 1024 else [],
         log=f"{LOG_DIR}/collector.log",
         changed=[*code, *settings],
+        open_files=int(data.fleetwatch_collector_open_files),
     )

@@ -47,6 +47,7 @@ def unit_text(
     writable: list[str],
     capabilities: list[str],
     nice: int = 0,
+    open_files: int | None = None,
 ) -> str:
     caps = " ".join(capabilities)
     lines = [
@@ -65,6 +66,7 @@ def unit_text(
         f"AmbientCapabilities={caps}",
         f"CapabilityBoundingSet={caps}",
         f"Nice={nice}",
+        *([f"LimitNOFILE={open_files}"] if open_files else []),
         SANDBOX.format(writable=" ".join(writable)).rstrip(),
         "",
         "[Install]",
@@ -87,6 +89,7 @@ def run_service(  # noqa: PLR0913
     log: str,
     changed: list[OperationMeta],
     nice: int = 0,
+    open_files: int | None = None,
 ) -> None:
     """Keep ``command`` running as ``user``; restart it when any of ``changed`` changed."""
     if systemd_host:
@@ -100,6 +103,7 @@ def run_service(  # noqa: PLR0913
                     writable=writable,
                     capabilities=capabilities,
                     nice=nice,
+                    open_files=open_files,
                 )
             ),
             dest=f"/etc/systemd/system/{service}.service",

@@ -107,6 +107,31 @@ class TestUnit:
         assert problems == [], done.stderr
 
 
+    def test_the_collector_unit_raises_its_descriptor_limit(self, tmp_path: Path) -> None:
+        """The collector's unit sets LimitNOFILE (every connection is a descriptor); the
+        agent's sets none, and systemd accepts both."""
+        collector = unit_text(
+            description="fleetwatch collector",
+            user="fleetwatch-collector",
+            command=["/bin/true"],
+            writable=["/var/lib/fleetwatch"],
+            capabilities=[],
+            open_files=65536,
+        )
+        assert "LimitNOFILE=65536" in collector.splitlines()
+        assert "LimitNOFILE" not in self.unit(["/bin/true"])
+        if shutil.which("systemd-analyze"):
+            unit = tmp_path / "fleetwatch-collector.service"
+            unit.write_text(collector)
+            done = subprocess.run(
+                ["systemd-analyze", "verify", "--man=no", str(unit)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert [x for x in done.stderr.splitlines() if "fleetwatch-collector" in x] == []
+
+
 class TestTarget:
     def test_manylinux_tags_follow_the_hosts_glibc(self) -> None:
         tags = Target("3.11", "x86_64", "2.36").platforms()
