@@ -110,6 +110,44 @@ class TestApiTokens:
         assert api.call("GET", "/api/v1/hosts/db-01/reports", parks).status_code == 404
         assert api.call("GET", "/api/v1/hosts/web-01", parks).status_code == 200
 
+    def test_unit_token_is_refused_the_fleet_policy(self, api: Client) -> None:
+        """The policy (its file, host count and groups) is the fleet's: a unit's reader gets
+        403; a reader of the whole fleet sees it."""
+        fleet(api)
+        parks = api.token("read", unit="parks")
+        refused = api.call("GET", "/api/v1/policy", parks)
+        assert refused.status_code == 403
+        assert refused.json() == {"detail": "this needs a token that is not limited to a unit"}
+        policy = api.call("GET", "/api/v1/policy", api.token("read")).json()
+        assert policy["hosts"] == 2
+        assert policy["source"].endswith("policy.toml")
+
+    def test_unit_token_learns_nothing_of_other_units(self, api: Client) -> None:
+        """A host of another unit answers exactly as a host that does not exist, on every
+        read endpoint, and no list or filter shows one."""
+        fleet(api)
+        parks = api.token("read", unit="parks")
+        for path in ("/api/v1/hosts/{}", "/api/v1/hosts/{}/reports"):
+            other = api.call("GET", path.format("db-01"), parks)
+            missing = api.call("GET", path.format("nowhere-01"), parks)
+            assert (other.status_code, other.json()["detail"]) == (
+                missing.status_code,
+                missing.json()["detail"].replace("nowhere-01", "db-01"),
+            )
+        queries: list[dict[str, Any]] = [
+            {"unit": "water"},
+            {"status": "noncompliant"},
+            {},
+        ]
+        for params in queries:
+            hosts = api.call("GET", "/api/v1/hosts", parks, params=params).json()
+            assert {h["unit"] for h in hosts} <= {"parks"}
+        everything = api.call("GET", "/api/v1/findings").json()
+        assert {f["host_id"] for f in everything} == {"web-01", "db-01"}
+        for params in [{"unit": "water"}, {"rule": "allowed_ports"}, {"open": "true"}, {}]:
+            findings = api.call("GET", "/api/v1/findings", parks, params=params).json()
+            assert {f["host_id"] for f in findings} <= {"web-01"}
+
     def test_admin_token_cannot_be_limited_to_a_unit(self, api: Client) -> None:
         refused = api.call(
             "POST", "/api/v1/tokens", json={"name": "x", "kind": "admin", "unit": "parks"}
