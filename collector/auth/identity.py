@@ -35,6 +35,8 @@ from fleetwatch.collector.refusals import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fleetwatch.collector.compliance.policy import PolicySource
     from fleetwatch.collector.settings import CollectorSettings
     from fleetwatch.collector.storage.store import Store
@@ -78,10 +80,17 @@ class Identity:
     writes (per API token) are rate-limited in this process's memory.
     """
 
-    def __init__(self, store: Store, settings: CollectorSettings, policy: PolicySource) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: CollectorSettings,
+        policy: PolicySource,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.policy = policy
+        self.clock = clock  # what the token cache's deadlines are read against
         # host token hash -> (host id, valid until): most reports skip the token look-up
         self._host_tokens: dict[str, tuple[str, float]] = {}
         self._rotations = RateLimiter(settings.rotate_rate, settings.rotate_burst)
@@ -144,7 +153,7 @@ class Identity:
     def cached_host(self, token: str) -> str | None:
         """The host of a token looked up within the last few seconds, without the database."""
         cached = self._host_tokens.get(token_hash(token))
-        if cached is not None and cached[1] > time.monotonic():
+        if cached is not None and cached[1] > self.clock():
             return cached[0]
         return None
 
@@ -168,7 +177,7 @@ class Identity:
         if keep > 0:
             if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
                 self._host_tokens.clear()
-            self._host_tokens[digest] = (host_id, time.monotonic() + keep)
+            self._host_tokens[digest] = (host_id, self.clock() + keep)
         return host_id
 
     def _forget_host(self, host_id: str) -> None:
