@@ -77,8 +77,9 @@ class FrontDoor:
         await self.app(scope, _replay(body, receive), send)
 
     def access_of(self, scope: Scope) -> Access:
-        """What the route of this request requires of its caller (none if no API route fits:
-        the framework answers 404 or 405 without reading the body)."""
+        """What the route of this request requires of its caller: none if no route of the API
+        fits (/healthz and the documents, declared on the application itself, or a path or
+        method the framework will answer with 404 or 405)."""
         for route, access in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
