@@ -142,6 +142,13 @@ class AdminRequired(Forbidden):
     default_detail = "this needs an admin token"
 
 
+class FleetReaderRequired(Forbidden):
+    """A request for something fleet-wide, made with a token limited to one unit."""
+
+    reason = "fleet_reader_required"
+    default_detail = "this needs a token that is not limited to a unit"
+
+
 class EnrollSecretRejected(Forbidden):
     """An enrollment with a secret that is neither the fleet's nor an enrollment token."""
 
@@ -242,6 +249,20 @@ class EnrollRateLimited(TooManyRequests):
 
     reason = "enroll_rate_limited"
     default_detail = "too many enrollment attempts from this address"
+
+
+class RotationRateLimited(TooManyRequests):
+    """A host asking for new tokens more often than its rate allows."""
+
+    reason = "rotation_rate_limited"
+    default_detail = "this host rotates its token too often"
+
+
+class AdminWriteRateLimited(TooManyRequests):
+    """An API token making admin changes more often than its rate allows."""
+
+    reason = "admin_write_rate_limited"
+    default_detail = "too many admin changes with this token"
 
 
 class Overloaded(Unavailable):

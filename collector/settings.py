@@ -74,6 +74,12 @@ class CollectorSettings(BaseSettings):
     body_timeout: Annotated[float, Field(gt=0)] = Field(
         default=30.0, description="Seconds a client may take to send its request body."
     )
+    max_api_body_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=64 * 1024,
+        description="Largest request body of every endpoint but the report (admin writes, "
+        "enrollment), as sent: refused with 413 beyond, and read only after the caller's "
+        "token is checked.",
+    )
     header_timeout: Annotated[float, Field(gt=0)] = Field(
         default=10.0, description="Seconds a client may take to send a request's headers."
     )
@@ -97,6 +103,28 @@ class CollectorSettings(BaseSettings):
     )
     enroll_burst: Annotated[int, Field(ge=1)] = Field(
         default=20, description="Enrollment attempts one address may make at once."
+    )
+    rotate_rate: Annotated[float, Field(gt=0)] = Field(
+        default=0.01,
+        description="Token rotations per second a single host may ask for, on average (one "
+        "every 100 s); agents rotate every few weeks.",
+    )
+    rotate_burst: Annotated[int, Field(ge=1)] = Field(
+        default=5, description="Token rotations a single host may ask for at once."
+    )
+    admin_write_rate: Annotated[float, Field(gt=0)] = Field(
+        default=1.0,
+        description="Admin writes (creating and revoking tokens and hosts, allowing "
+        "re-enrollment, reloading the policy) per second one API token may make, on average.",
+    )
+    admin_write_burst: Annotated[int, Field(ge=1)] = Field(
+        default=60, description="Admin writes one API token may make at once."
+    )
+    token_cache_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=10.0,
+        description="Seconds a collector process keeps a host token it has checked without "
+        "asking the database again; a token revoked by another process may be accepted by "
+        "this one for that long. 0: ask the database for every request.",
     )
     report_retention_days: Annotated[float, Field(gt=0)] = Field(
         default=30.0,

@@ -23,15 +23,20 @@ from fleetwatch.collector.auth.tokens import (
     same_secret,
     token_hash,
 )
+from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.refusals import (
     AdminTokenWithUnit,
+    AdminWriteRateLimited,
     AlreadyEnrolled,
     EnrollSecretRejected,
     EnrollUnitMismatch,
+    RotationRateLimited,
     UnknownToken,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fleetwatch.collector.compliance.policy import PolicySource
     from fleetwatch.collector.settings import CollectorSettings
     from fleetwatch.collector.storage.store import Store
@@ -40,9 +45,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 TokenKind = Literal["admin", "read", "enroll"]
-# A revoked host token may still be taken for this long by another collector process; in the
-# process that revoked it, at once.
-TOKEN_CACHE_SECONDS = 10.0
 TOKEN_CACHE_SIZE = 100_000
 
 
@@ -53,22 +55,46 @@ class Principal:
     name: str
     kind: Literal["admin", "read"]
     unit: str | None = None
+    # The API token's id; None for the bootstrap admin token of the settings.
+    token_id: int | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.kind == "admin"
+
+    @property
+    def key(self) -> str:
+        """Who this caller is, for limits kept per caller: one key per token."""
+        return "settings" if self.token_id is None else f"token {self.token_id}"
 
     def may_see(self, unit: str | None) -> bool:
         return self.unit is None or self.unit == unit
 
 
 class Identity:
-    def __init__(self, store: Store, settings: CollectorSettings, policy: PolicySource) -> None:
+    """Enrollment, host tokens and API tokens, and how often each caller may change them.
+
+    A host token checked in the database is kept for ``token_cache_seconds`` in this process
+    (most reports then skip the look-up): a token revoked by another process may be accepted
+    here for that long; one revoked here is forgotten at once. Rotations (per host) and admin
+    writes (per API token) are rate-limited in this process's memory.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: CollectorSettings,
+        policy: PolicySource,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.policy = policy
+        self.clock = clock  # what the token cache's deadlines are read against
         # host token hash -> (host id, valid until): most reports skip the token look-up
         self._host_tokens: dict[str, tuple[str, float]] = {}
+        self._rotations = RateLimiter(settings.rotate_rate, settings.rotate_burst)
+        self._admin_writes = RateLimiter(settings.admin_write_rate, settings.admin_write_burst)
 
     # -- hosts --------------------------------------------------------------------------
 
@@ -127,7 +153,7 @@ class Identity:
     def cached_host(self, token: str) -> str | None:
         """The host of a token looked up within the last few seconds, without the database."""
         cached = self._host_tokens.get(token_hash(token))
-        if cached is not None and cached[1] > time.monotonic():
+        if cached is not None and cached[1] > self.clock():
             return cached[0]
         return None
 
@@ -147,9 +173,11 @@ class Identity:
                 self.store.host_tokens.revoke(conn, host_id, datetime.now(UTC), except_hash=digest)
             self._forget_host(host_id)
             log.info("host token rotated", host_id=host_id)
-        if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
-            self._host_tokens.clear()
-        self._host_tokens[digest] = (host_id, time.monotonic() + TOKEN_CACHE_SECONDS)
+        keep = self.settings.token_cache_seconds
+        if keep > 0:
+            if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
+                self._host_tokens.clear()
+            self._host_tokens[digest] = (host_id, self.clock() + keep)
         return host_id
 
     def _forget_host(self, host_id: str) -> None:
@@ -158,20 +186,31 @@ class Identity:
             if cached_host == host_id:
                 self._host_tokens.pop(digest, None)
 
-    def rotate(self, token: str, now: datetime | None = None) -> str:
-        """A new token for the host holding ``token``.
+    def rotate(self, host_id: str, token: str, now: datetime | None = None) -> str:
+        """A new token for ``host_id``, which asks with ``token`` (checked again here, in the
+        database: a cached token may have been revoked meanwhile).
 
         The old token keeps working until the new one is first used: an agent that lost the
         answer (a crash, a dropped connection) still holds a valid token, so rotation never
-        leaves a gap in reporting.
+        leaves a gap in reporting. A host holds at most two live tokens: the one it asks with
+        and the newest issued. Asking again before using the new one revokes that one, never
+        used (the agent lost it, or never stored it), and issues another; a host may ask
+        ``rotate_burst`` times at once and ``rotate_rate`` times a second on average.
         """
+        retry = self._rotations.check(host_id)
+        if retry is not None:
+            raise RotationRateLimited(retry_after=retry)
         now = now or datetime.now(UTC)
-        host_id = self.host_for(token)
-        if host_id is None:
-            raise UnknownToken("host token not accepted")
+        digest = token_hash(token)
         fresh = new_token(HOST_PREFIX)
         with self.store.write() as conn:
+            self.store.hosts.get(conn, host_id, lock=True)  # one rotation of a host at a time
+            found = self.store.host_tokens.host_for(conn, digest)
+            if found is None or found[0] != host_id:
+                raise UnknownToken("host token not accepted")
+            self.store.host_tokens.revoke(conn, host_id, now, except_hash=digest)
             self.store.host_tokens.add(conn, host_id, token_hash(fresh), now)
+        self._forget_host(host_id)
         log.info("host token issued for rotation", host_id=host_id)
         return fresh
 
@@ -189,6 +228,8 @@ class Identity:
     # -- API callers --------------------------------------------------------------------
 
     def principal_for(self, token: str) -> Principal | None:
+        """The API caller of ``token``; None for any other token (a host's, an enrollment
+        secret, an unknown or revoked one)."""
         admin = self.settings.admin_token
         if admin is not None and same_secret(token, admin.get_secret_value()):
             return Principal(name="bootstrap admin", kind="admin")
@@ -198,7 +239,19 @@ class Identity:
             row = self.store.api_tokens.active(conn, token_hash(token))
         if row is None or row.kind not in {"admin", "read"}:
             return None
-        return Principal(name=row.name, kind=row.kind, unit=row.unit)  # type: ignore[arg-type]
+        return Principal(
+            name=row.name,
+            kind=row.kind,  # type: ignore[arg-type]
+            unit=row.unit,
+            token_id=row.id,
+        )
+
+    def count_admin_write(self, principal: Principal) -> None:
+        """Count one admin write (a change through the API) of ``principal``; refuse it when
+        the caller writes more often than ``admin_write_rate`` allows."""
+        retry = self._admin_writes.check(principal.key)
+        if retry is not None:
+            raise AdminWriteRateLimited(retry_after=retry)
 
     def create_token(
         self, name: str, kind: TokenKind, unit: str | None, now: datetime | None = None

@@ -14,6 +14,7 @@ from fleetwatch.collector.refusals import DatabaseUnavailable
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web import answers
+from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.protocol import GuardedHttpToolsProtocol
 from fleetwatch.collector.web.report_door import ReportFastPath
@@ -37,7 +38,8 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             await run_in_threadpool(svc.stop)
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    app.add_middleware(ReportFastPath, service=svc)
+    app.add_middleware(FrontDoor, service=svc, routes=router.routes)
+    app.add_middleware(ReportFastPath, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
     answers.install(app)

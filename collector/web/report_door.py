@@ -16,14 +16,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from fleetwatch.collector.ingest.parse import parse_report
-from fleetwatch.collector.refusals import BodyIncomplete, HostRateLimited
+from fleetwatch.collector.refusals import HostRateLimited
 from fleetwatch.collector.web.answers import ANSWERED, answer, as_refusal
 from fleetwatch.collector.web.bearer import host_of
-from fleetwatch.collector.web.bodies import read_chunks
+from fleetwatch.collector.web.bodies import chunks_of, read_chunks
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from fleetwatch.collector.service import CollectorService
@@ -64,7 +62,7 @@ class ReportFastPath:
         if retry is not None:
             raise HostRateLimited(f"host {host_id} is reporting too often", retry_after=retry)
         body = await read_chunks(
-            headers, _chunks(receive), svc.settings.max_body_bytes, svc.settings.body_timeout
+            headers, chunks_of(receive), svc.settings.max_body_bytes, svc.settings.body_timeout
         )
         report = (
             parse_report(body)
@@ -72,16 +70,6 @@ class ReportFastPath:
             else await run_in_threadpool(parse_report, body)
         )
         return await asyncio.wrap_future(svc.pipeline.submit(report, host_id))
-
-
-async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BodyIncomplete
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
 
 
 async def _send_ack(send: Send, ack: ReportAck) -> None:

@@ -1,7 +1,9 @@
 """The HTTP API under ``/api/v1``: agents enroll and report; admins and readers look.
 
-Agent bodies are read by hand (`read_body`) so that size, speed and compression are under
-our control before a byte is parsed.
+Each route states the caller it needs as a dependency (`web.bearer`); the front door
+(`web.front_door`) checks it from the headers, and bounds the body, before a route runs.
+Agent bodies are read by hand (`read_body`) so that compression is under our control before
+a byte is parsed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from fleetwatch.collector.refusals import (
     NoSuchToken,
     SchemaViolation,
 )
-from fleetwatch.collector.web.bearer import HostToken, Reader, admin, reader
+from fleetwatch.collector.web.bearer import (
+    CallingHost,
+    Reader,
+    admin,
+    admin_write,
+    fleet_reader,
+)
 from fleetwatch.collector.web.bodies import read_body
 from fleetwatch.collector.web.views import (
     FindingView,
@@ -39,7 +47,6 @@ if TYPE_CHECKING:
     from fleetwatch.collector.service import CollectorService
 
 router = APIRouter()
-ENROLL_BODY_LIMIT = 64 * 1024
 MAX_ID = 2**62  # database ids and offsets are 64-bit integers
 
 
@@ -67,7 +74,7 @@ async def enroll(request: Request) -> Response:
     retry = svc.enroll_limiter.check(client)
     if retry is not None:
         raise EnrollRateLimited(retry_after=retry)
-    body = await read_body(request, ENROLL_BODY_LIMIT, svc.settings.body_timeout)
+    body = await read_body(request, svc.settings.max_api_body_bytes, svc.settings.body_timeout)
     try:
         enrollment = EnrollRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -83,10 +90,10 @@ class RotatedToken(BaseModel):
 
 
 @router.post("/api/v1/token/rotate", response_model=RotatedToken, tags=["agent"])
-async def rotate_token(request: Request, token: HostToken) -> Response:
+async def rotate_token(request: Request, host: CallingHost) -> Response:
     """A new token for the calling host; the old one is revoked once the new one is used."""
     svc = service(request)
-    fresh = await run_in_threadpool(svc.identity.rotate, token)
+    fresh = await run_in_threadpool(svc.identity.rotate, host.host_id, host.token)
     return _json(RotatedToken(token=fresh))
 
 
@@ -234,10 +241,14 @@ class PolicyReload(BaseModel):
 
 
 @router.get(
-    "/api/v1/policy", response_model=PolicyState, tags=["admin"], dependencies=[Depends(reader)]
+    "/api/v1/policy",
+    response_model=PolicyState,
+    tags=["admin"],
+    dependencies=[Depends(fleet_reader)],
 )
 def get_policy(request: Request) -> PolicyState:
-    """The policy in force, and why a newer file was not loaded, if it was not."""
+    """The policy in force, and why a newer file was not loaded, if it was not (the fleet's
+    policy: not for a token limited to a unit)."""
     source = service(request).policy
     return PolicyState(
         source=source.current.source,
@@ -252,7 +263,7 @@ def get_policy(request: Request) -> PolicyState:
     "/api/v1/policy/reload",
     response_model=PolicyReload,
     tags=["admin"],
-    dependencies=[Depends(admin)],
+    dependencies=[Depends(admin_write)],
 )
 def reload_policy(request: Request) -> PolicyReload:
     """Read the policy file now and evaluate every host against it if it changed."""
@@ -266,7 +277,7 @@ class ReenrollRequest(BaseModel):
 
 
 @router.post(
-    "/api/v1/hosts/{host_id}/allow-reenroll", tags=["admin"], dependencies=[Depends(admin)]
+    "/api/v1/hosts/{host_id}/allow-reenroll", tags=["admin"], dependencies=[Depends(admin_write)]
 )
 def allow_reenroll(
     request: Request,
@@ -280,7 +291,7 @@ def allow_reenroll(
     return {"detail": f"{host_id} may enroll again within {minutes:g} minutes"}
 
 
-@router.post("/api/v1/hosts/{host_id}/revoke", tags=["admin"], dependencies=[Depends(admin)])
+@router.post("/api/v1/hosts/{host_id}/revoke", tags=["admin"], dependencies=[Depends(admin_write)])
 def revoke_host(request: Request, host_id: HostId) -> dict[str, object]:
     """Revoke every token of a host: it cannot report until it is allowed to enroll again."""
     count = service(request).identity.revoke_host(host_id)
@@ -312,7 +323,7 @@ class NewToken(BaseModel):
 
 
 @router.post(
-    "/api/v1/tokens", response_model=NewToken, tags=["admin"], dependencies=[Depends(admin)]
+    "/api/v1/tokens", response_model=NewToken, tags=["admin"], dependencies=[Depends(admin_write)]
 )
 def create_token(request: Request, body: TokenRequest) -> NewToken:
     """Create an API token (admin, read, or read limited to a unit) or an enrollment secret."""
@@ -328,7 +339,7 @@ def list_tokens(request: Request) -> list[TokenView]:
     return [TokenView(**vars(row)) for row in service(request).identity.list_tokens()]
 
 
-@router.delete("/api/v1/tokens/{token_id}", tags=["admin"], dependencies=[Depends(admin)])
+@router.delete("/api/v1/tokens/{token_id}", tags=["admin"], dependencies=[Depends(admin_write)])
 def revoke_token(
     request: Request, token_id: Annotated[int, Path(ge=1, le=MAX_ID)]
 ) -> dict[str, str]:

@@ -110,6 +110,44 @@ class TestApiTokens:
         assert api.call("GET", "/api/v1/hosts/db-01/reports", parks).status_code == 404
         assert api.call("GET", "/api/v1/hosts/web-01", parks).status_code == 200
 
+    def test_unit_token_is_refused_the_fleet_policy(self, api: Client) -> None:
+        """The policy (its file, host count and groups) is the fleet's: a unit's reader gets
+        403; a reader of the whole fleet sees it."""
+        fleet(api)
+        parks = api.token("read", unit="parks")
+        refused = api.call("GET", "/api/v1/policy", parks)
+        assert refused.status_code == 403
+        assert refused.json() == {"detail": "this needs a token that is not limited to a unit"}
+        policy = api.call("GET", "/api/v1/policy", api.token("read")).json()
+        assert policy["hosts"] == 2
+        assert policy["source"].endswith("policy.toml")
+
+    def test_unit_token_learns_nothing_of_other_units(self, api: Client) -> None:
+        """A host of another unit answers exactly as a host that does not exist, on every
+        read endpoint, and no list or filter shows one."""
+        fleet(api)
+        parks = api.token("read", unit="parks")
+        for path in ("/api/v1/hosts/{}", "/api/v1/hosts/{}/reports"):
+            other = api.call("GET", path.format("db-01"), parks)
+            missing = api.call("GET", path.format("nowhere-01"), parks)
+            assert (other.status_code, other.json()["detail"]) == (
+                missing.status_code,
+                missing.json()["detail"].replace("nowhere-01", "db-01"),
+            )
+        queries: list[dict[str, Any]] = [
+            {"unit": "water"},
+            {"status": "noncompliant"},
+            {},
+        ]
+        for params in queries:
+            hosts = api.call("GET", "/api/v1/hosts", parks, params=params).json()
+            assert {h["unit"] for h in hosts} <= {"parks"}
+        everything = api.call("GET", "/api/v1/findings").json()
+        assert {f["host_id"] for f in everything} == {"web-01", "db-01"}
+        for params in [{"unit": "water"}, {"rule": "allowed_ports"}, {"open": "true"}, {}]:
+            findings = api.call("GET", "/api/v1/findings", parks, params=params).json()
+            assert {f["host_id"] for f in findings} <= {"web-01"}
+
     def test_admin_token_cannot_be_limited_to_a_unit(self, api: Client) -> None:
         refused = api.call(
             "POST", "/api/v1/tokens", json={"name": "x", "kind": "admin", "unit": "parks"}
@@ -187,7 +225,16 @@ class TestRates:
     @pytest.fixture
     def limited(self, database_url: str, tmp_path: Path) -> Iterator[Client]:
         yield from _client(
-            database_url, tmp_path, host_rate=0.01, host_burst=3, enroll_rate=0.01, enroll_burst=2
+            database_url,
+            tmp_path,
+            host_rate=0.01,
+            host_burst=3,
+            enroll_rate=0.01,
+            enroll_burst=2,
+            rotate_rate=0.01,
+            rotate_burst=2,
+            admin_write_rate=0.01,
+            admin_write_burst=3,
         )
 
     def test_a_host_reporting_too_often_is_told_when_to_come_back(self, limited: Client) -> None:
@@ -200,3 +247,65 @@ class TestRates:
     def test_enrollment_attempts_are_limited_per_address(self, limited: Client) -> None:
         codes = [limited.enroll(f"h{n}", "wrong").status_code for n in range(3)]
         assert codes == [403, 403, 429]
+
+    def test_a_host_rotating_too_often_is_told_when_to_come_back(self, limited: Client) -> None:
+        """Token rotations beyond rotate_burst: 429 with Retry-After, and no token made."""
+        token = limited.enroll("web-01").json()["token"]
+        codes = [limited.call("POST", "/api/v1/token/rotate", token).status_code for _ in "abc"]
+        assert codes == [200, 200, 429]
+        refused = limited.call("POST", "/api/v1/token/rotate", token)
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.json() == {"detail": "this host rotates its token too often"}
+        assert live_tokens(limited, "web-01") == 2
+
+    def test_admin_writes_are_limited_per_token(self, limited: Client) -> None:
+        """Every admin write counts against its token's admin_write_burst (429 beyond, with
+        Retry-After); reads do not count, and another admin token has a budget of its own."""
+        other_admin = limited.token("admin")
+        writes = [
+            limited.call("POST", "/api/v1/hosts/web-01/revoke").status_code,
+            limited.call("POST", "/api/v1/policy/reload").status_code,
+        ]
+        assert writes == [200, 200]
+        refused = limited.call("POST", "/api/v1/tokens", json={"name": "x", "kind": "read"})
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.json() == {"detail": "too many admin changes with this token"}
+        assert limited.call("DELETE", "/api/v1/tokens/1").status_code == 429
+        assert limited.call("GET", "/api/v1/tokens").status_code == 200
+        assert limited.call("POST", "/api/v1/policy/reload", other_admin).status_code == 200
+
+
+def live_tokens(api: Client, host_id: str) -> int:
+    service = api.client.app.state.service  # type: ignore[attr-defined]
+    with service.store.read() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM host_tokens WHERE host_id = :h AND revoked_at IS NULL"),
+                {"h": host_id},
+            ).scalar_one()
+        )
+
+
+class TestRotation:
+    def test_a_host_holds_at_most_two_live_tokens(self, api: Client) -> None:
+        """Rotating again and again with the same token leaves that token and the newest one
+        live: each new rotation revokes the unused token of the one before."""
+        old = api.enroll("web-01").json()["token"]
+        fresh = [api.call("POST", "/api/v1/token/rotate", old).json()["token"] for _ in "abcd"]
+        assert live_tokens(api, "web-01") == 2
+        assert api.report(fresh[0], make_report("web-01", 1)).status_code == 401
+        assert api.report(old, make_report("web-01", 1)).status_code == 200
+        assert api.report(fresh[-1], make_report("web-01", 2)).status_code == 200
+
+    def test_a_revoked_token_cannot_rotate_even_from_the_cache(self, api: Client) -> None:
+        """Rotation checks the token in the database, whatever this process has cached."""
+        old = api.enroll("web-01").json()["token"]
+        assert api.report(old, make_report("web-01", 1)).status_code == 200  # now cached
+        service = api.client.app.state.service  # type: ignore[attr-defined]
+        with service.store.write() as conn:
+            conn.execute(text("UPDATE host_tokens SET revoked_at = created_at"))
+        assert service.identity.cached_host(old) == "web-01"
+        refused = api.call("POST", "/api/v1/token/rotate", old)
+        assert refused.status_code == 401
+        assert live_tokens(api, "web-01") == 0

@@ -26,7 +26,6 @@ from fleetwatch.collector.refusals import (
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web.answers import RETRY_AFTER, answer, as_refusal
 from fleetwatch.collector.web.app import create_app
-from fleetwatch.collector.web.routes import ENROLL_BODY_LIMIT
 
 # Every refusal and the status it is answered with: a new refusal must be added here.
 STATUSES: dict[type[Refusal], int] = {
@@ -42,6 +41,7 @@ STATUSES: dict[type[Refusal], int] = {
     refusals.Forbidden: 403,
     refusals.HostMismatch: 403,
     refusals.AdminRequired: 403,
+    refusals.FleetReaderRequired: 403,
     refusals.EnrollSecretRejected: 403,
     refusals.EnrollUnitMismatch: 403,
     refusals.NotFound: 404,
@@ -61,6 +61,8 @@ STATUSES: dict[type[Refusal], int] = {
     refusals.TooManyRequests: 429,
     refusals.HostRateLimited: 429,
     refusals.EnrollRateLimited: 429,
+    refusals.RotationRateLimited: 429,
+    refusals.AdminWriteRateLimited: 429,
     refusals.Unavailable: 503,
     refusals.Overloaded: 503,
     refusals.DatabaseUnavailable: 503,
@@ -171,6 +173,7 @@ class TestAnswer:
 
 
 ADMIN = "admin-token-for-answer-tests"
+BODY_LIMIT = CollectorSettings.model_fields["max_api_body_bytes"].default
 SECRET = "enroll-secret-for-answer-tests"
 
 
@@ -200,7 +203,7 @@ def doors(database_url: str, tmp_path: Path) -> Iterator[Doors]:
         admin_token=ADMIN,
         enroll_secret=SECRET,
         data_dir=tmp_path,
-        max_body_bytes=ENROLL_BODY_LIMIT,  # both doors then refuse the same sizes alike
+        max_body_bytes=BODY_LIMIT,  # both doors then refuse the same sizes alike
     )
     with TestClient(create_app(settings)) as client:
         yield Doors(client)
@@ -247,7 +250,7 @@ class TestBothDoors:
 
     def test_a_body_over_the_limit_is_answered_alike(self, doors: Doors) -> None:
         """The same body reader refuses the same oversized body in both doors alike."""
-        body = b"x" * (ENROLL_BODY_LIMIT + 1)
+        body = b"x" * (BODY_LIMIT + 1)
         on_report = doors.report(body, doors.host_token)
         _same(on_report, doors.enroll(body))
         assert on_report.status_code == 413
