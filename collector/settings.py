@@ -98,6 +98,15 @@ class CollectorSettings(BaseSettings):
     enroll_burst: Annotated[int, Field(ge=1)] = Field(
         default=20, description="Enrollment attempts one address may make at once."
     )
+    security_log_lines: Annotated[int, Field(ge=0)] = Field(
+        default=20,
+        description="Refused requests of one reason written to the security log in each "
+        "security_log_interval; the rest are counted and summed up in one line.",
+    )
+    security_log_interval: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="Seconds over which security_log_lines applies, per reason.",
+    )
     report_retention_days: Annotated[float, Field(gt=0)] = Field(
         default=30.0,
         description="Days a received report is kept (the latest of each host is always kept).",

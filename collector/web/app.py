@@ -18,6 +18,7 @@ from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.protocol import GuardedHttpToolsProtocol
 from fleetwatch.collector.web.report_door import ReportFastPath
 from fleetwatch.collector.web.routes import router
+from fleetwatch.collector.web.security_log import SecurityLog
 from fleetwatch.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -29,18 +30,21 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
     svc = CollectorService(settings or CollectorSettings())
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:  # noqa: ARG001
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(lambda: svc.start(migrate=migrate))
         try:
             yield
         finally:
             await run_in_threadpool(svc.stop)
+            app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
     app.add_middleware(ReportFastPath, service=svc)
     app.state.service = svc
     app.include_router(router)
-    answers.install(app)
+    answers.install(
+        app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
+    )
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:
