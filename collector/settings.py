@@ -107,6 +107,11 @@ class CollectorSettings(BaseSettings):
         default=60.0,
         description="Seconds over which security_log_lines applies, per reason.",
     )
+    ready_probe_after: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Seconds without a write after which /readyz tries a small write of its "
+        "own to tell whether writes succeed.",
+    )
     report_retention_days: Annotated[float, Field(gt=0)] = Field(
         default=30.0,
         description="Days a received report is kept (the latest of each host is always kept).",

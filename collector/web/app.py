@@ -61,6 +61,18 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             }
         )
 
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Ready for reports: the database answers, and writes to it succeed."""
+        ready = svc.pipeline.readiness.check()
+        if not ready.ready:
+            since = ready.since.isoformat() if ready.since else None
+            body = {"status": "not ready", "reason": ready.reason, "since": since}
+            return JSONResponse(
+                body, status_code=503, headers={"Retry-After": str(answers.RETRY_AFTER)}
+            )
+        return JSONResponse({"status": "ready"})
+
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 
