@@ -18,16 +18,27 @@ class Refusal(Exception):  # noqa: N818  (named for what happened: UnknownToken,
 
     ``detail`` says why, for the caller (text, or a list of validation errors); ``reason`` is
     the stable name of the refusal; ``retry_after`` the seconds after which trying again may
-    succeed, where that is known.
+    succeed, where that is known. For the security log, what the refusal knows of the host
+    involved: ``claimed_host``, the host id the request says it is or acts for (a report's or
+    an enrollment's ``host_id``), and ``token_host``, the host its token belongs to.
     """
 
     reason: ClassVar[str] = "refused"
     default_detail: ClassVar[str] = "request refused"
 
-    def __init__(self, detail: object = None, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        detail: object = None,
+        *,
+        retry_after: float | None = None,
+        claimed_host: str | None = None,
+        token_host: str | None = None,
+    ) -> None:
         self.detail: object = self.default_detail if detail is None else detail
         super().__init__(str(self.detail))
         self.retry_after = retry_after
+        self.claimed_host = claimed_host
+        self.token_host = token_host
 
 
 # -- kinds --------------------------------------------------------------------------------
@@ -131,7 +142,9 @@ class HostMismatch(Forbidden):
     def __init__(self, token_host: str, claimed_host: str) -> None:
         super().__init__(
             f"this token belongs to host {token_host!r}; a host can only "
-            f"report as itself, not as {claimed_host!r}"
+            f"report as itself, not as {claimed_host!r}",
+            claimed_host=claimed_host,
+            token_host=token_host,
         )
 
 

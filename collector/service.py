@@ -12,6 +12,7 @@ from fleetwatch.collector.compliance.policy import PolicySource
 from fleetwatch.collector.gc_tuning import tune_garbage_collector
 from fleetwatch.collector.housekeeping import Housekeeper
 from fleetwatch.collector.ingest.queue import IngestQueue
+from fleetwatch.collector.ingest.readiness import Readiness
 from fleetwatch.collector.ingest.writer import Ingestor
 from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.storage.engine import make_engine, upgrade
@@ -37,7 +38,9 @@ class CollectorService:
         self.compliance = Compliance(self.store)
         self.ingestor = Ingestor(self.store, self.policy, self.compliance)
         self.identity = Identity(self.store, settings, self.policy)
-        self.pipeline = IngestQueue(self.ingestor)
+        self.pipeline = IngestQueue(
+            self.ingestor, readiness=Readiness(self.store, settings.ready_probe_after)
+        )
         self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
         self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)
         self.housekeeper = Housekeeper(

@@ -126,6 +126,20 @@ class CollectorSettings(BaseSettings):
         "asking the database again; a token revoked by another process may be accepted by "
         "this one for that long. 0: ask the database for every request.",
     )
+    security_log_lines: Annotated[int, Field(ge=0)] = Field(
+        default=20,
+        description="Refused requests of one reason written to the security log in each "
+        "security_log_interval; the rest are counted and summed up in one line.",
+    )
+    security_log_interval: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="Seconds over which security_log_lines applies, per reason.",
+    )
+    ready_probe_after: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Seconds without a write after which /readyz tries a small write of its "
+        "own to tell whether writes succeed.",
+    )
     report_retention_days: Annotated[float, Field(gt=0)] = Field(
         default=30.0,
         description="Days a received report is kept (the latest of each host is always kept).",

@@ -114,14 +114,14 @@ class Identity:
         now = now or datetime.now(UTC)
         allowed, secret_unit = self._enroll_unit(secret)
         if not allowed:
-            raise EnrollSecretRejected
+            raise EnrollSecretRejected(claimed_host=host_id)
         policy_unit = self.policy.current.for_host(host_id).unit
         if secret_unit is not None and policy_unit is not None and secret_unit != policy_unit:
             msg = (
                 f"this enrollment secret is for unit {secret_unit!r}, but the policy puts "
                 f"{host_id!r} in unit {policy_unit!r}"
             )
-            raise EnrollUnitMismatch(msg)
+            raise EnrollUnitMismatch(msg, claimed_host=host_id)
         token = new_token(HOST_PREFIX)
         try:
             with self.store.write() as conn:
@@ -133,7 +133,7 @@ class Identity:
                         f"host {host_id!r} is already enrolled; an admin must allow it to "
                         f"enroll again (fleetwatch host allow-reenroll {host_id})"
                     )
-                    raise AlreadyEnrolled(msg)
+                    raise AlreadyEnrolled(msg, claimed_host=host_id)
                 else:
                     self.store.host_tokens.revoke(conn, host_id, now)
                     self.store.hosts.set_reenroll(conn, host_id, None)
@@ -141,7 +141,7 @@ class Identity:
                 self.store.host_tokens.add(conn, host_id, token_hash(token), now)
         except IntegrityError as exc:  # enrolled by a concurrent request meanwhile
             msg = f"host {host_id!r} is already enrolled"
-            raise AlreadyEnrolled(msg) from exc
+            raise AlreadyEnrolled(msg, claimed_host=host_id) from exc
         log.info(
             "host enrolled",
             host_id=host_id,

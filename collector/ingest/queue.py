@@ -3,7 +3,8 @@
 Every request waits for its own report's answer, which comes only after the batch holding it
 committed. Batching is what lets one collector take a thousand reports a second: a batch
 costs a few statements and one commit whether it holds one report or a hundred. Under light
-load a batch is a single report and nothing waits.
+load a batch is a single report and nothing waits. The outcome of every write goes to
+`ingest.readiness`, which tells a load balancer whether this collector can store reports.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from fleetwatch.collector.ingest.readiness import Readiness
 from fleetwatch.collector.ingest.writer import Submission
 from fleetwatch.collector.refusals import Overloaded, Refusal
+from fleetwatch.schema import ReportAck
 
 if TYPE_CHECKING:
     from fleetwatch.collector.ingest.writer import Ingestor
-    from fleetwatch.schema import Report, ReportAck
+    from fleetwatch.schema import Report
 
 log = structlog.get_logger(__name__)
 
@@ -37,8 +40,15 @@ _STOP = object()
 
 
 class IngestQueue:
-    def __init__(self, ingestor: Ingestor, max_batch: int = 128, max_waiting: int = 10_000) -> None:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        max_batch: int = 128,
+        max_waiting: int = 10_000,
+        readiness: Readiness | None = None,
+    ) -> None:
         self.ingestor = ingestor
+        self.readiness = readiness or Readiness(ingestor.store)
         self.max_batch = max_batch
         self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=max_waiting)
         self._thread: threading.Thread | None = None
@@ -95,6 +105,7 @@ class IngestQueue:
                 for item in batch:
                     self._write([item])
                 return
+            self.readiness.failed(exc)
             log.warning(
                 "report not stored",
                 error=f"{type(exc).__name__}: {exc}"[:300],
@@ -102,6 +113,9 @@ class IngestQueue:
             )
             batch[0].future.set_exception(exc)
             return
+        if any(isinstance(r, ReportAck) and r.status == "stored" for r in results):
+            # (a batch of duplicates and refusals commits nothing, which a full disk allows)
+            self.readiness.succeeded()
         for item, result in zip(batch, results, strict=True):
             if isinstance(result, Refusal):
                 item.future.set_exception(result)

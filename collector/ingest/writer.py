@@ -162,7 +162,7 @@ class Ingestor:
         report = item.report
         host = hosts.get(report.host_id)
         if host is None:
-            return HostNotEnrolled()
+            return HostNotEnrolled(claimed_host=report.host_id, token_host=item.token_host)
         name = (report.host_id, report.instance_id, report.sequence)
         if name in in_batch:
             return in_batch[name].model_copy(update={"status": "duplicate"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from fleetwatch.collector.storage.tables import hosts
 
@@ -125,6 +125,10 @@ class Hosts:
                 dropped_total=0,
             )
         )
+
+    def delete(self, conn: Connection, host_id: str) -> None:
+        """Remove a host row (and, by cascade, its tokens)."""
+        conn.execute(delete(hosts).where(hosts.c.host_id == host_id))
 
     def set_reenroll(self, conn: Connection, host_id: str, until: datetime | None) -> bool:
         """Let the host enroll again until then (None: no more); False if there is no host."""

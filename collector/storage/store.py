@@ -12,6 +12,7 @@ and hands its connection to as many repositories as one change needs::
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fleetwatch.collector.storage.blobs import Blobs
@@ -23,9 +24,12 @@ from fleetwatch.collector.storage.transactions import Database
 
 if TYPE_CHECKING:
     import contextlib
-    from datetime import datetime
 
     from sqlalchemy import Connection, Engine
+
+# The id of the row `Store.probe_write` adds and removes: not a valid host id, so no host
+# can ever hold it.
+PROBE_HOST = "(write probe)"
 
 
 class Store:
@@ -51,6 +55,14 @@ class Store:
     def ping(self) -> None:
         """Raise unless the database answers a query."""
         self.database.ping()
+
+    def probe_write(self) -> None:
+        """Raise unless a write commits: a host row no host can have (its id breaks the host id
+        pattern) added and removed in one transaction. It changes nothing anyone sees, yet
+        its commit writes to the database as a report's would."""
+        with self.write() as conn:
+            self.hosts.create(conn, PROBE_HOST, None, datetime.now(UTC))
+            self.hosts.delete(conn, PROBE_HOST)
 
     def prune(self, conn: Connection, older_than: datetime) -> tuple[int, int]:
         """Delete old reports (never a host's latest) and contents no host holds any more.

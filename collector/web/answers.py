@@ -6,6 +6,10 @@ a 401 the ``WWW-Authenticate: Bearer`` challenge, and a refusal that may pass (t
 requests, collector unavailable) a ``Retry-After``. The FastAPI application answers through
 the handlers `install` registers; the report door (`web.report_door`) through `answer` itself,
 so both give the same bytes for the same refusal.
+
+Sending an answer writes the refusal to the security log (`web.security_log`) with what the
+request's ASGI scope says of the client: whatever door refused, it is logged and counted
+here, once.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from fleetwatch.collector.refusals import (
     Unprocessable,
     UnsupportedEncoding,
 )
+from fleetwatch.collector.web.security_log import SecurityLog
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
+    from starlette.types import Receive, Scope, Send
 
 # Seconds a caller is told to wait when the collector cannot serve anyone (the database does
 # not answer, the ingest queue is full), unless the refusal says otherwise.
@@ -82,8 +88,31 @@ def as_refusal(exc: Exception) -> Refusal:
     raise TypeError(f"not a refusal: {type(exc).__name__}") from exc
 
 
-def answer(refusal: Refusal) -> JSONResponse:
-    """The HTTP answer to a refusal (an ASGI application that sends itself)."""
+class RefusalAnswer(JSONResponse):
+    """The answer to a refusal: sending it writes the refusal to the security log."""
+
+    def __init__(self, refusal: Refusal, headers: dict[str, str]) -> None:
+        super().__init__(
+            {"detail": refusal.detail}, status_code=status_of(refusal), headers=headers
+        )
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        raw_path: bytes | None = scope.get("raw_path")
+        security_log_of(scope).refused(
+            self.refusal,
+            self.status_code,
+            client=client[0] if client else None,
+            method=scope.get("method"),
+            # as sent, still escaped: a decoded path could hold line breaks
+            path=raw_path.decode("latin-1") if raw_path is not None else scope.get("path"),
+        )
+        await super().__call__(scope, receive, send)
+
+
+def answer(refusal: Refusal) -> RefusalAnswer:
+    """The HTTP answer to a refusal (an ASGI application that sends itself, and logs it)."""
     headers: dict[str, str] = {}
     if isinstance(refusal, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
@@ -92,21 +121,35 @@ def answer(refusal: Refusal) -> JSONResponse:
         retry_after = RETRY_AFTER
     if retry_after is not None:
         headers["Retry-After"] = str(int(retry_after))
-    return JSONResponse({"detail": refusal.detail}, status_code=status_of(refusal), headers=headers)
+    return RefusalAnswer(refusal, headers)
 
 
-def install(app: FastAPI) -> None:
-    """Answer refusals, database errors and FastAPI's own validation errors in ``app``."""
+# The security log of answers sent outside an application `install` prepared (the collector
+# sends none; a test or a tool might): they are still logged, with the default limits.
+_UNATTACHED = SecurityLog()
+
+
+def security_log_of(scope: Scope) -> SecurityLog:
+    """The security log of the application a request came to."""
+    app = scope.get("app")
+    found = getattr(getattr(app, "state", None), "security_log", None)
+    return found if isinstance(found, SecurityLog) else _UNATTACHED
+
+
+def install(app: FastAPI, security_log: SecurityLog | None = None) -> None:
+    """Answer refusals, database errors and FastAPI's own validation errors in ``app``, and
+    write every refusal to ``security_log`` (``app.state.security_log``)."""
+    app.state.security_log = security_log or SecurityLog()
     for error in ANSWERED:
         app.add_exception_handler(error, _refused)
     app.exception_handler(RequestValidationError)(_invalid_request)
 
 
-async def _refused(request: Request, exc: Exception) -> JSONResponse:  # noqa: ARG001
+async def _refused(request: Request, exc: Exception) -> RefusalAnswer:  # noqa: ARG001
     return answer(as_refusal(exc))
 
 
-async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:  # noqa: ARG001
+async def _invalid_request(request: Request, exc: RequestValidationError) -> RefusalAnswer:  # noqa: ARG001
     """Parameters or a JSON body FastAPI refused: the errors, without the input (which may be
     huge or hostile)."""
     errors = [

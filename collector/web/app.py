@@ -19,6 +19,7 @@ from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.protocol import GuardedHttpToolsProtocol
 from fleetwatch.collector.web.report_door import ReportFastPath
 from fleetwatch.collector.web.routes import router
+from fleetwatch.collector.web.security_log import SecurityLog
 from fleetwatch.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -30,19 +31,22 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
     svc = CollectorService(settings or CollectorSettings())
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:  # noqa: ARG001
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(lambda: svc.start(migrate=migrate))
         try:
             yield
         finally:
             await run_in_threadpool(svc.stop)
+            app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
     app.add_middleware(FrontDoor, service=svc, routes=router.routes)
     app.add_middleware(ReportFastPath, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
-    answers.install(app)
+    answers.install(
+        app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
+    )
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:
@@ -58,6 +62,18 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
                 "policy_error": svc.policy.error,
             }
         )
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Ready for reports: the database answers, and writes to it succeed."""
+        ready = svc.pipeline.readiness.check()
+        if not ready.ready:
+            since = ready.since.isoformat() if ready.since else None
+            body = {"status": "not ready", "reason": ready.reason, "since": since}
+            return JSONResponse(
+                body, status_code=503, headers={"Retry-After": str(answers.RETRY_AFTER)}
+            )
+        return JSONResponse({"status": "ready"})
 
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app

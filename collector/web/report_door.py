@@ -60,7 +60,8 @@ class ReportFastPath:
         host_id = await host_of(svc.identity, headers.get("authorization"))
         retry = svc.host_limiter.check(host_id)
         if retry is not None:
-            raise HostRateLimited(f"host {host_id} is reporting too often", retry_after=retry)
+            msg = f"host {host_id} is reporting too often"
+            raise HostRateLimited(msg, retry_after=retry, token_host=host_id)
         body = await read_chunks(
             headers, chunks_of(receive), svc.settings.max_body_bytes, svc.settings.body_timeout
         )
