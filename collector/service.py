@@ -38,7 +38,7 @@ class CollectorService:
         self.compliance = Compliance(self.store)
         self.ingestor = Ingestor(self.store, self.policy, self.compliance)
         self.identity = Identity(self.store, settings, self.policy)
-        self.pipeline = IngestQueue(
+        self.ingest_queue = IngestQueue(
             self.ingestor, readiness=Readiness(self.store, settings.ready_probe_after)
         )
         self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
@@ -59,7 +59,7 @@ class CollectorService:
         if migrate:
             upgrade(self.engine)
         tune_garbage_collector()
-        self.pipeline.start()
+        self.ingest_queue.start()
         self.housekeeper.start()
         self._started = True
         log.info(
@@ -72,7 +72,7 @@ class CollectorService:
         """Store what is queued and stop; a second call does nothing."""
         if not self._started:
             return
-        self.pipeline.stop()
+        self.ingest_queue.stop()
         self.housekeeper.stop()
         self._started = False
         self.engine.dispose()

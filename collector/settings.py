@@ -90,7 +90,8 @@ class CollectorSettings(BaseSettings):
     )
     host_rate: Annotated[float, Field(gt=0)] = Field(
         default=1.0,
-        description="Reports per second a single host may send, on average.",
+        description="Reports per second a single host may send, on average, to each collector "
+        "process (with N workers a host may reach N times this).",
     )
     host_burst: Annotated[int, Field(ge=1)] = Field(
         default=30,
@@ -99,7 +100,7 @@ class CollectorSettings(BaseSettings):
     enroll_rate: Annotated[float, Field(gt=0)] = Field(
         default=0.5,
         description="Enrollment attempts per second one address may make, on average "
-        "(guessing the secret is slow).",
+        "(guessing the secret is slow), to each collector process.",
     )
     enroll_burst: Annotated[int, Field(ge=1)] = Field(
         default=20, description="Enrollment attempts one address may make at once."

@@ -1,6 +1,6 @@
 """Operations pyinfra lacks for fleetwatch: ``secret_file`` (a file holding a secret, never
 shown in the output), ``daemon`` (a supervised process on hosts without systemd),
-``python_package`` (a requirement with extras in a virtualenv) and ``wheelhouse`` (the upload
+``python_package`` (a requirement with extras in a virtualenv) and ``upload_wheelhouse`` (the upload
 of a wheelhouse that `fleetwatch.deploy.wheels` built)."""
 
 from __future__ import annotations
@@ -182,7 +182,9 @@ def python_package(venv: str, requirement: str, pip_args: str = "") -> Generator
 
 
 @operation()
-def wheelhouse(src: str, dest: str, digest: str) -> Generator[str | FileUploadCommand, None, None]:
+def upload_wheelhouse(
+    src: str, dest: str, digest: str
+) -> Generator[str | FileUploadCommand, None, None]:
     """
     Put a directory of wheels on the host, unless the one there has the same digest.
 

@@ -2,7 +2,8 @@
 
 This package holds what the agent and the collector share: the wire contract
 (`fleetwatch.schema`), Debian version order (`fleetwatch.debversion`), logging set-up
-(`fleetwatch.logs`) and the process supervisor (`fleetwatch.supervise`). The host agent is
+(`fleetwatch.logs`), the process supervisor (`fleetwatch.supervise`) and the collector's URL
+and sessions as both its API clients use them (`fleetwatch.endpoint`). The host agent is
 `fleetwatch.agent`, the collector `fleetwatch.collector`, the pyinfra deploys
 `fleetwatch.deploy`; docs/architecture.md draws the layers.
 """

@@ -1,7 +1,7 @@
 """Persistence: one repository per kind of record, and the transactions they run in.
 
 Each repository owns its table's statements and its record types (``hosts.py``,
-``tokens.py``, ``reports.py``, ``blobs.py``, ``findings.py``); ``database.py`` owns
+``tokens.py``, ``reports.py``, ``blobs.py``, ``findings.py``); ``transactions.py`` owns
 transactions and what differs between SQLite and PostgreSQL. A caller opens a transaction
 and hands its connection to as many repositories as one change needs::
 

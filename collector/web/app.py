@@ -17,7 +17,7 @@ from fleetwatch.collector.web import answers
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.protocol import GuardedHttpToolsProtocol
-from fleetwatch.collector.web.report_door import ReportFastPath
+from fleetwatch.collector.web.report_door import ReportDoor
 from fleetwatch.collector.web.routes import router
 from fleetwatch.collector.web.security_log import SecurityLog
 from fleetwatch.logs import configure_logging
@@ -41,7 +41,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
     app.add_middleware(FrontDoor, service=svc, routes=router.routes)
-    app.add_middleware(ReportFastPath, service=svc)  # outermost: reports skip the front door
+    app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
     answers.install(
@@ -66,7 +66,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
         """Ready for reports: the database answers, and writes to it succeed."""
-        ready = svc.pipeline.readiness.check()
+        ready = svc.ingest_queue.readiness.check()
         if not ready.ready:
             since = ready.since.isoformat() if ready.since else None
             body = {"status": "not ready", "reason": ready.reason, "since": since}

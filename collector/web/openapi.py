@@ -42,7 +42,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[name] = model_schema
-    # POST /api/v1/report is served by the fast path, outside the framework: describe it here
+    # POST /api/v1/report is served by the report door, outside the framework: describe it here
     schema["paths"][REPORT_PATH] = {
         "post": {
             "tags": ["agent"],

@@ -32,7 +32,7 @@ REPORT_PATH = "/api/v1/report"
 INLINE_PARSE_BYTES = 256 * 1024
 
 
-class ReportFastPath:
+class ReportDoor:
     """ASGI middleware: POST /api/v1/report is answered here, anything else by ``app``."""
 
     def __init__(self, app: ASGIApp, service: CollectorService) -> None:
@@ -70,7 +70,7 @@ class ReportFastPath:
             if len(body) <= INLINE_PARSE_BYTES
             else await run_in_threadpool(parse_report, body)
         )
-        return await asyncio.wrap_future(svc.pipeline.submit(report, host_id))
+        return await asyncio.wrap_future(svc.ingest_queue.submit(report, host_id))
 
 
 async def _send_ack(send: Send, ack: ReportAck) -> None:

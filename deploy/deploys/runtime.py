@@ -13,8 +13,7 @@ from pyinfra.operations import pip, server
 from fleetwatch import __version__
 from fleetwatch.deploy import wheels
 from fleetwatch.deploy.facts import Runtime
-from fleetwatch.deploy.operations import python_package
-from fleetwatch.deploy.operations import wheelhouse as wheelhouse_op
+from fleetwatch.deploy.operations import python_package, upload_wheelhouse
 
 if TYPE_CHECKING:
     from pyinfra.api.operation import OperationMeta
@@ -78,7 +77,7 @@ def install_fleetwatch(
     except wheels.WheelhouseError as exc:
         raise DeployError(str(exc)) from exc
     remote = f"{prefix}/wheelhouse/{name}"
-    upload = wheelhouse_op(
+    upload = upload_wheelhouse(
         name=f"Upload the {name} wheelhouse (fleetwatch {built.version})",
         src=str(built.directory),
         dest=remote,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fleetwatch.agent.commands import CommandError
-from fleetwatch.agent.package_managers.dpkg import Dpkg, parse_simulation, parse_status
+from fleetwatch.agent.package_managers.apt import parse_simulation
+from fleetwatch.agent.package_managers.dpkg import Dpkg, parse_status
 from tests.helpers import FIXTURES
 
 APT = FIXTURES / "apt"

@@ -106,7 +106,6 @@ class TestUnit:
         problems = [line for line in done.stderr.splitlines() if "fleetwatch-agent.service" in line]
         assert problems == [], done.stderr
 
-
     def test_the_collector_unit_raises_its_descriptor_limit(self, tmp_path: Path) -> None:
         """The collector's unit sets LimitNOFILE (every connection is a descriptor); the
         agent's sets none, and systemd accepts both."""

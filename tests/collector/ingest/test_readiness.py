@@ -229,7 +229,7 @@ def writable(svc: CollectorService, on_connect: Any) -> None:
 
 
 def submit(svc: CollectorService, host_id: str, sequence: int) -> Any:
-    future = svc.pipeline.submit(Report.model_validate(make_report(host_id, sequence)), host_id)
+    future = svc.ingest_queue.submit(Report.model_validate(make_report(host_id, sequence)), host_id)
     return future.exception(timeout=30) or future.result()
 
 
@@ -252,7 +252,7 @@ class TestOnADatabase:
         try:
             error = submit(service, "web-01", 2)
             assert is_write_failure(error)
-            ready = service.pipeline.readiness.check()
+            ready = service.ingest_queue.readiness.check()
             assert not ready.ready
             assert ready.reason is not None
             assert "read" in ready.reason.lower()
@@ -260,13 +260,13 @@ class TestOnADatabase:
         finally:
             writable(service, on_connect)
         assert submit(service, "web-01", 2).status == "stored"
-        assert service.pipeline.readiness.check().ready
+        assert service.ingest_queue.readiness.check().ready
 
     def test_an_idle_collector_finds_a_read_only_database_by_its_probe(
         self, service: CollectorService, clock: Clock
     ) -> None:
         """No report for a while: the probe finds the database read-only, and later writable."""
-        service.pipeline.readiness = readiness = Readiness(service.store, 30, clock=clock)
+        service.ingest_queue.readiness = readiness = Readiness(service.store, 30, clock=clock)
         on_connect = read_only(service)
         try:
             clock.now += 30
