@@ -27,8 +27,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from fleetwatch import debversion
 from fleetwatch.collector.compliance.rules import REGISTRY, Severity
+from fleetwatch.collector.compliance.rules.checks import ChecksSettings
+from fleetwatch.collector.compliance.rules.collection import CollectionSettings
+from fleetwatch.collector.compliance.rules.packages import PackagesSettings
+from fleetwatch.collector.compliance.rules.ports import PortsSettings
+from fleetwatch.collector.compliance.rules.resources import ResourcesSettings
+from fleetwatch.collector.compliance.rules.services import ServicesSettings
+from fleetwatch.collector.compliance.rules.system import SystemSettings
+from fleetwatch.collector.compliance.rules.updates import UpdatesSettings
 from fleetwatch.schema import HostId
 
 if TYPE_CHECKING:
@@ -68,113 +75,27 @@ class PolicyError(ValueError):
     """A policy file that cannot be used; the message names the table and key."""
 
 
-@dataclass(frozen=True)
-class PortRange:
-    protocol: str
-    low: int
-    high: int
+class Baseline(
+    CollectionSettings,
+    ChecksSettings,
+    ResourcesSettings,
+    SystemSettings,
+    UpdatesSettings,
+    PackagesSettings,
+    ServicesSettings,
+    PortsSettings,
+):
+    """What a host must look like: every rule module's policy keys, and the host's own.
 
-    def matches(self, protocol: str, port: int) -> bool:
-        return self.protocol == protocol and self.low <= port <= self.high
-
-
-def parse_port_spec(spec: str) -> PortRange:
-    """``tcp/22``, ``udp/123`` or a range ``tcp/8000-8100``."""
-    protocol, sep, ports = spec.strip().lower().partition("/")
-    if not sep or protocol not in {"tcp", "udp"}:
-        msg = f"{spec!r} is not a port: write tcp/PORT, udp/PORT or tcp/LOW-HIGH"
-        raise ValueError(msg)
-    low_text, _, high_text = ports.partition("-")
-    try:
-        low = int(low_text)
-        high = int(high_text) if high_text else low
-    except ValueError:
-        msg = f"{spec!r} is not a port: write tcp/PORT, udp/PORT or tcp/LOW-HIGH"
-        raise ValueError(msg) from None
-    if not 0 <= low <= high <= 65535:
-        msg = f"{spec!r}: ports run from 0 to 65535, low to high"
-        raise ValueError(msg)
-    return PortRange(protocol, low, high)
-
-
-def _port_spec(value: str) -> str:
-    parsed = parse_port_spec(value)
-    suffix = str(parsed.low) if parsed.low == parsed.high else f"{parsed.low}-{parsed.high}"
-    return f"{parsed.protocol}/{suffix}"
-
-
-def _version(value: str) -> str:
-    debversion.parse(value)
-    return value
-
-
-def _pattern(value: str) -> str:
-    if not value.strip():
-        msg = "empty name"
-        raise ValueError(msg)
-    return value.strip()
-
-
-PortSpec = Annotated[str, AfterValidator(_port_spec)]
-NamePattern = Annotated[str, Field(max_length=255), AfterValidator(_pattern)]
-MinVersion = Annotated[str, Field(max_length=255), AfterValidator(_version)]
-
-
-class Baseline(BaseModel):
-    """What a host must look like. Unset rules are off."""
+    Each rules module declares the keys of its rules (``PortsSettings`` in
+    `rules.ports`...), so a rule and its settings live in one file. Unset rules are off.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    allowed_ports: list[PortSpec] | None = Field(
-        default=None,
-        description="Ports that may listen on non-loopback addresses; anything else is a "
-        "finding. Unset: ports are not checked.",
-    )
-    ignore_loopback: bool = Field(
-        default=True, description="Listeners on loopback addresses are not checked."
-    )
-    required_services: list[NamePattern] = Field(
-        default=[], description="systemd services that must be active."
-    )
-    forbidden_services: list[NamePattern] = Field(
-        default=[],
-        description="systemd services that must be neither active nor enabled.",
-    )
-    forbidden_packages: list[NamePattern] = Field(
-        default=[],
-        description="Packages that must not be installed (shell-style patterns).",
-    )
-    min_versions: dict[NamePattern, MinVersion] = Field(
-        default={}, description="Package -> lowest acceptable version, in dpkg order."
-    )
-    max_pending_security_updates: Annotated[int, Field(ge=0)] | None = Field(
-        default=None,
-        description="Most security updates that may be pending past their grace period.",
-    )
-    security_update_grace_days: Annotated[float, Field(ge=0)] = Field(
-        default=0.0,
-        description="Days a security update may be pending (since first seen) before it counts.",
-    )
-    max_index_age_days: Annotated[float, Field(gt=0)] | None = Field(
-        default=None,
-        description="Oldest acceptable package index: with an old index, pending updates go "
-        "unseen.",
-    )
-    reboot_grace_days: Annotated[float, Field(ge=0)] | None = Field(
-        default=None,
-        description="Days a host may wait for a reboot (reboot-required, or an older running "
-        "kernel than installed).",
-    )
-    max_disk_percent: Annotated[float, Field(gt=0, le=100)] | None = Field(
-        default=None, description="Fullest a mounted filesystem may be, in percent."
-    )
     max_report_age: Annotated[float, Field(gt=0)] = Field(
         default=900.0,
         description="Seconds after its last report that a host becomes stale.",
-    )
-    check_failures: bool = Field(default=True, description="A failing active check is a finding.")
-    collection_errors: bool = Field(
-        default=True, description="A section the agent could not collect is a finding."
     )
     severity: dict[RuleId, Severity] = Field(default={}, description="Severity overrides per rule.")
 
@@ -182,14 +103,10 @@ class Baseline(BaseModel):
         """A rule's severity for this baseline: its override, else the rule's default."""
         return self.severity.get(rule, REGISTRY[rule].severity)
 
-    @property
-    def port_ranges(self) -> list[PortRange]:
-        return [parse_port_spec(s) for s in self.allowed_ports or []]
-
 
 class HostEntry(Baseline):
     unit: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    groups: list[str] = []
+    groups: list[str] = Field(default_factory=list)
 
 
 class _PolicyFile(BaseModel):

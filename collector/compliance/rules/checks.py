@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, Field
+
 from fleetwatch.collector.compliance.rules.registry import rule, unique
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
+
+
+class ChecksSettings(BaseModel):
+    """The policy keys of these rules (part of every baseline: see `compliance.policy`)."""
+
+    check_failures: bool = Field(default=True, description="A failing active check is a finding.")
 
 
 @rule(

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, Field
+
 from fleetwatch.collector.compliance.rules.registry import rule
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
+
+
+class CollectionSettings(BaseModel):
+    """The policy keys of these rules (part of every baseline: see `compliance.policy`)."""
+
+    collection_errors: bool = Field(
+        default=True, description="A section the agent could not collect is a finding."
+    )
 
 
 @rule(

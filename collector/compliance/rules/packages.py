@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
 
 from fleetwatch import debversion
-from fleetwatch.collector.compliance.rules.patterns import name_matches
+from fleetwatch.collector.compliance.rules.patterns import NamePattern, name_matches
 from fleetwatch.collector.compliance.rules.registry import rule, unique
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
+
+
+def _version(value: str) -> str:
+    debversion.parse(value)
+    return value
+
+
+MinVersion = Annotated[str, Field(max_length=255), AfterValidator(_version)]
+
+
+class PackagesSettings(BaseModel):
+    """The policy keys of these rules (part of every baseline: see `compliance.policy`)."""
+
+    forbidden_packages: list[NamePattern] = Field(
+        default=[],
+        description="Packages that must not be installed (shell-style patterns).",
+    )
+    min_versions: dict[NamePattern, MinVersion] = Field(
+        default={}, description="Package -> lowest acceptable version, in dpkg order."
+    )
 
 
 @rule(

@@ -4,13 +4,73 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
 
 from fleetwatch.collector.compliance.rules.registry import rule
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
     from fleetwatch.schema import Listener
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """A port or a range of ports of one protocol, as the policy allows them."""
+
+    protocol: str
+    low: int
+    high: int
+
+    def matches(self, protocol: str, port: int) -> bool:
+        return self.protocol == protocol and self.low <= port <= self.high
+
+
+def parse_port_spec(spec: str) -> PortRange:
+    """``tcp/22``, ``udp/123`` or a range ``tcp/8000-8100``."""
+    protocol, sep, ports = spec.strip().lower().partition("/")
+    if not sep or protocol not in {"tcp", "udp"}:
+        msg = f"{spec!r} is not a port: write tcp/PORT, udp/PORT or tcp/LOW-HIGH"
+        raise ValueError(msg)
+    low_text, _, high_text = ports.partition("-")
+    try:
+        low = int(low_text)
+        high = int(high_text) if high_text else low
+    except ValueError:
+        msg = f"{spec!r} is not a port: write tcp/PORT, udp/PORT or tcp/LOW-HIGH"
+        raise ValueError(msg) from None
+    if not 0 <= low <= high <= 65535:
+        msg = f"{spec!r}: ports run from 0 to 65535, low to high"
+        raise ValueError(msg)
+    return PortRange(protocol, low, high)
+
+
+def _port_spec(value: str) -> str:
+    parsed = parse_port_spec(value)
+    suffix = str(parsed.low) if parsed.low == parsed.high else f"{parsed.low}-{parsed.high}"
+    return f"{parsed.protocol}/{suffix}"
+
+
+PortSpec = Annotated[str, AfterValidator(_port_spec)]
+
+
+class PortsSettings(BaseModel):
+    """The policy keys of these rules (part of every baseline: see `compliance.policy`)."""
+
+    allowed_ports: list[PortSpec] | None = Field(
+        default=None,
+        description="Ports that may listen on non-loopback addresses; anything else is a "
+        "finding. Unset: ports are not checked.",
+    )
+    ignore_loopback: bool = Field(
+        default=True, description="Listeners on loopback addresses are not checked."
+    )
+
+    @property
+    def port_ranges(self) -> list[PortRange]:
+        return [parse_port_spec(s) for s in self.allowed_ports or []]
 
 
 def _is_loopback(address: str) -> bool:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import BaseModel, Field
 
 from fleetwatch.collector.compliance.rules.registry import rule
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
+
+
+class ResourcesSettings(BaseModel):
+    """The policy keys of these rules (part of every baseline: see `compliance.policy`)."""
+
+    max_disk_percent: Annotated[float, Field(gt=0, le=100)] | None = Field(
+        default=None, description="Fullest a mounted filesystem may be, in percent."
+    )
 
 
 @rule(

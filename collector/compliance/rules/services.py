@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fleetwatch.collector.compliance.rules.patterns import name_matches
+from pydantic import BaseModel, Field
+
+from fleetwatch.collector.compliance.rules.patterns import NamePattern, name_matches
 from fleetwatch.collector.compliance.rules.registry import rule, unique
 
 if TYPE_CHECKING:
@@ -13,6 +15,18 @@ if TYPE_CHECKING:
 
 ACTIVE_STATES = frozenset({"active", "activating", "reloading"})
 ENABLED_STATES = frozenset({"enabled", "enabled-runtime", "linked", "linked-runtime"})
+
+
+class ServicesSettings(BaseModel):
+    """The policy keys of these rules (part of every baseline: see `compliance.policy`)."""
+
+    required_services: list[NamePattern] = Field(
+        default=[], description="systemd services that must be active."
+    )
+    forbidden_services: list[NamePattern] = Field(
+        default=[],
+        description="systemd services that must be neither active nor enabled.",
+    )
 
 
 def _units_by_name(services: ServicesData) -> dict[str, ServiceUnit]:

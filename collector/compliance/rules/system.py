@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import BaseModel, Field
 
 from fleetwatch.collector.compliance.rules.registry import days, rule
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
+
+
+class SystemSettings(BaseModel):
+    """The policy keys of these rules (part of every baseline: see `compliance.policy`)."""
+
+    reboot_grace_days: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="Days a host may wait for a reboot (reboot-required, or an older running "
+        "kernel than installed).",
+    )
 
 
 @rule(

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import BaseModel, Field
 
 from fleetwatch.collector.compliance.rules.registry import days, rule
 
 if TYPE_CHECKING:
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
     from fleetwatch.schema import PendingUpdate
+
+
+class UpdatesSettings(BaseModel):
+    """The policy keys of these rules (part of every baseline: see `compliance.policy`)."""
+
+    max_pending_security_updates: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Most security updates that may be pending past their grace period.",
+    )
+    security_update_grace_days: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="Days a security update may be pending (since first seen) before it counts.",
+    )
+    max_index_age_days: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Oldest acceptable package index: with an old index, pending updates go "
+        "unseen.",
+    )
 
 
 @rule(

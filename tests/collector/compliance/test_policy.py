@@ -10,8 +10,8 @@ from fleetwatch.collector.compliance.policy import (
     Policy,
     PolicyError,
     PolicySource,
-    parse_port_spec,
 )
+from fleetwatch.collector.compliance.rules.ports import parse_port_spec
 
 POLICY = """
 [defaults]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import pkgutil
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from fleetwatch.collector.compliance import rules as rules_package
 from fleetwatch.collector.compliance.policy import Baseline, Policy, PolicyError
@@ -88,6 +90,32 @@ class TestRegistration:
         modules = {m.name for m in pkgutil.iter_modules(rules_package.__path__)} - MACHINERY
         declaring = {declared.check.__module__.rsplit(".", 1)[1] for declared in REGISTRY}
         assert declaring == modules
+
+
+class TestRuleSettings:
+    def test_every_rules_module_settings_are_part_of_the_baseline(self) -> None:
+        """Each rules module declares its policy keys beside its rules, and the baseline
+        is made of them: a module whose settings the baseline forgot fails here."""
+        declared = []
+        for module in pkgutil.iter_modules(rules_package.__path__):
+            loaded = importlib.import_module(f"{rules_package.__name__}.{module.name}")
+            declared += [
+                value
+                for name, value in vars(loaded).items()
+                if name.endswith("Settings")
+                and isinstance(value, type)
+                and issubclass(value, BaseModel)
+                and value.__module__ == loaded.__name__
+            ]
+        assert declared
+        assert set(declared) == {base for base in Baseline.__mro__ if base in declared}
+        keys = {key for settings in declared for key in settings.model_fields}
+        assert keys == set(Baseline.model_fields) - {"max_report_age", "severity"}
+
+    def test_a_rules_policy_key_is_validated_where_it_is_declared(self) -> None:
+        """A bad value for a rule's key is refused naming the key, as any policy key."""
+        with pytest.raises(PolicyError, match=r"\[defaults\] max_disk_percent"):
+            Policy.from_text("[defaults]\nmax_disk_percent = 120\n")
 
 
 class TestPolicySchema:
