@@ -11,6 +11,7 @@ import json
 import resource
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,6 +213,40 @@ def test_a_low_descriptor_limit_lowers_the_cap_and_normal_clients_still_get_answ
     shed = log_events(collector, SHED)
     assert shed, "shedding is logged"
     assert len(shed) < 10, "one line per interval, not one per connection"
+
+
+def test_a_soft_limit_below_the_hard_one_is_raised(tmp_path: Path) -> None:
+    """Soft 512 under this machine's hard limit: raised to what 4,096 connections need, so the
+    cap stays whole and nothing is logged."""
+    hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    collector = CollectorProcess(tmp_path, f"sqlite:///{tmp_path / 'raise.db'}")
+    collector.args = ["prlimit", f"--nofile=512:{hard_limit}", "--", *collector.args]
+    collector.start()
+    try:
+        assert collector.process is not None
+        limits = Path(f"/proc/{collector.process.pid}/limits").read_text()
+        [soft, hard] = next(
+            line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files")
+        )
+    finally:
+        collector.stop()
+    assert int(soft) > 4096
+    assert int(soft) < int(hard) == hard_limit
+    assert log_events(collector, LOWERED) == []
+
+
+def test_too_few_descriptors_stop_the_collector_with_the_figure(tmp_path: Path) -> None:
+    collector = CollectorProcess(tmp_path, f"sqlite:///{tmp_path / 'few.db'}")
+    done = subprocess.run(
+        ["prlimit", "--nofile=150:150", "--", *collector.args],
+        env=collector.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "may open 150 files" in done.stderr
 
 
 def test_thousands_of_idle_and_slow_connections_leave_room_for_normal_clients(
