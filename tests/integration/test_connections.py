@@ -202,7 +202,7 @@ def test_a_low_descriptor_limit_lowers_the_cap_and_normal_clients_still_get_answ
         descriptors = open_descriptors(collector)
     finally:
         crowd.close()
-    collector.stop()
+        collector.stop()
     print(f"\nunder 1,200 connections with 512 descriptors: {client.latency()}")
     assert client.refused() == []
     assert descriptors < 512
@@ -273,7 +273,7 @@ def test_thousands_of_idle_and_slow_connections_leave_room_for_normal_clients(
         assert crowd.failed == []
     finally:
         crowd.close()
-    collector.stop()
+        collector.stop()
     print(
         f"\n3,000 connections opened in {opened:.1f} s, {held} descriptors held by the "
         f"collector; the well-behaved client: {client.latency()}"
@@ -333,7 +333,7 @@ def test_a_flood_of_tls_handshakes_stays_within_the_budget(tmp_path: Path) -> No
     finally:
         for sock in sockets:
             sock.close()
-    collector.stop()
+        collector.stop()
     print(f"\nunder 1,200 TLS handshakes with 512 descriptors: {client.latency()}")
     assert client.refused() == []
     assert descriptors < 512
