@@ -85,8 +85,8 @@ class CollectorSettings(BaseSettings):
     )
     max_connections: Annotated[int, Field(ge=1)] = Field(
         default=4096,
-        description="Connections (and requests in progress) a worker takes at once; more are "
-        "answered 503.",
+        description="Connections a worker holds at once, lowered at start to what its file "
+        "descriptor limit allows; near it, idle and slow connections are closed for new ones.",
     )
     host_rate: Annotated[float, Field(gt=0)] = Field(
         default=1.0,

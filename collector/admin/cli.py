@@ -64,15 +64,30 @@ def _collector_settings(args: argparse.Namespace) -> CollectorSettings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import structlog
     import uvicorn
     from sqlalchemy.exc import OperationalError
 
     from fleetwatch.collector.compliance.policy import PolicyError, PolicySource
     from fleetwatch.collector.storage.engine import DatabaseURLError, make_engine, upgrade
+    from fleetwatch.collector.web.budget import DescriptorLimitError, plan_budget
     from fleetwatch.logs import configure_logging
 
     settings = _collector_settings(args)
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        # before the workers start, so that they inherit the raised limit
+        budget = plan_budget(settings.max_connections)
+    except DescriptorLimitError as exc:
+        raise CliError(str(exc), 1) from exc
+    if budget.lowered:
+        structlog.get_logger(__name__).warning(
+            "connection cap lowered to fit the file descriptor limit",
+            max_connections=budget.max_connections,
+            cap=budget.cap,
+            descriptor_limit=budget.descriptors,
+            raised_from=budget.raised_from,
+        )
     try:
         PolicySource(settings.policy)  # a broken policy stops us here, with its message
         engine = make_engine(settings.resolved_database_url)
@@ -94,7 +109,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         factory=True,
         workers=settings.workers,
         http="fleetwatch.collector.web.protocol:GuardedHttpToolsProtocol",
-        limit_concurrency=settings.max_connections,
+        loop="fleetwatch.collector.web.loop:GuardedLoop",
+        ws="none",  # no WebSocket routes: an upgrade request stays plain HTTP
+        # the protocol holds the cap itself, shedding idle and slow connections first
+        # (collector/web/connections.py); uvicorn's limit would answer 503 to everyone
+        limit_concurrency=None,
+        backlog=budget.backlog,
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

@@ -16,7 +16,7 @@ from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web import answers
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
-from fleetwatch.collector.web.protocol import GuardedHttpToolsProtocol
+from fleetwatch.collector.web.protocol import guard_connections
 from fleetwatch.collector.web.report_door import ReportDoor
 from fleetwatch.collector.web.routes import router
 from fleetwatch.collector.web.security_log import SecurityLog
@@ -84,5 +84,5 @@ def app_from_environment() -> FastAPI:
     migrations already applied by the parent process."""
     settings = CollectorSettings()
     configure_logging(settings.log_level, settings.log_format)
-    GuardedHttpToolsProtocol.header_timeout = settings.header_timeout
+    guard_connections(settings)
     return create_app(settings, migrate=False)

@@ -1,7 +1,7 @@
 """GuardedHttpToolsProtocol against the uvicorn installed: the private hooks it overrides are
 still there, and a client trickling header bytes is still cut off.
 
-protocol.py subclasses uvicorn's private ``HttpToolsProtocol`` (hence ``uvicorn<1`` in
+protocol.py subclasses uvicorn's private ``HttpToolsProtocol`` (hence the cap on uvicorn in
 pyproject.toml). When uvicorn changes that class, these tests say what changed.
 """
 
@@ -34,8 +34,13 @@ HOOKS = {
     "connection_made": ["self", "transport"],
     "on_message_begin": ["self"],
     "on_headers_complete": ["self"],
+    "on_message_complete": ["self"],
+    "on_response_complete": ["self"],
+    "timeout_keep_alive_handler": ["self"],
     "connection_lost": ["self", "exc"],
 }
+# Attributes of uvicorn's protocol that protocol.py reads (set in __init__ or per request).
+ATTRIBUTES = ("cycle", "pipeline")
 
 
 def revisit(what: str) -> str:
@@ -53,6 +58,14 @@ class TestUvicornStillFits:
         assert parameters == HOOKS[hook], revisit(
             f"{hook}() now takes {parameters}, not {HOOKS[hook]}"
         )
+
+    def test_the_attributes_it_reads_are_still_set(self) -> None:
+        """A new protocol still has the per-request attributes protocol.py reads."""
+        config = uvicorn.Config(_app, http=GuardedHttpToolsProtocol, lifespan="off")
+        config.load()
+        protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+        for name in ATTRIBUTES:
+            assert hasattr(protocol, name), revisit(f"it no longer sets self.{name}")
 
     def test_it_still_has_a_loop_and_a_transport(self) -> None:
         """After connection_made the protocol has self.loop (its loop) and self.transport."""
@@ -76,7 +89,7 @@ class TestUvicornStillFits:
             seen = {
                 "loop": getattr(protocol, "loop", None) is loop,
                 "transport": getattr(protocol, "transport", None) is transport,
-                "armed": protocol._header_timer is not None,
+                "armed": protocol._deadline is not None,
             }
             transport.close()
             await asyncio.sleep(0)  # connection_lost runs on the loop's next turn
@@ -91,7 +104,7 @@ class TestUvicornStillFits:
             "connection_made() no longer keeps the transport in self.transport"
         )
         assert seen["armed"], "connection_made() did not start the header deadline"
-        assert protocol._header_timer is None, "connection_lost() left the deadline running"
+        assert protocol._deadline is None, "connection_lost() left the deadline running"
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
