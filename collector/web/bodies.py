@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 async def read_body(request: Request, max_bytes: int, time_limit: float) -> bytes:
     """The request body, decompressed, refusing more than ``max_bytes`` or a slow sender."""
-    return await read_chunks(request.headers, request.stream(), max_bytes, time_limit)
+    # the request's own receive, not request.stream(): a client that goes away is then a
+    # refusal (BodyIncomplete), not Starlette's ClientDisconnect and a traceback in the log
+    return await read_chunks(request.headers, chunks_of(request.receive), max_bytes, time_limit)
 
 
 async def read_chunks(
