@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -21,14 +20,14 @@ from fleetwatch.schema import SECTION_TYPES, SystemData, UpdatesData
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from datetime import datetime
 
     from sqlalchemy import Connection
 
     from fleetwatch.collector.compliance.policy import HostPolicy
     from fleetwatch.collector.storage.findings import FindingRow
+    from fleetwatch.collector.storage.hosts import Conditions, SectionState
     from fleetwatch.collector.storage.store import Store
-
-MISSING_BASE = "sent as a hash the collector does not hold"
 
 
 class HostFacts:
@@ -37,8 +36,8 @@ class HostFacts:
     def __init__(
         self,
         now: datetime,
-        sections: Mapping[str, Mapping[str, Any]],
-        conditions: Mapping[str, Mapping[str, str]],
+        sections: Mapping[str, SectionState],
+        conditions: Conditions,
         load: Callable[[str, str], BaseModel | None],
         fresh: Mapping[str, BaseModel] | None = None,
     ) -> None:
@@ -50,10 +49,7 @@ class HostFacts:
 
     def section_hash(self, name: str) -> str | None:
         state = self._sections.get(name)
-        if not state or state.get("error") or state.get("missing"):
-            return None
-        content_hash: str | None = state.get("hash")
-        return content_hash
+        return None if state is None else state.current
 
     def section(self, name: str) -> Any:
         if name not in self._data:
@@ -62,18 +58,15 @@ class HostFacts:
         return self._data[name]
 
     def errors(self) -> Mapping[str, str]:
-        return {
-            name: state["error"] for name, state in self._sections.items() if state.get("error")
-        }
+        return {name: state.error for name, state in self._sections.items() if state.error}
 
     def since(self, kind: str, key: str) -> datetime:
-        first_seen = self._conditions.get(kind, {}).get(key)
-        return self.now if first_seen is None else datetime.fromisoformat(first_seen)
+        return self._conditions.get(kind, {}).get(key, self.now)
 
 
 def age_conditions(
-    conditions: Mapping[str, Mapping[str, str]], fresh: Mapping[str, BaseModel], now: datetime
-) -> dict[str, dict[str, str]]:
+    conditions: Conditions, fresh: Mapping[str, BaseModel], now: datetime
+) -> Conditions:
     """Since when each aging condition holds, after sections that just arrived.
 
     A pending security update or a wanted reboot keeps the time it was first seen for as long
@@ -89,21 +82,20 @@ def age_conditions(
             {""} if system.reboot_required or system.kernel_outdated else set()
         )
     aged = {kind: dict(keys) for kind, keys in conditions.items()}
-    stamp = now.isoformat()
     for kind, keys in wanted.items():
         have = aged.get(kind, {})
-        aged[kind] = {key: have.get(key, stamp) for key in sorted(keys)}
+        aged[kind] = {key: have.get(key, now) for key in sorted(keys)}
     return {kind: keys for kind, keys in aged.items() if keys}
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class HostUpdate:
     """One host to evaluate: its baseline, its latest sections, and what just arrived."""
 
     host_id: str
     policy: HostPolicy
-    sections: Mapping[str, Mapping[str, Any]]
-    conditions: Mapping[str, Mapping[str, str]]
+    sections: Mapping[str, SectionState]
+    conditions: Conditions
     observed_at: datetime
     fresh: Mapping[str, BaseModel] = field(default_factory=dict)
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from fleetwatch.collector.compliance.findings import MISSING_BASE, HostUpdate, age_conditions
+from fleetwatch.collector.compliance.findings import HostUpdate, age_conditions
 from fleetwatch.collector.refusals import HostMismatch, HostNotEnrolled, Refusal
 from fleetwatch.collector.storage.blobs import NewBlob
-from fleetwatch.collector.storage.hosts import HostChange
+from fleetwatch.collector.storage.hosts import HostChange, SectionState
 from fleetwatch.collector.storage.reports import NewReport
 from fleetwatch.collector.storage.text import storable
 from fleetwatch.schema import SECTION_NAMES, Report, ReportAck
@@ -74,6 +74,15 @@ def _ack(row: ReportRow, status: str) -> ReportAck:
             "missing": row.missing,
         }
     )
+
+
+_NEVER_SENT = SectionState()
+
+
+def _held(host: HostRow, section: str) -> str | None:
+    """The hash of the content the host holds for a section, current or not."""
+    state = host.sections.get(section)
+    return None if state is None else state.hash
 
 
 def _spool_error(report: Report) -> str | None:
@@ -133,11 +142,13 @@ class Ingestor:
             self.store.blobs.add(conn, list(batch.contents.values()), now)
             self.store.reports.add(conn, batch.reports)
             self.store.hosts.update(conn, [HostChange(before[h], hosts[h]) for h in batch.advanced])
+            # a content some report left behind stays held if a host of the batch holds it
+            # (a later report went back to it, or another host has it)
             current = {
-                s["hash"]
+                state.hash
                 for h in batch.advanced
-                for s in hosts[h].sections.values()
-                if s.get("hash")
+                for state in hosts[h].sections.values()
+                if state.hash
             }
             self.store.blobs.release(
                 conn, {h: at for h, at in batch.released.items() if h not in current}
@@ -184,9 +195,7 @@ class Ingestor:
                     batch.contents[content_hash] = NewBlob(content_hash, section_name, payload)
                 outcome.accepted[section_name] = content_hash
                 outcome.fresh[section_name] = data
-            elif section.hash is not None and section.hash == host.sections.get(
-                section_name, {}
-            ).get("hash"):
+            elif section.hash is not None and section.hash == _held(host, section_name):
                 outcome.accepted[section_name] = section.hash
             else:
                 outcome.missing.append(section_name)
@@ -230,16 +239,16 @@ class Ingestor:
     ) -> HostRow:
         """The host with this report as its latest state, queued for evaluation."""
         report = item.report
-        sections = {name: dict(state) for name, state in host.sections.items()}
+        sections = dict(host.sections)
         for name, content_hash in outcome.accepted.items():
-            old = sections.get(name, {}).get("hash")
+            old = _held(host, name)
             if old and old != content_hash:
                 batch.released[old] = item.received_at
-            sections[name] = {"hash": content_hash}
+            sections[name] = SectionState(content_hash)
         for name, error in outcome.errors.items():
-            sections[name] = {**sections.get(name, {}), "error": error}
+            sections[name] = sections.get(name, _NEVER_SENT).failed(error)
         for name in outcome.missing:
-            sections[name] = {**sections.get(name, {}), "missing": MISSING_BASE}
+            sections[name] = sections.get(name, _NEVER_SENT).gone_missing()
         advanced = dataclasses.replace(
             host,
             instance_id=report.instance_id,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -10,12 +12,91 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from fleetwatch.collector.storage.tables import hosts
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from datetime import datetime
+    from collections.abc import Callable, Iterable
 
     from sqlalchemy import Connection, Row
 
     from fleetwatch.collector.storage.transactions import Database
+
+MISSING_BASE = "sent as a hash the collector does not hold"
+
+
+@dataclass(frozen=True, slots=True)
+class SectionState:
+    """One section of a host as its latest reports left it.
+
+    ``hash`` is the content last accepted; ``error`` (the agent could not collect it) and
+    ``missing`` (it came as a hash the collector does not hold) say why the latest report
+    lacked it. While either is set the content is stale: kept, but not for the rules.
+    """
+
+    hash: str | None = None
+    error: str | None = None
+    missing: str | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The hash of the content the latest report confirmed, or None."""
+        return None if self.error or self.missing else self.hash
+
+    def failed(self, error: str) -> SectionState:
+        """This section after a report that could not collect it."""
+        return SectionState(self.hash, error, self.missing)
+
+    def gone_missing(self) -> SectionState:
+        """This section after a report that sent a hash the collector does not hold."""
+        return SectionState(self.hash, self.error, MISSING_BASE)
+
+
+# since when each aging condition holds, by kind then key:
+# {"security_update": {package: first seen}, "reboot_required": {"": first seen}}
+Conditions = Mapping[str, Mapping[str, datetime]]
+
+
+# The JSON columns, converted here and nowhere else. A section's JSON object holds only the
+# keys that are set ({"hash": ...}, {"hash": ..., "error": ...}); conditions hold ISO times.
+
+
+def _sections_from_json(raw: Mapping[str, Mapping[str, str]] | None) -> dict[str, SectionState]:
+    return {
+        name: SectionState(state.get("hash"), state.get("error"), state.get("missing"))
+        for name, state in (raw or {}).items()
+    }
+
+
+def _sections_to_json(sections: Mapping[str, SectionState]) -> dict[str, dict[str, str]]:
+    return {
+        name: {
+            key: value
+            for key, value in (
+                ("hash", state.hash),
+                ("error", state.error),
+                ("missing", state.missing),
+            )
+            if value is not None
+        }
+        for name, state in sections.items()
+    }
+
+
+def _conditions_from_json(raw: Mapping[str, Mapping[str, str]] | None) -> Conditions:
+    return {
+        kind: {key: datetime.fromisoformat(since) for key, since in keys.items()}
+        for kind, keys in (raw or {}).items()
+    }
+
+
+def _conditions_to_json(conditions: Conditions) -> dict[str, dict[str, str]]:
+    return {
+        kind: {key: since.isoformat() for key, since in keys.items()}
+        for kind, keys in conditions.items()
+    }
+
+
+_TO_COLUMN: dict[str, Callable[[Any], Any]] = {
+    "sections": _sections_to_json,
+    "conditions": _conditions_to_json,
+}
 
 
 @dataclass(frozen=True)
@@ -31,10 +112,8 @@ class HostRow:
     last_collected_at: datetime | None
     last_received_at: datetime | None
     agent_version: str | None
-    # section name -> {"hash": content held, "error": why the last report lacked it, ...}
-    sections: dict[str, dict[str, Any]]
-    # since when aging conditions hold: {"security_update": {package: iso time}, ...}
-    conditions: dict[str, dict[str, str]]
+    sections: Mapping[str, SectionState]  # by section name
+    conditions: Conditions
     dropped_total: int
     spool_error: str | None
 
@@ -71,18 +150,26 @@ class HostChange:
         return self.after.host_id
 
     def columns(self) -> dict[str, Any]:
-        """The new value of every column that changed, by column name."""
+        """The new value of every column that changed, by column name, as stored."""
         before, after = self.before, self.after
-        return {
+        changed = {
             name: getattr(after, name)
             for name in _STATE_COLUMNS
             if getattr(after, name) != getattr(before, name)
         }
+        for name, to_column in _TO_COLUMN.items():
+            if name in changed:
+                changed[name] = to_column(changed[name])
+        return changed
 
 
 def _host(row: Row[Any]) -> HostRow:
     return HostRow(
-        **{**row._mapping, "sections": row.sections or {}, "conditions": row.conditions or {}}
+        **{
+            **row._mapping,
+            "sections": _sections_from_json(row.sections),
+            "conditions": _conditions_from_json(row.conditions),
+        }
     )
 
 
@@ -157,8 +244,8 @@ class Hosts:
     def held_contents(self, conn: Connection) -> set[str]:
         """The hash of every section content some host holds as its latest."""
         return {
-            section["hash"]
+            state.hash
             for (sections,) in conn.execute(select(hosts.c.sections))
-            for section in (sections or {}).values()
-            if section.get("hash")
+            for state in _sections_from_json(sections).values()
+            if state.hash
         }

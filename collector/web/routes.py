@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fleetwatch.collector.ingest.parse import validation_detail
@@ -35,9 +35,16 @@ from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
     HostSummary,
+    NewToken,
+    PolicyReload,
+    PolicyState,
+    ReenrollRequest,
     ReportView,
+    RotatedToken,
     SectionView,
     Status,
+    TokenRequest,
+    TokenView,
     host_summary,
 )
 from fleetwatch.schema import EnrollRequest, EnrollResponse, HostId
@@ -83,10 +90,6 @@ async def enroll(request: Request) -> Response:
         svc.identity.enroll, enrollment.host_id, enrollment.enroll_secret
     )
     return _json(EnrollResponse(token=token))
-
-
-class RotatedToken(BaseModel):
-    token: str
 
 
 @router.post("/api/v1/token/rotate", response_model=RotatedToken, tags=["agent"])
@@ -144,30 +147,17 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
         sections = {}
         for name, state in (host.sections if host else {}).items():
             content = None
-            if data and state.get("hash"):
-                payload = svc.store.blobs.get(conn, state["hash"])
+            if data and state.hash:
+                payload = svc.store.blobs.get(conn, state.hash)
                 content = json.loads(payload) if payload else None
-            sections[name] = SectionView(
-                hash=state.get("hash"),
-                error=state.get("error"),
-                missing=state.get("missing"),
-                data=content,
-            )
+            sections[name] = SectionView.of(state, content)
     counts: dict[str, int] = {}
     for finding in findings:
         counts[finding.severity] = counts.get(finding.severity, 0) + 1
     summary = host_summary(host_id, host, counts, policy, now)
     if not principal.may_see(summary.unit):
         raise NoSuchHost(f"no host {host_id!r}")
-    return HostDetail(
-        **summary.model_dump(),
-        enrolled_at=host.enrolled_at if host else None,
-        last_sequence=host.last_sequence if host else None,
-        dropped_reports=host.dropped_total if host else 0,
-        spool_error=host.spool_error if host else None,
-        sections=sections,
-        findings=[FindingView.model_validate(f) for f in findings],
-    )
+    return HostDetail.of(summary, host, sections, findings)
 
 
 @router.get("/api/v1/hosts/{host_id}/reports", response_model=list[ReportView], tags=["read"])
@@ -226,20 +216,6 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
 # -- administration -----------------------------------------------------------------------
 
 
-class PolicyState(BaseModel):
-    source: str
-    digest: str
-    error: str | None
-    hosts: int
-    groups: list[str]
-
-
-class PolicyReload(BaseModel):
-    changed: bool
-    hosts_evaluated: int
-    error: str | None
-
-
 @router.get(
     "/api/v1/policy",
     response_model=PolicyState,
@@ -272,10 +248,6 @@ def reload_policy(request: Request) -> PolicyReload:
     return PolicyReload(changed=changed, hosts_evaluated=count, error=svc.policy.error)
 
 
-class ReenrollRequest(BaseModel):
-    minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 60
-
-
 @router.post(
     "/api/v1/hosts/{host_id}/allow-reenroll", tags=["admin"], dependencies=[Depends(admin_write)]
 )
@@ -298,37 +270,13 @@ def revoke_host(request: Request, host_id: HostId) -> dict[str, object]:
     return {"revoked": count}
 
 
-class TokenRequest(BaseModel):
-    name: Annotated[str, Field(min_length=1, max_length=255)]
-    kind: Literal["admin", "read", "enroll"]
-    unit: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-
-
-class TokenView(BaseModel):
-    id: int
-    name: str
-    kind: str
-    unit: str | None
-    created_at: datetime
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-
-class NewToken(BaseModel):
-    id: int
-    name: str
-    kind: str
-    unit: str | None
-    token: str
-
-
 @router.post(
     "/api/v1/tokens", response_model=NewToken, tags=["admin"], dependencies=[Depends(admin_write)]
 )
 def create_token(request: Request, body: TokenRequest) -> NewToken:
     """Create an API token (admin, read, or read limited to a unit) or an enrollment secret."""
     token_id, token = service(request).identity.create_token(body.name, body.kind, body.unit)
-    return NewToken(id=token_id, name=body.name, kind=body.kind, unit=body.unit, token=token)
+    return NewToken(**dict(body), id=token_id, token=token)
 
 
 @router.get(
@@ -336,7 +284,7 @@ def create_token(request: Request, body: TokenRequest) -> NewToken:
 )
 def list_tokens(request: Request) -> list[TokenView]:
     """API tokens and enrollment secrets (never the tokens themselves)."""
-    return [TokenView(**vars(row)) for row in service(request).identity.list_tokens()]
+    return [TokenView.model_validate(row) for row in service(request).identity.list_tokens()]
 
 
 @router.delete("/api/v1/tokens/{token_id}", tags=["admin"], dependencies=[Depends(admin_write)])

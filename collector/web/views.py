@@ -1,4 +1,8 @@
-"""What the read API answers: hosts with their status, a host's latest state, findings.
+"""The HTTP API's models: what it answers, and the bodies administrators send.
+
+Hosts with their status, a host's latest state, findings, reports, API tokens, the policy in
+force. Views of stored records are built from the records (``from_attributes``), so that a
+route never copies a row field by field.
 
 A host's status is worked out when asked, from its latest report and its baseline:
 ``never_reported`` (listed in the policy or enrolled, but no report yet), ``stale`` (the
@@ -9,13 +13,16 @@ latest report is older than ``max_report_age``), ``noncompliant`` (open findings
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from fleetwatch.collector.compliance.policy import Policy
-    from fleetwatch.collector.storage.hosts import HostRow
+    from fleetwatch.collector.storage.findings import FindingRow
+    from fleetwatch.collector.storage.hosts import HostRow, SectionState
 
 Status = Literal["compliant", "noncompliant", "stale", "never_reported"]
 STATUSES: tuple[Status, ...] = ("compliant", "noncompliant", "stale", "never_reported")
@@ -51,10 +58,19 @@ class FindingView(BaseModel):
 
 
 class SectionView(BaseModel):
+    # built from a SectionState and the content it holds: SectionView.of(state, data)
+    model_config = ConfigDict(from_attributes=True)
+
     hash: str | None = None
     error: str | None = None
     missing: str | None = None
     data: Any = None
+
+    @classmethod
+    def of(cls, state: SectionState, data: Any = None) -> SectionView:
+        """A section as its state records it, with its content decoded (None: not asked for
+        or not held)."""
+        return cls.model_validate(state).model_copy(update={"data": data})
 
 
 class HostDetail(HostSummary):
@@ -64,6 +80,26 @@ class HostDetail(HostSummary):
     spool_error: str | None
     sections: dict[str, SectionView]
     findings: list[FindingView]
+
+    @classmethod
+    def of(
+        cls,
+        summary: HostSummary,
+        host: HostRow | None,
+        sections: Mapping[str, SectionView],
+        findings: Iterable[FindingRow],
+    ) -> HostDetail:
+        """A host's summary with what its row records (nothing for a host that never
+        enrolled), its sections and its open findings."""
+        return cls(
+            **dict(summary),
+            enrolled_at=host.enrolled_at if host else None,
+            last_sequence=host.last_sequence if host else None,
+            dropped_reports=host.dropped_total if host else 0,
+            spool_error=host.spool_error if host else None,
+            sections=dict(sections),
+            findings=[FindingView.model_validate(f) for f in findings],
+        )
 
 
 class ReportView(BaseModel):
@@ -80,6 +116,55 @@ class ReportView(BaseModel):
     missing: list[str]
     dropped: int
     spool_error: str | None
+
+
+class RotatedToken(BaseModel):
+    token: str
+
+
+class PolicyState(BaseModel):
+    source: str
+    digest: str
+    error: str | None
+    hosts: int
+    groups: list[str]
+
+
+class PolicyReload(BaseModel):
+    changed: bool
+    hosts_evaluated: int
+    error: str | None
+
+
+class ReenrollRequest(BaseModel):
+    minutes: Annotated[float, Field(gt=0, le=7 * 24 * 60)] = 60
+
+
+class TokenRequest(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    kind: Literal["admin", "read", "enroll"]
+    unit: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+
+class TokenView(BaseModel):
+    # built from an ApiTokenRow: TokenView.model_validate(row)
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    kind: str
+    unit: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class NewToken(BaseModel):
+    id: int
+    name: str
+    kind: str
+    unit: str | None
+    token: str
 
 
 def status_of(

@@ -100,7 +100,7 @@ class TestIngest:
         with service.store.read() as conn:
             detail = service.store.hosts.get(conn, "web-01")
         assert detail is not None
-        assert detail.sections["packages"]["missing"]
+        assert detail.sections["packages"].missing
 
     def test_a_resent_report_is_acknowledged_not_stored_twice(
         self, service: CollectorService
@@ -179,7 +179,7 @@ class TestFindingLifecycle:
         with service.store.read() as conn:
             host = service.store.hosts.get(conn, "web-01")
         assert host is not None
-        same = {"updates": {"hash": host.sections["updates"]["hash"]}}
+        same = {"updates": {"hash": host.sections["updates"].hash}}
         ingest(service, make_report("web-01", 2, same, collected_at=t0 + timedelta(days=8)))
         overdue = {key for rule, key in open_keys(service, "web-01") if rule == "security_updates"}
         security = {u["name"] for u in updates["updates"] if u["security"]}

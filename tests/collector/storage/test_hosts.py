@@ -4,9 +4,11 @@ import dataclasses
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select, update
 
-from fleetwatch.collector.storage.hosts import HostChange, HostRow
+from fleetwatch.collector.storage.hosts import MISSING_BASE, HostChange, HostRow, SectionState
 from fleetwatch.collector.storage.store import Store
+from fleetwatch.collector.storage.tables import hosts
 from tests.collector.storage.conftest import T0, Statements, enroll
 
 
@@ -30,6 +32,90 @@ def get(store: Store, host_id: str) -> HostRow:
     return host
 
 
+class TestSectionState:
+    def test_a_failed_or_missing_section_keeps_its_content_but_not_for_the_rules(self) -> None:
+        """An error or a missing content leaves the hash held, and the section not current."""
+        held = SectionState("1" * 64)
+        assert held.current == "1" * 64
+        failed = held.failed("boom")
+        assert failed == SectionState("1" * 64, error="boom")
+        assert failed.current is None
+        both = failed.gone_missing()
+        assert both == SectionState("1" * 64, error="boom", missing=MISSING_BASE)
+        assert both.current is None
+
+
+# every form a section's state takes, and its JSON in the hosts.sections column
+SECTIONS = {
+    "ports": SectionState("1" * 64),
+    "checks": SectionState(error="psutil: permission denied"),
+    "packages": SectionState(missing=MISSING_BASE),
+    "updates": SectionState("2" * 64, error="apt-get: timed out"),
+    "system": SectionState("3" * 64, error="boom", missing=MISSING_BASE),
+}
+SECTIONS_JSON = {
+    "ports": {"hash": "1" * 64},
+    "checks": {"error": "psutil: permission denied"},
+    "packages": {"missing": MISSING_BASE},
+    "updates": {"hash": "2" * 64, "error": "apt-get: timed out"},
+    "system": {"hash": "3" * 64, "error": "boom", "missing": MISSING_BASE},
+}
+
+
+class TestStoredState:
+    def test_sections_round_trip_through_their_json_column(self, store: Store) -> None:
+        """What is written is read back as it was, and the column holds only the keys set."""
+        enroll(store, "web-01")
+        before = get(store, "web-01")
+        after = reported(before, 1, sections=SECTIONS)
+        with store.write() as conn:
+            store.hosts.update(conn, [HostChange(before, after)])
+        with store.read() as conn:
+            (stored,) = conn.execute(select(hosts.c.sections)).scalars()
+        assert stored == SECTIONS_JSON
+        assert get(store, "web-01") == after
+
+    def test_sections_as_stored_before_are_read_and_written_unchanged(self, store: Store) -> None:
+        """A column written by earlier collectors (keys in the order they were added) reads as
+        the same states, and writing those states back stores the same JSON."""
+        enroll(store, "web-01")
+        earlier = {
+            **SECTIONS_JSON,
+            "system": {"hash": "3" * 64, "missing": MISSING_BASE, "error": "boom"},
+        }
+        with store.write() as conn:
+            conn.execute(update(hosts).values(sections=earlier))
+        host = get(store, "web-01")
+        assert host.sections == SECTIONS
+        later = reported(host, 1, sections={**host.sections, "ports": SectionState("4" * 64)})
+        with store.write() as conn:
+            store.hosts.update(conn, [HostChange(host, later)])
+            (stored,) = conn.execute(select(hosts.c.sections)).scalars()
+        assert stored == {**SECTIONS_JSON, "ports": {"hash": "4" * 64}}
+
+    def test_conditions_round_trip_as_iso_times(self, store: Store) -> None:
+        """Aging conditions are datetimes in the record and ISO times in the column."""
+        enroll(store, "web-01")
+        before = get(store, "web-01")
+        since = T0 - timedelta(days=3, microseconds=5)
+        conditions = {
+            "security_update": {"openssl": since, "libc6": T0},
+            "reboot_required": {"": T0},
+        }
+        after = reported(before, 1, conditions=conditions)
+        with store.write() as conn:
+            store.hosts.update(conn, [HostChange(before, after)])
+            (stored,) = conn.execute(select(hosts.c.conditions)).scalars()
+        assert stored == {
+            "security_update": {
+                "openssl": "2024-04-28T11:59:59.999995+00:00",
+                "libc6": "2024-05-01T12:00:00+00:00",
+            },
+            "reboot_required": {"": "2024-05-01T12:00:00+00:00"},
+        }
+        assert get(store, "web-01") == after
+
+
 class TestHostChange:
     def test_names_only_the_columns_that_differ(self, store: Store) -> None:
         """Unchanged JSON columns are left out of the update."""
@@ -42,11 +128,10 @@ class TestHostChange:
             "last_collected_at",
             "last_received_at",
         }
-        sections = {"ports": {"hash": "1" * 64}}
-        assert (
-            HostChange(before, reported(before, 1, sections=sections)).columns()["sections"]
-            == sections
-        )
+        sections = {"ports": SectionState("1" * 64)}
+        assert HostChange(before, reported(before, 1, sections=sections)).columns()["sections"] == {
+            "ports": {"hash": "1" * 64}
+        }
 
     def test_is_of_one_host(self, store: Store) -> None:
         """A change from one host's row to another's is refused."""
@@ -59,7 +144,7 @@ class TestHosts:
     def test_update_writes_the_new_state(self, store: Store) -> None:
         enroll(store, "web-01")
         before = get(store, "web-01")
-        after = reported(before, 3, sections={"ports": {"hash": "1" * 64}}, spool_error="full")
+        after = reported(before, 3, sections={"ports": SectionState("1" * 64)}, spool_error="full")
         with store.write() as conn:
             store.hosts.update(conn, [HostChange(before, after)])
         assert get(store, "web-01") == after
@@ -76,7 +161,7 @@ class TestHosts:
         changes = [
             HostChange(
                 host,
-                reported(host, 1, sections={"ports": {"hash": f"{i:064}"}})
+                reported(host, 1, sections={"ports": SectionState(f"{i:064}")})
                 if i % 2
                 else reported(host, 1),
             )
@@ -86,7 +171,7 @@ class TestHosts:
         with store.write() as conn:
             store.hosts.update(conn, changes)
         assert len(statements.of("UPDATE")) == 2
-        assert get(store, "web-03").sections == {"ports": {"hash": f"{3:064}"}}
+        assert get(store, "web-03").sections == {"ports": SectionState(f"{3:064}")}
         assert get(store, "web-04").last_sequence == 1
 
     def test_locked_reads_are_in_id_order(self, store: Store, statements: Statements) -> None:
@@ -119,8 +204,11 @@ class TestHosts:
         """A section that failed or went missing holds no content."""
         enroll(store, "a", "b")
         a, b = get(store, "a"), get(store, "b")
-        sections_a = {"ports": {"hash": "1" * 64}, "checks": {"error": "boom"}}
-        sections_b = {"ports": {"hash": "2" * 64, "error": "boom"}, "disks": {"missing": "x"}}
+        sections_a = {"ports": SectionState("1" * 64), "checks": SectionState(error="boom")}
+        sections_b = {
+            "ports": SectionState("2" * 64, error="boom"),
+            "disks": SectionState(missing="x"),
+        }
         with store.write() as conn:
             store.hosts.update(
                 conn,

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web.app import create_app
-from tests.helpers import make_report, ports_section
+from tests.helpers import full, make_report, ports_section
 
 ADMIN = "admin-token-for-tests"
 SECRET = "enroll-secret-for-tests"
@@ -32,6 +32,25 @@ unit = "water"
 [hosts."never-01"]
 unit = "parks"
 """
+
+
+class IsoTime:
+    """Equal to any ISO 8601 time: for times a test cannot know, such as when a host enrolled."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, str):
+            return False
+        try:
+            datetime.fromisoformat(other)
+        except ValueError:
+            return False
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "IsoTime()"
 
 
 class Api:
@@ -260,6 +279,84 @@ class TestRead:
         assert len(host["sections"]["packages"]["data"]["packages"]) > 100
         assert [f["key"] for f in host["findings"]] == ["tcp/8080"]
         assert api.admin("GET", "/api/v1/hosts/nope-01").status_code == 404
+
+    def test_host_detail_json(self, api: Api) -> None:
+        """A host's detail as the API has always answered it: a section held, one held but
+        failing since, one sent as a hash the collector does not hold."""
+        token = api.enroll("web-01")
+        collected = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+        checks = full("checks", {"results": []})
+        first = {"checks": checks, "ports": ports_section(("tcp", "0.0.0.0", 22))}
+        second = {
+            "checks": {"hash": checks["hash"]},
+            "ports": {"error": "psutil: permission denied"},
+            "packages": {"hash": "f" * 64},
+        }
+        for sequence, sections in enumerate([first, second], 1):
+            body = make_report("web-01", sequence, sections, collected_at=collected)
+            assert api.report(token, body).status_code == 200
+        at = collected.isoformat().replace("+00:00", "Z")
+        assert api.admin("GET", "/api/v1/hosts/web-01").json() == {
+            "host_id": "web-01",
+            "unit": "parks",
+            "groups": [],
+            "status": "noncompliant",
+            "last_report_at": at,
+            "agent_version": "0.1.0",
+            "open_findings": 1,
+            "open_by_severity": {"low": 1},
+            "in_policy": True,
+            "enrolled": True,
+            "enrolled_at": IsoTime(),
+            "last_sequence": 2,
+            "dropped_reports": 0,
+            "spool_error": None,
+            "sections": {
+                "checks": {
+                    "hash": "5021e624e752b001ce3e3846e8f158ed4aeb93a4c9a72fdb35a0c5b14a0eea84",
+                    "error": None,
+                    "missing": None,
+                    "data": {"results": []},
+                },
+                "ports": {
+                    "hash": "11414cf218f5edceaa958d15579854f5ced9c81244f2f2b96220b99bc7c5cfcc",
+                    "error": "psutil: permission denied",
+                    "missing": None,
+                    "data": {
+                        "listeners": [
+                            {
+                                "protocol": "tcp",
+                                "address": "0.0.0.0",
+                                "port": 22,
+                                "pid": 100,
+                                "process": "demo",
+                                "user": "root",
+                            }
+                        ]
+                    },
+                },
+                "packages": {
+                    "hash": None,
+                    "error": None,
+                    "missing": "sent as a hash the collector does not hold",
+                    "data": None,
+                },
+            },
+            "findings": [
+                {
+                    "id": 1,
+                    "host_id": "web-01",
+                    "rule": "collection_errors",
+                    "key": "ports",
+                    "severity": "low",
+                    "detail": "the agent could not collect ports: psutil: permission denied",
+                    "first_seen": at,
+                    "last_seen": at,
+                    "resolved_at": None,
+                    "open": True,
+                }
+            ],
+        }
 
     def test_findings_filters(self, api: Api) -> None:
         self._fleet(api)
