@@ -44,6 +44,7 @@ class FleetLease:
         self.engine = engine
         self.name = name
         self._connection: Connection | None = None
+        self._key = 0
         self._file: int | None = None
         self._memory = False
 
@@ -58,7 +59,7 @@ class FleetLease:
         if self._connection is not None:
             with contextlib.suppress(DBAPIError):
                 self._connection.execute(
-                    text("SELECT pg_advisory_unlock(:key)"), {"key": _advisory_key(self.name)}
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": self._key}
                 )
             with contextlib.suppress(DBAPIError):
                 self._connection.close()
@@ -83,8 +84,12 @@ class FleetLease:
         # autocommit: the session holds the lock, and no transaction stays open meanwhile
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
+            # advisory locks are database-wide: the schema in use is part of the key, so two
+            # fleets in two schemas of one database each have their own housekeeper
+            schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+            self._key = _advisory_key(f"{schema}:{self.name}")
             taken = connection.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": _advisory_key(self.name)}
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
             ).scalar_one()
         except DBAPIError:
             connection.close()

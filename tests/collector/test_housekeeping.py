@@ -9,21 +9,25 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.storage.engine import make_engine
 from fleetwatch.collector.storage.lease import FleetLease
+from tests.conftest import POSTGRES_ENV, _postgres_url
 
 POLICY = '[defaults]\nallowed_ports = ["tcp/22"]\n'
 HOLDER = """
 import sys, time
 from fleetwatch.collector.storage.engine import make_engine
 from fleetwatch.collector.storage.lease import FleetLease
+from tests.conftest import POSTGRES_ENV, _postgres_url
 lease = FleetLease(make_engine(sys.argv[1]), "housekeeping")
 print("held" if lease.held() else "refused", flush=True)
 time.sleep(600)
@@ -96,6 +100,29 @@ class TestFleetLease:
         finally:
             holder.kill()
             holder.wait(timeout=10)
+
+
+    def test_fleets_in_two_schemas_of_one_database_each_have_one(self, database_url: str) -> None:
+        """PostgreSQL's advisory locks span the database: the schema is part of the key, so a
+        second fleet in another schema is not kept from its housekeeping."""
+        if not database_url.startswith("postgresql"):
+            pytest.skip("schemas of one database are PostgreSQL's")
+        schema = f"fwtest_{uuid.uuid4().hex[:12]}"
+        admin = make_engine(os.environ[POSTGRES_ENV])
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            ours = FleetLease(make_engine(database_url), "housekeeping")
+            theirs = FleetLease(make_engine(_postgres_url(schema)), "housekeeping")
+            assert ours.held()
+            assert theirs.held()
+            assert not FleetLease(make_engine(database_url), "housekeeping").held()
+            ours.release()
+            theirs.release()
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
 
 
 class TestHousekeeping:
