@@ -20,7 +20,8 @@ import requests
 from fleetwatch.collector.admin import render
 from fleetwatch.collector.admin.client import ApiClient
 
-EXAMPLE_POLICY = Path(__file__).parent / "examples" / "policy.toml"
+# the example policy ships with the collector package (collector/examples/)
+EXAMPLE_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
 STARTUP_TIMEOUT = 60.0
 
 
