@@ -1,4 +1,4 @@
-"""``fleetwatch``: run the collector, and ask it about the fleet.
+"""Run the fleetwatch collector, and ask it about the fleet.
 
 fleetwatch serve                 run the collector service
 fleetwatch db upgrade            apply database migrations
@@ -13,7 +13,6 @@ fleetwatch demo                  collector + this machine's agent, on SQLite
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -22,14 +21,14 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
+from fleetwatch.command_line import EXIT_USAGE, CommandParser, quiet_broken_pipe
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Sequence
 
     from fleetwatch.collector.admin.client import ApiClient
     from fleetwatch.collector.settings import CollectorSettings
-
-EXIT_USAGE = 2
 
 
 class CliError(Exception):
@@ -174,7 +173,13 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
     status = "noncompliant" if args.noncompliant else args.status
     hosts = _client().get("/api/v1/hosts", unit=args.unit, status=status)
-    print(render.to_json(hosts) if args.json else render.hosts_table(hosts))
+    if args.json:
+        print(render.to_json(hosts))
+    elif not hosts:
+        filters = {"noncompliant": args.noncompliant, "status": args.status, "unit": args.unit}
+        print(render.nothing_found("hosts", filters))
+    else:
+        print(render.hosts_table(hosts))
     return 0
 
 
@@ -191,8 +196,13 @@ def cmd_host(args: argparse.Namespace) -> int:
         answer = client.post(path + "/revoke")
         print(f"revoked {answer['revoked']} token(s) of {render.clean(args.host_id)}")
         return 0
-    host = client.get(path, data=str(args.json).lower())
-    print(render.to_json(host) if args.json else render.host_text(host))
+    host = client.get(path, data="true")
+    if args.json:
+        print(render.to_json(host))
+    else:
+        from fleetwatch.collector.admin.host_page import host_page
+
+        print(host_page(host))
     return 0
 
 
@@ -207,7 +217,19 @@ def cmd_findings(args: argparse.Namespace) -> int:
         unit=args.unit,
         open=None if is_open is None else str(is_open).lower(),
     )
-    print(render.to_json(findings) if args.json else render.findings_table(findings))
+    if args.json:
+        print(render.to_json(findings))
+    elif not findings:
+        filters = {
+            "host": args.host,
+            "rule": args.rule,
+            "unit": args.unit,
+            "open": args.open,
+            "resolved": args.resolved,
+        }
+        print(render.nothing_found("findings", filters))
+    else:
+        print(render.findings_table(findings))
     return 0
 
 
@@ -217,6 +239,9 @@ def cmd_reports(args: argparse.Namespace) -> int:
     reports = _client().get(f"/api/v1/hosts/{args.host_id}/reports", limit=args.limit)
     if args.json:
         print(render.to_json(reports))
+        return 0
+    if not reports:
+        print(f"no reports from {render.clean(args.host_id)} yet")
         return 0
     rows = [
         [
@@ -253,18 +278,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         if args.json:
             print(render.to_json(tokens))
         else:
-            rows = [
-                [
-                    t["id"],
-                    t["name"],
-                    t["kind"],
-                    t["unit"] or "-",
-                    t["created_at"][:19],
-                    "revoked" if t["revoked_at"] else "active",
-                ]
-                for t in tokens
-            ]
-            print(render.table(["ID", "NAME", "KIND", "UNIT", "CREATED", "STATE"], rows))
+            print(render.tokens_table(tokens) if tokens else "no tokens")
     else:
         print(render.clean(client.delete(f"/api/v1/tokens/{args.id}")["detail"]))
     return 0
@@ -302,7 +316,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin.demo import run_demo
 
-    return int(run_demo(args.dir, keep=args.keep))
+    return int(run_demo(args.dir, keep=args.keep, port=args.port))
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -317,7 +331,7 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per option)
-    parser = argparse.ArgumentParser(prog="fleetwatch", description=(__doc__ or "").split("\n")[0])
+    parser = CommandParser(prog="fleetwatch", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--version", action="version", version=f"fleetwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -373,13 +387,15 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
 
     token = commands.add_parser("token", help="API tokens and enrollment secrets")
     token_commands = token.add_subparsers(dest="token_command", required=True)
+    listing = token_commands.add_parser(
+        "list", help="list tokens, and the collector's tokens from its environment"
+    )
+    listing.add_argument("--json", action="store_true")
     create = token_commands.add_parser("create", help="create a token (shown once)")
     create.add_argument("--name", required=True, help="what the token is for")
     create.add_argument("--kind", required=True, choices=["admin", "read", "enroll"])
     create.add_argument("--unit", help="limit a read token or enrollment secret to a unit")
     create.add_argument("--json", action="store_true")
-    listing = token_commands.add_parser("list", help="list tokens")
-    listing.add_argument("--json", action="store_true")
     revoke = token_commands.add_parser("revoke", help="revoke a token")
     revoke.add_argument("id", type=int)
     token.set_defaults(func=cmd_token)
@@ -392,7 +408,9 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
         "compile",
         help="print the policy of a pyinfra inventory (needs fleetwatch[deploy])",
     )
-    compile_.add_argument("inventory", help="pyinfra inventory file")
+    compile_.add_argument(
+        "inventory", help="pyinfra inventory: its directory (inventory/) or its file"
+    )
     compile_.add_argument("-o", "--output", type=Path, help="write to this file")
     policy_commands.add_parser("reload", help="make the collector re-read its policy now")
     policy.set_defaults(func=cmd_policy)
@@ -407,6 +425,12 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
         help="where the demo keeps its database and agent state",
     )
     demo.add_argument(
+        "--port",
+        type=int,
+        default=8470,
+        help="the demo collector's port on 127.0.0.1 (default 8470; 0: any free port)",
+    )
+    demo.add_argument(
         "--keep",
         action="store_true",
         help="keep the collector and agent running until Ctrl-C",
@@ -417,6 +441,10 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return quiet_broken_pipe(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     from fleetwatch.collector.admin.client import ApiError
 

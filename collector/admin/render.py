@@ -81,6 +81,16 @@ def severity_counts(counts: dict[str, int]) -> str:
     return f"{total} ({', '.join(parts)})"
 
 
+def nothing_found(what: str, filters: dict[str, object]) -> str:
+    """What an empty answer says instead of a bare header: which filters matched nothing."""
+    given = [
+        f"--{name.replace('_', '-')}" + ("" if value is True else f" {clean(value)}")
+        for name, value in filters.items()
+        if value not in (None, False)
+    ]
+    return f"no {what} match {' '.join(given)}" if given else f"no {what}"
+
+
 def hosts_table(hosts: list[dict[str, Any]]) -> str:
     rows = [
         [
@@ -111,32 +121,20 @@ def findings_table(findings: list[dict[str, Any]]) -> str:
     return table(["HOST", "RULE", "SEVERITY", "STATE", "AGE", "DETAIL"], rows)
 
 
-def host_text(host: dict[str, Any]) -> str:
-    lines = [
-        f"host:          {clean(host['host_id'])}",
-        f"unit:          {clean(host.get('unit') or '-')}",
-        f"groups:        {clean(', '.join(host.get('groups') or []) or '-')}",
-        f"status:        {clean(host['status'])}",
-        f"last report:   {ago(host.get('last_report_at'))}",
-        f"agent version: {clean(host.get('agent_version') or '-')}",
-    ]
-    system = ((host.get("sections") or {}).get("system") or {}).get("data") or {}
-    if system:
-        os_info = system.get("os") or {}
-        lines += [
-            f"os:            {clean(os_info.get('pretty_name') or os_info.get('id') or '-')}",
-            f"kernel:        {clean(system.get('kernel'))}",
-            f"reboot needed: {'yes' if system.get('reboot_required') else 'no'}",
+def tokens_table(tokens: list[dict[str, Any]]) -> str:
+    """Tokens kept in the database, and those the collector reads from its environment
+    (``source: environment``: no id, no dates, never the value)."""
+    rows = [
+        [
+            "-" if t.get("id") is None else t["id"],
+            t["name"],
+            t["kind"],
+            t.get("unit") or "-",
+            (t.get("created_at") or "")[:19] or "-",
+            "from environment"
+            if t.get("source") == "environment"
+            else ("revoked" if t.get("revoked_at") else "active"),
         ]
-    if host.get("spool_error"):
-        lines.append(f"spool:         {clean(host['spool_error'])}")
-    if host.get("dropped_reports"):
-        lines.append(f"dropped:       {host['dropped_reports']} reports lost by the agent")
-    for name, section in sorted((host.get("sections") or {}).items()):
-        problem = section.get("error") or section.get("missing")
-        if problem:
-            lines.append(f"section {clean(name)}: {clean(problem)}")
-    findings = host.get("findings") or []
-    lines.append("")
-    lines.append(findings_table(findings) if findings else "no open findings")
-    return "\n".join(lines)
+        for t in tokens
+    ]
+    return table(["ID", "NAME", "KIND", "UNIT", "CREATED", "STATE"], rows)

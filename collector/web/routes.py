@@ -283,8 +283,23 @@ def create_token(request: Request, body: TokenRequest) -> NewToken:
     "/api/v1/tokens", response_model=list[TokenView], tags=["admin"], dependencies=[Depends(admin)]
 )
 def list_tokens(request: Request) -> list[TokenView]:
-    """API tokens and enrollment secrets (never the tokens themselves)."""
-    return [TokenView.model_validate(row) for row in service(request).identity.list_tokens()]
+    """API tokens and enrollment secrets (never the tokens themselves), the collector's own
+    from its settings first."""
+    identity = service(request).identity
+    from_settings = [
+        TokenView(
+            id=None,
+            name=name,
+            kind=kind,
+            unit=None,
+            created_at=None,
+            revoked_at=None,
+            last_used_at=None,
+            source="environment",
+        )
+        for name, kind in identity.settings_tokens()
+    ]
+    return from_settings + [TokenView.model_validate(row) for row in identity.list_tokens()]
 
 
 @router.delete("/api/v1/tokens/{token_id}", tags=["admin"], dependencies=[Depends(admin_write)])
