@@ -8,6 +8,7 @@ fleetwatch findings              findings, filtered
 fleetwatch reports HOST_ID       reports received from a host
 fleetwatch token ...             API tokens and enrollment secrets
 fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
+fleetwatch bootstrap DIR         a new fleet's CA, collector certificate and secrets
 fleetwatch demo                  collector + this machine's agent, on SQLite
 """
 
@@ -414,6 +415,10 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     compile_.add_argument("-o", "--output", type=Path, help="write to this file")
     policy_commands.add_parser("reload", help="make the collector re-read its policy now")
     policy.set_defaults(func=cmd_policy)
+
+    from fleetwatch.collector.admin import bootstrap
+
+    bootstrap.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start a collector on SQLite, report this machine, show the hosts"
