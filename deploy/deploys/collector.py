@@ -91,11 +91,16 @@ def install_collector() -> None:
     for key in ("fleetwatch_collector_url", "fleetwatch_admin_token", "fleetwatch_enroll_secret"):
         if not data.get(key):
             msg = f"{host.name}: {key} is not set in the inventory's data"
+            if key != "fleetwatch_collector_url":
+                msg += " (`fleetwatch bootstrap` makes the fleet's secrets: docs/deploy.md)"
             raise DeployError(msg)
     url = urlsplit(data.fleetwatch_collector_url)
     tls = url.scheme == "https"
     if tls and not (data.fleetwatch_tls_cert and data.fleetwatch_tls_key):
-        msg = f"{host.name}: an https:// collector needs fleetwatch_tls_cert and fleetwatch_tls_key"
+        msg = (
+            f"{host.name}: an https:// collector needs fleetwatch_tls_cert and fleetwatch_tls_key"
+            " (`fleetwatch bootstrap` makes them: docs/deploy.md)"
+        )
         raise DeployError(msg)
     port = url.port or (443 if tls else 80)
     try:
