@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-# _LAZY: cryptography is imported by the functions that use it, since every `fleetwatch`
+# cryptography is imported by the functions that use it, since every `fleetwatch`
 # command builds this module's parser and should not pay for loading it.
 CA_DAYS = 3650
 CERT_DAYS = 825
@@ -84,13 +84,13 @@ def _check_subject(
 
 
 def _key() -> EllipticCurvePrivateKey:
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415  (see _LAZY)
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _pem_key(key: EllipticCurvePrivateKey) -> bytes:
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415  (see _LAZY)
+    from cryptography.hazmat.primitives import serialization
 
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -103,9 +103,9 @@ def _certificates(
     now: dt.datetime,
     cert_days: int,
 ) -> dict[str, bytes]:
-    from cryptography import x509  # noqa: PLC0415  (see _LAZY)
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415  (see _LAZY)
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415  (see _LAZY)
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     ca_key, server_key = _key(), _key()
     ca_name = x509.Name(

@@ -9,6 +9,8 @@ fleetwatch reports HOST_ID       reports received from a host
 fleetwatch token ...             API tokens and enrollment secrets
 fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
 fleetwatch bootstrap DIR         a new fleet's CA, collector certificate and secrets
+fleetwatch backup FILE           save the database while the collector serves
+fleetwatch restore FILE          restore a backup into a new database
 fleetwatch demo                  collector + this machine's agent, on SQLite
 """
 
@@ -416,9 +418,10 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     policy_commands.add_parser("reload", help="make the collector re-read its policy now")
     policy.set_defaults(func=cmd_policy)
 
-    from fleetwatch.collector.admin import bootstrap
+    from fleetwatch.collector.admin import backup, bootstrap
 
     bootstrap.add_parser(commands)
+    backup.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start a collector on SQLite, report this machine, show the hosts"
