@@ -116,7 +116,8 @@ class Poster:
         self.parts = urlsplit(url)
         self.local = threading.local()
 
-    def post(self, path: str, token: str, body: tuple[bytes, bool]) -> int:
+    def post(self, path: str, token: str, body: tuple[bytes, bool]) -> tuple[int, float | None]:
+        """The answer's status and its Retry-After, if it has one."""
         conn = getattr(self.local, "conn", None)
         if conn is None:
             conn = http.client.HTTPConnection(
@@ -137,7 +138,8 @@ class Poster:
         if response.getheader("connection", "").lower() == "close":
             conn.close()
             self.local.conn = None
-        return response.status
+        retry_after = response.getheader("retry-after")
+        return response.status, float(retry_after) if retry_after else None
 
 
 @dataclass
@@ -151,6 +153,7 @@ class Load:
     full_share: float
     start_at: float
     seed: int
+    retry: bool = True
 
 
 def _sender(load: Load, results: Any) -> None:
@@ -161,23 +164,36 @@ def _sender(load: Load, results: Any) -> None:
     fixed = _fixed_sections()
     variants = _variants()
     poster = Poster(url)
-    latencies: list[float] = []
-    outcomes: Counter[str] = Counter()
+    latencies: list[float] = []  # of the reports stored, from their first due time
+    outcomes: Counter[str] = Counter()  # every answer, retries included
     lock = threading.Lock()
     due_queue: queue.Queue[tuple[float, Host, tuple[bytes, bool]] | None] = queue.Queue()
+    retrying: set[threading.Timer] = set()
 
     def work() -> None:
         while (item := due_queue.get()) is not None:
             due, host, body = item
+            retry_after = None
             try:
-                status = poster.post("/api/v1/report", host.token, body)
+                status, retry_after = poster.post("/api/v1/report", host.token, body)
                 kind = str(status)
             except Exception as exc:  # noqa: BLE001  (every failure is a figure here)
                 kind = type(exc).__name__
             done = time.monotonic()
             with lock:
                 outcomes[kind] += 1
-                latencies.append(done - due)
+                if kind == "200":
+                    latencies.append(done - due)
+                elif kind in {"429", "503"} and load.retry:
+                    # as the agent does: keep the report, send it again after Retry-After
+                    timer = threading.Timer(retry_after or 5.0, _requeue, (item,))
+                    retrying.add(timer)
+                    timer.start()
+
+    def _requeue(item: tuple[float, Host, tuple[bytes, bool]]) -> None:
+        with lock:
+            retrying.difference_update({t for t in retrying if not t.is_alive()})
+        due_queue.put(item)
 
     threads = [threading.Thread(target=work, daemon=True) for _ in range(64)]
     for thread in threads:
@@ -203,11 +219,18 @@ def _sender(load: Load, results: Any) -> None:
         if delay > 0:
             time.sleep(delay)
         due_queue.put((due, host, body))
+    # what was refused is sent again after its Retry-After: wait for those to be answered
+    while True:
+        time.sleep(0.5)
+        with lock:
+            pending = any(t.is_alive() for t in retrying)
+        if not pending and due_queue.empty():
+            break
     for _ in threads:
         due_queue.put(None)
     for thread in threads:
         thread.join()
-    results.put((latencies, dict(outcomes)))
+    results.put((latencies, dict(outcomes), count))
 
 
 def _tree_cpu(pids: list[int]) -> float:
@@ -299,7 +322,7 @@ def _first_reports(collector: CollectorProcess, hosts: list[Host]) -> None:
     def send(host: Host) -> None:
         host.sequence += 1
         sections = {**fixed, **variants[host.variant], "resources": _resources(rng)}
-        status = poster.post("/api/v1/report", host.token, _body(host, sections))
+        status, _ = poster.post("/api/v1/report", host.token, _body(host, sections))
         if status != 200:
             msg = f"first report of {host.host_id}: HTTP {status}"
             raise RuntimeError(msg)
@@ -343,12 +366,12 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, label: str) -> N
         after = _table_sizes(database_url)
     finally:
         collector.stop()
-    latencies = sorted(x for lat, _ in gathered for x in lat)
+    latencies = sorted(x for lat, _, _ in gathered for x in lat)
     outcomes: Counter[str] = Counter()
-    for _, counts in gathered:
+    for _, counts, _ in gathered:
         outcomes.update(counts)
     ok = outcomes.get("200", 0)
-    sent = len(latencies)
+    sent = sum(count for _, _, count in gathered)
 
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(len(latencies) * p))] if latencies else 0.0
@@ -360,10 +383,12 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str, label: str) -> N
     print(f"  enrolled in {enrolled:.0f} s, first full reports in {first:.0f} s")
     print(
         f"  offered {args.rate:.0f}/s for {args.duration:.0f} s ({args.full_share:.0%} full): "
-        f"achieved {ok / elapsed:.0f}/s ok, {sent} sent"
+        f"achieved {ok / elapsed:.0f}/s stored, {sent} reports, {sent - ok} not stored in the "
+        "end (refused reports are sent again after their Retry-After, as agents do)"
     )
     print(
-        f"  latency from due time: p50 {pct(0.5) * 1000:.0f} ms, p90 {pct(0.9) * 1000:.0f} ms, "
+        "  latency of stored reports, from first due time: "
+        f"p50 {pct(0.5) * 1000:.0f} ms, p90 {pct(0.9) * 1000:.0f} ms, "
         f"p99 {pct(0.99) * 1000:.0f} ms, max {pct(1.0) * 1000:.0f} ms "
         f"(mean {statistics.fmean(latencies) * 1000 if latencies else 0:.0f} ms)"
     )
