@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fleetwatch.collector.storage.blobs import Blobs
+from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.reports import Reports
@@ -43,6 +44,7 @@ class Store:
         self.reports = Reports()
         self.blobs = Blobs(self.database)
         self.findings = Findings()
+        self.events = Events()
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends without an exception."""
