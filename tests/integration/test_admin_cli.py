@@ -73,6 +73,7 @@ class TestHost:
         assert "openssl " in done.stdout
         assert "libssl-dev, libssl3, openssl" in done.stdout
         assert "tcp/5432" in done.stdout
+        assert "memory: 2.5% used of 23.5 GiB" in done.stdout  # resources, kept inline
 
     def test_json_stays_complete(self, collector: CollectorProcess) -> None:
         """--json holds every section's data, the package list included."""
