@@ -148,6 +148,8 @@ class TestUpdatesCache:
         calls = []
 
         def apt(argv: Sequence[str], timeout: float) -> str:
+            if argv[0] != "apt-get":
+                return "amd64\n" if argv[0] == "dpkg" else ""  # apt's policy: nothing to add
             calls.append(argv)
             return (FIXTURES / "apt" / "dist-upgrade-security.txt").read_text()
 
