@@ -14,12 +14,8 @@ if TYPE_CHECKING:
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
 
 
-def _version(value: str) -> str:
-    debversion.parse(value)
-    return value
-
-
-MinVersion = Annotated[str, Field(max_length=255), AfterValidator(_version)]
+MinVersion = Annotated[str, Field(max_length=255), AfterValidator(debversion.validate)]
+"""A version as ``dpkg --validate-version`` accepts it."""
 
 
 class PackagesSettings(BaseModel):
