@@ -59,6 +59,16 @@ class TestAllowedPorts:
         strict = Baseline(allowed_ports=["tcp/22"], ignore_loopback=False)
         assert keys(strict, facts) == {"tcp/5432", "tcp/6379", "tcp/9000"}
 
+    def test_detail_names_the_user_when_the_process_is_unknown(self) -> None:
+        """An agent without capabilities knows the socket's user: the finding says it."""
+        ports = listeners(("udp", "0.0.0.0", 161), ("tcp", "0.0.0.0", 8080))
+        ports["listeners"][0].update(pid=None, process=None, user="snmp")
+        ports["listeners"][1].update(pid=None, process=None, user=None)
+        result = evaluate(Baseline(allowed_ports=["tcp/22"]), Facts({"ports": ports}))
+        details = {f.key: f.detail for f in result.findings}
+        assert "(process unknown user snmp)" in details["udp/161"]
+        assert "(process unknown)" in details["tcp/8080"]
+
     def test_ranges(self) -> None:
         facts = Facts({"ports": listeners(("tcp", "0.0.0.0", 8050))})
         assert keys(Baseline(allowed_ports=["tcp/8000-8100"]), facts) == set()
