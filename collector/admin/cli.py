@@ -191,7 +191,7 @@ def cmd_host(args: argparse.Namespace) -> int:
         answer = client.post(path + "/revoke")
         print(f"revoked {answer['revoked']} token(s) of {render.clean(args.host_id)}")
         return 0
-    host = client.get(path, data=str(args.json).lower())
+    host = client.get(path, data="true")  # the text shows the system and updates sections
     print(render.to_json(host) if args.json else render.host_text(host))
     return 0
 

@@ -48,6 +48,8 @@ def security_updates(host: RuleInput) -> list[Finding]:
     grace = timedelta(days=baseline.security_update_grace_days)
     overdue: dict[str, list[PendingUpdate]] = defaultdict(list)
     for update in host.updates.updates:
+        if update.installed_version is None:
+            continue  # a new install (agents before new_installs sent them here): no fix pending
         if update.security and host.now - host.since("security_update", update.name) >= grace:
             overdue[update.name].append(update)
     if len(overdue) <= allowed:
@@ -59,12 +61,23 @@ def security_updates(host: RuleInput) -> list[Finding]:
         findings.append(
             host.finding(
                 name,
-                f"{name} {first.installed_version or '(new)'} -> {first.candidate_version}: "
-                f"security update pending for {days(age)} (allowed: "
+                f"{name} {first.installed_version} -> {first.candidate_version}: "
+                f"security update pending for {days(age)}{_why_pending(first)} (allowed: "
                 f"{allowed} past {baseline.security_update_grace_days:g} days)",
             )
         )
     return findings
+
+
+def _why_pending(update: PendingUpdate) -> str:
+    """What more the agent said: the security version when the candidate is another, and why
+    apt will not install it when it is held back."""
+    parts = []
+    if update.security_version and update.security_version != update.candidate_version:
+        parts.append(f"security fix {update.security_version}")
+    if update.held_back:
+        parts.append(f"{update.held_back}: {update.reason or 'no reason given'}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 @rule(

@@ -208,6 +208,28 @@ class TestSecurityUpdates:
         data["updates"].append({**data["updates"][0], "architecture": "i386"})
         assert keys(Baseline(max_pending_security_updates=0), Facts({"updates": data})) == {"libc6"}
 
+    def test_held_and_kept_back_security_fixes_count_and_say_why(self) -> None:
+        """A held or kept-back package with a security fix is a finding naming the reason."""
+        data = updates(("passwd", True), ("libfwtwin", True), ("libnghttp2-14", True))
+        data["updates"][0].update(held_back="held", reason="on hold (apt-mark hold)")
+        data["updates"][1].update(held_back="kept-back", reason="kept back: \x1b[2Jtwin")
+        data["updates"][2].update(candidate_version="1.1+u2", security_version="1.1+u1")
+        result = evaluate(Baseline(max_pending_security_updates=0), Facts({"updates": data}))
+        details = {f.key: f.detail for f in result.findings}
+        assert set(details) == {"passwd", "libfwtwin", "libnghttp2-14"}
+        assert "(held: on hold (apt-mark hold))" in details["passwd"]
+        assert "kept-back: kept back:" in details["libfwtwin"]
+        assert "(security fix 1.1+u1)" in details["libnghttp2-14"]
+
+    def test_new_installs_are_not_pending_updates(self) -> None:
+        """An upgrade's new package (no installed version) is no pending security update."""
+        data = updates(("linux-image-6.1.0-57-amd64", True))
+        data["updates"][0]["installed_version"] = None
+        assert keys(Baseline(max_pending_security_updates=0), Facts({"updates": data})) == set()
+        data["new_installs"] = data.pop("updates")
+        data["updates"] = []
+        assert keys(Baseline(max_pending_security_updates=0), Facts({"updates": data})) == set()
+
     def test_stale_package_index(self) -> None:
         data = updates()
         data["index_refreshed_at"] = (NOW - timedelta(days=30)).isoformat()
