@@ -16,6 +16,7 @@ from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web import answers
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
+from fleetwatch.collector.web.package_versions import router as package_versions_router
 from fleetwatch.collector.web.protocol import guard_connections
 from fleetwatch.collector.web.report_door import ReportDoor
 from fleetwatch.collector.web.routes import router
@@ -40,10 +41,13 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    app.add_middleware(FrontDoor, service=svc, routes=router.routes)
+    # app.routes is the list include_router() extends; the middleware is built (and reads it)
+    # at the first request, when every router below is in
+    app.add_middleware(FrontDoor, service=svc, routes=app.routes)
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
+    app.include_router(package_versions_router)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )
