@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
+API_ROUTES = [*router.routes, *package_versions_router.routes]
+"""Every route of the API, from each router the application includes: the front door guards
+them all (a router added below is added here too)."""
+
+
 def create_app(settings: CollectorSettings | None = None, *, migrate: bool = True) -> FastAPI:
     """The collector application; its database is migrated when it starts, unless told not to."""
     svc = CollectorService(settings or CollectorSettings())
@@ -41,9 +46,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    # app.routes is the list include_router() extends; the middleware is built (and reads it)
-    # at the first request, when every router below is in
-    app.add_middleware(FrontDoor, service=svc, routes=app.routes)
+    app.add_middleware(FrontDoor, service=svc, routes=API_ROUTES)
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
