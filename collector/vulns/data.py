@@ -61,7 +61,11 @@ class KnownVulnerabilities:
         self._lock = threading.Lock()
 
     def import_path(
-        self, path: Path, fmt: Format | None = None, now: datetime | None = None
+        self,
+        path: Path,
+        fmt: Format | None = None,
+        now: datetime | None = None,
+        source: str | None = None,
     ) -> list[DatasetInfo]:
         """Import a file or directory; every data set in it replaces its predecessor at once.
 
@@ -76,7 +80,9 @@ class KnownVulnerabilities:
             for dataset in datasets:
                 previous = self._previous(conn, dataset.name)
                 dated = _dated(dataset, previous, now)
-                new.append(NewDataset(dated.name, str(path), dated.payload(), dated.counts()))
+                new.append(
+                    NewDataset(dated.name, source or str(path), dated.payload(), dated.counts())
+                )
             self.store.vulnerability_data.replace(conn, new, now)
             infos = self.store.vulnerability_data.infos(conn)
         return [i for i in infos if i.name in names]
