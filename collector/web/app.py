@@ -20,6 +20,7 @@ from fleetwatch.collector.web.protocol import guard_connections
 from fleetwatch.collector.web.report_door import ReportDoor
 from fleetwatch.collector.web.routes import router
 from fleetwatch.collector.web.security_log import SecurityLog
+from fleetwatch.collector.web.vulnerabilities import router as vulnerabilities_router
 from fleetwatch.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -40,10 +41,13 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    app.add_middleware(FrontDoor, service=svc, routes=router.routes)
+    app.add_middleware(
+        FrontDoor, service=svc, routes=[*router.routes, *vulnerabilities_router.routes]
+    )
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
+    app.include_router(vulnerabilities_router)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )
