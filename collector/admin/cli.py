@@ -8,6 +8,7 @@ fleetwatch findings              findings, filtered
 fleetwatch reports HOST_ID       reports received from a host
 fleetwatch token ...             API tokens and enrollment secrets
 fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
+fleetwatch vulns ...             vulnerabilities by host, unit or CVE; import and status
 fleetwatch demo                  collector + this machine's agent, on SQLite
 """
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
+from fleetwatch.collector.admin import vulns
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -424,6 +426,8 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     compile_.add_argument("-o", "--output", type=Path, help="write to this file")
     policy_commands.add_parser("reload", help="make the collector re-read its policy now")
     policy.set_defaults(func=cmd_policy)
+
+    vulns.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start a collector on SQLite, report this machine, show the hosts"

@@ -21,13 +21,14 @@ from fleetwatch.collector.web.protocol import guard_connections
 from fleetwatch.collector.web.report_door import ReportDoor
 from fleetwatch.collector.web.routes import router
 from fleetwatch.collector.web.security_log import SecurityLog
+from fleetwatch.collector.web.vulnerabilities import router as vulnerabilities_router
 from fleetwatch.logs import configure_logging
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
-API_ROUTES = [*router.routes, *package_versions_router.routes]
+API_ROUTES = [*router.routes, *package_versions_router.routes, *vulnerabilities_router.routes]
 """Every route of the API, from each router the application includes: the front door guards
 them all (a router added below is added here too)."""
 
@@ -51,6 +52,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
     app.state.service = svc
     app.include_router(router)
     app.include_router(package_versions_router)
+    app.include_router(vulnerabilities_router)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )
