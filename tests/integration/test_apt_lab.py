@@ -23,6 +23,11 @@ The real agent, installed from a wheelhouse into a virtualenv in the root, repor
 (``fleetwatch-agent collect``); each item is checked against ``apt-get -s dist-upgrade``,
 ``apt-cache policy``, ``apt-mark showhold``, ``dpkg-query`` and ``dpkg --compare-versions``
 run in the same root.
+
+Then a real collector (SQLite) gets ``tests/fixtures/vulns/tracker-lab.json``, the Debian
+Security Tracker's format naming these source packages, through ``fleetwatch vulns import``;
+the agent in the root reports to it over loopback (``fleetwatch-agent run --once``), and the
+collector's verdicts are checked against the data and dpkg, vulnerability by vulnerability.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +44,7 @@ import pytest
 
 from tests.apt_repo import Deb, Suite, build_deb, build_repo
 from tests.debian_roots import cached_root, chroot_run, private_root
+from tests.helpers import BIN, FIXTURES, CollectorProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -94,6 +101,22 @@ EXPECTED = {
     ("fw-held", "all"): ("held", True),
     ("libfwtwin", AMD64): ("kept-back", True),
     ("fw-pinned", "all"): ("pinned", True),
+}
+
+
+# vulnerability -> (source, severity, fixable, flags, what the note says): from tracker-lab.json
+VERDICTS = {
+    "CVE-2099-1001": ("fw-secure", "high", True, [], None),
+    "CVE-2099-1002": ("fwovertaken", "medium", True, [], None),
+    "CVE-2099-1003": ("fw-held", "high", True, [], "fw-held held"),
+    "CVE-2099-1004": ("fwtwin", "medium", True, [], "libfwtwin:i386"),
+    "CVE-2099-1005": ("fw-pinned", "low", True, ["no-dsa"], "fw-pinned pinned"),
+    "CVE-2099-1006": ("fw-plain", "low", False, ["unimportant"], None),
+}
+NOT_AFFECTED = {
+    "CVE-2099-1007": "fw-current is installed at the fixed version",
+    "CVE-2099-1008": "fixed_version 0: bookworm was never affected",
+    "CVE-2099-1010": "a bullseye entry only",
 }
 
 
@@ -196,6 +219,38 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(root, json.loads(collected.stdout), simulation.stdout, set(holds))
 
 
+@pytest.fixture(scope="module")
+def verdicts(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict[str, Any]]]:
+    """The collector's vulnerabilities of the lab root, after the agent reported to it."""
+    work = tmp_path_factory.mktemp("apt-lab-collector")
+    database_url = f"sqlite:///{work / 'fleetwatch.db'}"
+    imported = subprocess.run(
+        [str(BIN / "fleetwatch"), "vulns", "import", str(FIXTURES / "vulns" / "tracker-lab.json"),
+         "--database-url", database_url],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    collector = CollectorProcess(work, database_url).start()
+    try:
+        chroot_run(
+            lab.root,
+            "/opt/fleetwatch/bin/fleetwatch-agent",
+            "run",
+            "--once",
+            env={
+                "FLEETWATCH_HOST_ID": "apt-lab",
+                "FLEETWATCH_STATE_DIR": "/var/lib/fleetwatch-agent",
+                "FLEETWATCH_COLLECTOR_URL": collector.url,
+                "FLEETWATCH_ENROLL_SECRET": collector.enroll_secret,
+                "FLEETWATCH_ALLOW_INSECURE_HTTP": "true",  # loopback, in a test
+                "FLEETWATCH_LOG_LEVEL": "warning",
+            },
+        )
+        yield collector.api("/api/v1/vulnerabilities", host_id="apt-lab")
+    finally:
+        collector.stop()
+
+
 _INST = re.compile(r"^Inst (\S+) (?:\[(\S+)\] )?\((\S+) .* \[(\S+)\]\)$", re.MULTILINE)
 
 
@@ -292,3 +347,51 @@ class TestUpdatesOnRealApt:
         rows = lab.report["sections"]["packages"]["data"]["packages"]
         assert {tuple(row) for row in rows} == expected
         assert ["libfwtwin", "1.0-1", I386, "fwtwin", "1.0-1"] in rows
+
+
+class TestVulnerabilityVerdicts:
+    def test_each_affected_package_is_found_as_the_data_says(
+        self, verdicts: list[dict[str, Any]]
+    ) -> None:
+        """One verdict per affected vulnerability: source, severity, fix, flags and note."""
+        found = {
+            v["vuln"]: (v["source"], v["severity"], v["fixable"], v["flags"], v["note"])
+            for v in verdicts
+        }
+        assert found.keys() == VERDICTS.keys()
+        for vuln, (source, severity, fixable, flags, note) in VERDICTS.items():
+            assert found[vuln][:4] == (source, severity, fixable, flags), vuln
+            if note is None:
+                assert found[vuln][4] is None, vuln
+            else:
+                assert note in found[vuln][4], vuln
+
+    def test_installed_and_fixed_versions_agree_with_dpkg(
+        self, lab: Lab, verdicts: list[dict[str, Any]]
+    ) -> None:
+        """Each verdict's installed version is dpkg's source version, below the fix in dpkg's
+        order; the unaffected cases are so by dpkg's order or the release."""
+        sources = {row[3]: row[4] for row in lab.report["sections"]["packages"]["data"]["packages"]}
+        for verdict in verdicts:
+            assert verdict["installed_version"] == sources[verdict["source"]]
+            assert verdict["release"] == "bookworm"
+            if verdict["fixed_version"] is not None:
+                assert lab.newer(verdict["fixed_version"], verdict["installed_version"])
+        assert not lab.newer("1.0-1+deb12u1", sources["fw-current"])  # CVE-2099-1007
+        assert {v["vuln"] for v in verdicts}.isdisjoint(NOT_AFFECTED)
+
+    def test_fixable_means_apt_has_the_fix(self, lab: Lab, verdicts: list[dict[str, Any]]) -> None:
+        """A fixable verdict's binary has an apt candidate (or a version in the version table
+        of its policy) at or above the fixed version; held back ones say why apt will not."""
+        for verdict in verdicts:
+            if not verdict["fixable"]:
+                assert verdict["fixed_version"] is None
+                continue
+            versions = {
+                version
+                for binary in verdict["binaries"]
+                for version in re.findall(
+                    r"^ (?:\*\*\*| {3}) (\S+) -?\d+$", lab.policy(binary), re.MULTILINE
+                )
+            }
+            assert any(not lab.newer(verdict["fixed_version"], v) for v in versions), verdict
