@@ -14,7 +14,6 @@ the booted kernel's image package, and a fixed image installed but not booted sa
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -104,21 +103,28 @@ class VulnIndex:
     def __init__(self, datasets: Iterable[Dataset] = (), generation: str = "") -> None:
         self.generation = generation
         self.exploited: dict[str, str] = {}
-        self.names: tuple[str, ...] = ()
-        grouped: dict[tuple[str, str, str], list[Entry]] = defaultdict(list)
+        # (release, source) -> vulnerability -> entry; what several data sets say of one
+        # vulnerability is merged once all are read
+        index: dict[tuple[str, str], dict[str, Entry]] = {}
+        several: dict[tuple[str, str, str], list[Entry]] = {}
         names = []
         for dataset in datasets:
             names.append(dataset.name)
             self.exploited.update(dataset.exploited)
             for entry in dataset.entries:
-                grouped[entry.release, entry.source, entry.vuln].append(entry)
+                key = (entry.release, entry.source)
+                by_vuln = index.get(key)
+                if by_vuln is None:
+                    by_vuln = index[key] = {}
+                have = by_vuln.get(entry.vuln)
+                if have is None:
+                    by_vuln[entry.vuln] = entry
+                else:
+                    several.setdefault((*key, entry.vuln), [have]).append(entry)
+        for (release, source, vuln), group in several.items():
+            index[release, source][vuln] = _merge(group)
         self.names = tuple(names)
-        index: dict[tuple[str, str], list[Entry]] = defaultdict(list)
-        intern = sys.intern
-        for (release, source, _), group in grouped.items():
-            merged = group[0] if len(group) == 1 else _merge(group)
-            index[intern(release), intern(source)].append(merged)
-        self._index = {key: tuple(entries) for key, entries in index.items()}
+        self._index = {key: tuple(by_vuln.values()) for key, by_vuln in index.items()}
         self._affected: dict[tuple[str, str, str], tuple[Entry, ...]] = {}
 
     def __bool__(self) -> bool:
