@@ -93,7 +93,7 @@ def _entry(source: str, vuln: str, release: str, state: Any) -> Entry | None:
         vuln=intern(vuln),
         release=intern(release),
         source=intern(source),
-        status=intern(status),
+        status=status,
         fixed_version=str(fixed) if status == "resolved" else None,
         urgency=intern(urgency) if urgency else None,
         severity=_SEVERITY.get(urgency or ""),
