@@ -70,6 +70,11 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def phase(name: str, file: str, database_url: str) -> None:
     """One phase, in this process; prints a JSON line of its figures."""
     from fleetwatch.collector.storage.engine import make_engine, upgrade
@@ -84,6 +89,7 @@ def phase(name: str, file: str, database_url: str) -> None:
     known = KnownVulnerabilities(Store(engine))
     base = _peak_mib()
     started = time.perf_counter()
+    cpu = _cpu()
     figures: dict[str, object] = {}
     if name == "parse":
         (dataset,) = read_path(Path(file))
@@ -97,6 +103,7 @@ def phase(name: str, file: str, database_url: str) -> None:
     elif name == "match":
         known.refresh()
         started = time.perf_counter()
+        cpu = _cpu()
         packages = PackagesData.model_validate(section_data("packages"))
         # the captured machine's packages, renamed onto the generated sources so they match
         rows = [
@@ -108,12 +115,14 @@ def phase(name: str, file: str, database_url: str) -> None:
         first = time.perf_counter()
         matches = known.index.match("bookworm", host, None, system)
         figures["first_host_ms"] = round((time.perf_counter() - first) * 1000, 2)
-        again = time.perf_counter()
+        again, again_cpu = time.perf_counter(), _cpu()
         for _ in range(200):
             known.index.match("bookworm", host, None, system)
         figures["next_hosts_ms"] = round((time.perf_counter() - again) * 1000 / 200, 2)
+        figures["next_hosts_cpu_ms"] = round((_cpu() - again_cpu) * 1000 / 200, 2)
         figures["matches"] = len(matches)
     figures["seconds"] = round(time.perf_counter() - started, 2)
+    figures["cpu_seconds"] = round(_cpu() - cpu, 2)
     figures["peak_rss_mib"] = round(_peak_mib(), 1)
     figures["rss_before_mib"] = round(base, 1)
     print(json.dumps({"phase": name, **figures}))

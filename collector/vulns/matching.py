@@ -2,9 +2,9 @@
 
 The data is held in memory indexed by (release codename, source package), so matching a host
 costs one dictionary look-up per installed source package, and the version comparisons of
-the few packages that have entries. Which entries a (release, source, version) falls under is
-kept too: a fleet runs a few versions of each package, so after the first host most look-ups
-are answered without comparing a version.
+the few packages that have entries. Which entries a (release, source, version) falls under,
+and the verdicts for a package no pending update touches, are kept too: a fleet runs a few
+versions of each package, so after the first host most are answered by a look-up.
 
 A host is affected by an entry when the installed source version sorts below the release's
 fixed version, or when the release's status is open (or undetermined). The kernel is the
@@ -126,6 +126,7 @@ class VulnIndex:
         self.names = tuple(names)
         self._index = {key: tuple(by_vuln.values()) for key, by_vuln in index.items()}
         self._affected: dict[tuple[str, str, str], tuple[Entry, ...]] = {}
+        self._matched: dict[tuple[str, ...], tuple[Match, ...]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._index)
@@ -173,13 +174,25 @@ class VulnIndex:
             installed[package.source][package.source_version].append(package.name)
         pending = {u.name: u.candidate_version for u in (updates.updates if updates else [])}
         kernel_note = self._kernel(installed, images, system)
-        matches = [
-            self._match(entry, version, binaries, pending, images, kernel_note)
-            for source, versions in installed.items()
-            if (release, source) in self._index
-            for version, binaries in versions.items()
-            for entry in self.affecting(release, source, version)
-        ]
+        matches: list[Match] = []
+        for source, versions in installed.items():
+            if (release, source) not in self._index:
+                continue
+            for version, binaries in versions.items():
+                plain = source != KERNEL_SOURCE and not any(b in pending for b in binaries)
+                key = (release, source, version, *binaries)
+                found = self._matched.get(key) if plain else None
+                if found is None:
+                    found = tuple(
+                        self._match(entry, version, binaries, pending, images, kernel_note)
+                        for entry in self.affecting(release, source, version)
+                    )
+                    if plain:
+                        # the same package at the same version on the next host: same verdict
+                        if len(self._matched) >= _CACHE_LIMIT:
+                            self._matched.clear()
+                        self._matched[key] = found
+                matches.extend(found)
         matches.sort(key=lambda m: (m.source, m.vuln))
         return matches
 
