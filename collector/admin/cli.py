@@ -326,7 +326,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin.demo import run_demo
 
-    return int(run_demo(args.dir, keep=args.keep))
+    return int(run_demo(args.dir, keep=args.keep, vulnerabilities=args.vulnerabilities))
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -442,6 +442,12 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
         "--keep",
         action="store_true",
         help="keep the collector and agent running until Ctrl-C",
+    )
+    demo.add_argument(
+        "--vulnerabilities",
+        type=Path,
+        metavar="PATH",
+        help="vulnerability data to import first (tracker JSON, OSV, KEV; file or directory)",
     )
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -2,9 +2,9 @@
 
 The data is held in memory indexed by (release codename, source package), so matching a host
 costs one dictionary look-up per installed source package, and the version comparisons of
-the few packages that have entries. Which entries a (release, source, version) falls under is
-kept too: a fleet runs a few versions of each package, so after the first host most look-ups
-are answered without comparing a version.
+the few packages that have entries. Which entries a (release, source, version) falls under,
+and the verdicts for a package no pending update touches, are kept too: a fleet runs a few
+versions of each package, so after the first host most are answered by a look-up.
 
 A host is affected by an entry when the installed source version sorts below the release's
 fixed version, or when the release's status is open (or undetermined). The kernel is the
@@ -14,7 +14,6 @@ the booted kernel's image package, and a fixed image installed but not booted sa
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -104,22 +103,30 @@ class VulnIndex:
     def __init__(self, datasets: Iterable[Dataset] = (), generation: str = "") -> None:
         self.generation = generation
         self.exploited: dict[str, str] = {}
-        self.names: tuple[str, ...] = ()
-        grouped: dict[tuple[str, str, str], list[Entry]] = defaultdict(list)
+        # (release, source) -> vulnerability -> entry; what several data sets say of one
+        # vulnerability is merged once all are read
+        index: dict[tuple[str, str], dict[str, Entry]] = {}
+        several: dict[tuple[str, str, str], list[Entry]] = {}
         names = []
         for dataset in datasets:
             names.append(dataset.name)
             self.exploited.update(dataset.exploited)
             for entry in dataset.entries:
-                grouped[entry.release, entry.source, entry.vuln].append(entry)
+                key = (entry.release, entry.source)
+                by_vuln = index.get(key)
+                if by_vuln is None:
+                    by_vuln = index[key] = {}
+                have = by_vuln.get(entry.vuln)
+                if have is None:
+                    by_vuln[entry.vuln] = entry
+                else:
+                    several.setdefault((*key, entry.vuln), [have]).append(entry)
+        for (release, source, vuln), group in several.items():
+            index[release, source][vuln] = _merge(group)
         self.names = tuple(names)
-        index: dict[tuple[str, str], list[Entry]] = defaultdict(list)
-        intern = sys.intern
-        for (release, source, _), group in grouped.items():
-            merged = group[0] if len(group) == 1 else _merge(group)
-            index[intern(release), intern(source)].append(merged)
-        self._index = {key: tuple(entries) for key, entries in index.items()}
+        self._index = {key: tuple(by_vuln.values()) for key, by_vuln in index.items()}
         self._affected: dict[tuple[str, str, str], tuple[Entry, ...]] = {}
+        self._matched: dict[tuple[str, ...], tuple[Match, ...]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._index)
@@ -171,13 +178,25 @@ class VulnIndex:
             u.name: u for u in ([*updates.updates, *updates.new_installs] if updates else [])
         }
         kernel_note = self._kernel(installed, images, system)
-        matches = [
-            self._match(entry, version, binaries, pending, images, kernel_note)
-            for source, versions in installed.items()
-            if (release, source) in self._index
-            for version, binaries in versions.items()
-            for entry in self.affecting(release, source, version)
-        ]
+        matches: list[Match] = []
+        for source, versions in installed.items():
+            if (release, source) not in self._index:
+                continue
+            for version, binaries in versions.items():
+                plain = source != KERNEL_SOURCE and not any(b in pending for b in binaries)
+                key = (release, source, version, *binaries)
+                found = self._matched.get(key) if plain else None
+                if found is None:
+                    found = tuple(
+                        self._match(entry, version, binaries, pending, images, kernel_note)
+                        for entry in self.affecting(release, source, version)
+                    )
+                    if plain:
+                        # the same package at the same version on the next host: same verdict
+                        if len(self._matched) >= _CACHE_LIMIT:
+                            self._matched.clear()
+                        self._matched[key] = found
+                matches.extend(found)
         matches.sort(key=lambda m: (m.source, m.vuln))
         return matches
 

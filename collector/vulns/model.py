@@ -7,6 +7,7 @@ data (the Debian tracker, OSV for Debian, OSV for Ubuntu) or the exploited CVEs 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -68,20 +69,38 @@ class Entry:
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Entry:
+        """An entry from its row; repeated strings and tuples are shared, not copied (the full
+        tracker's 400,000 entries name 130,000 CVEs, a few releases and urgencies)."""
         return cls(
-            row[0],
-            row[1],
-            row[2],
-            row[3],
+            _shared(row[0]),
+            _shared(row[1]),
+            _shared(row[2]),
+            _shared(row[3]),
             row[4],
-            row[5],
-            row[6],
+            _shared(row[5]),
+            _shared(row[6]),
             row[7],
-            tuple(row[8]),
-            tuple(row[9]),
+            _shared_tuple(row[8]),
+            _shared_tuple(row[9]),
             _moment(row[10]),
             _moment(row[11]),
         )
+
+
+def _shared(text: str | None) -> Any:
+    return None if text is None else sys.intern(text)
+
+
+_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared_tuple(items: list[str]) -> tuple[str, ...]:
+    if not items:
+        return ()
+    key = tuple(items)
+    if len(_TUPLES) > 100_000:
+        _TUPLES.clear()
+    return _TUPLES.setdefault(key, key)
 
 
 def _stamp(moment: datetime | None) -> int | None:
@@ -125,11 +144,12 @@ class Dataset:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Dataset:
-        return cls(
-            payload["name"],
-            [Entry.from_row(row) for row in payload["entries"]],
-            dict(payload["exploited"]),
-        )
+        """The data set of a stored payload; the payload's rows are consumed (each replaced by
+        its entry in place, so rows and entries are never all in memory at once)."""
+        rows: list[Any] = payload["entries"]
+        for i, row in enumerate(rows):
+            rows[i] = Entry.from_row(row)
+        return cls(payload["name"], rows, dict(payload["exploited"]))
 
 
 def severity_of_cvss(score: float) -> str:

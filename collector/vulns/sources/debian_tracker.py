@@ -21,6 +21,7 @@ from OSV records of DSAs and DLAs, imported beside it.
 
 from __future__ import annotations
 
+import sys
 from typing import IO, TYPE_CHECKING, Any
 
 import ijson
@@ -85,13 +86,19 @@ def _entry(source: str, vuln: str, release: str, state: Any) -> Entry | None:
             flags.append(reason)
     if status == "undetermined":
         flags.append("undetermined")
+    intern = (
+        sys.intern
+    )  # the same few releases, statuses, urgencies, hundreds of thousands of times
     return Entry(
-        vuln=vuln,
-        release=release,
-        source=source,
+        vuln=intern(vuln),
+        release=intern(release),
+        source=intern(source),
         status=status,
         fixed_version=str(fixed) if status == "resolved" else None,
-        urgency=urgency,
+        urgency=intern(urgency) if urgency else None,
         severity=_SEVERITY.get(urgency or ""),
-        flags=tuple(flags),
+        flags=_FLAGS.setdefault(tuple(flags), tuple(flags)),
     )
+
+
+_FLAGS: dict[tuple[str, ...], tuple[str, ...]] = {}

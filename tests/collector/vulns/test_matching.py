@@ -144,3 +144,13 @@ def test_versions_an_agent_should_never_send_are_skipped(index: VulnIndex) -> No
     """A version dpkg would refuse matches nothing rather than failing the host."""
     host = packages(("libc6", "not a version", "glibc", "not a version"))
     assert index.match("bookworm", host) == []
+
+
+def test_a_verdict_kept_for_the_next_host_never_hides_a_pending_fix(index: VulnIndex) -> None:
+    """The same package seen again is answered from the cache, until an update reaches it."""
+    host = packages(("libc6", "2.36-9+deb12u1", "glibc", "2.36-9+deb12u1"))
+    first = index.match("bookworm", host)
+    assert index.match("bookworm", host) == first
+    late = updates(("libc6", "2.36-9+deb12u1", "2.36-9+deb12u9"))
+    assert _by_name(index.match("bookworm", host, late), "CVE-2023-4911").fixable is True
+    assert _by_name(index.match("bookworm", host), "CVE-2023-4911").fixable is False
