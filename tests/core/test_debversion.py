@@ -104,7 +104,8 @@ class TestAgainstDpkg:
     @settings(max_examples=400, deadline=None)
     @given(st.text(alphabet=" \t:-+~._0123456789abzAZ\u00e9\u00a0\u0661", max_size=10))
     def test_valid_and_invalid_exactly_as_dpkg_says(self, text: str) -> None:
-        """`dpkg --validate-version`: 0 is valid, 1 a warning only, 2 bad syntax."""
+        """`dpkg --validate-version`: 0 is valid, 1 a warning only, 2 bad syntax; and what
+        `dpkg --compare-versions` refuses to compare is what `parse` refuses."""
         dpkg = subprocess.run(
             ["dpkg", "--validate-version", "--", text], check=False, capture_output=True
         ).returncode
@@ -116,3 +117,10 @@ class TestAgainstDpkg:
         else:
             refused = False
         assert refused == (dpkg == 2)  # dpkg's exit status for bad syntax
+        if text.strip(" \t\n\v\f\r"):  # compare-versions takes "" for "no version"
+            compared = subprocess.run(
+                ["dpkg", "--compare-versions", "--", text, "eq", text],
+                check=False,
+                capture_output=True,
+            ).returncode
+            assert refused == (compared != 0)
