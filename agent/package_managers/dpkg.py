@@ -15,6 +15,7 @@ from fleetwatch import debversion
 from fleetwatch.agent.commands import CommandRunner, run_command
 from fleetwatch.agent.package_managers.apt import (
     InstalledPackage,
+    Policy,
     classify,
     parse_package_files,
     parse_policy,
@@ -39,6 +40,7 @@ _PRESENT_STATES = frozenset(
 )
 _KERNEL_PREFIX = "linux-image-"
 APT_TIMEOUT = 300.0
+POLICY_BATCH = 5000  # packages per `apt-cache policy` call
 
 
 _FIELDS = frozenset({"Package", "Status", "Version", "Architecture", "Source"})
@@ -168,9 +170,10 @@ class Dpkg:
         native = self.run(["dpkg", "--print-architecture"], APT_TIMEOUT).strip()
         files = parse_package_files(self.run(["apt-cache", "policy"], APT_TIMEOUT))
         keys = sorted({policy_key(p.name, p.architecture, native) for p in installed})
-        policies = (
-            parse_policy(self.run(["apt-cache", "policy", *keys], APT_TIMEOUT)) if keys else {}
-        )
+        policies: dict[str, Policy] = {}
+        for start in range(0, len(keys), POLICY_BATCH):  # argv stays far below ARG_MAX
+            batch = keys[start : start + POLICY_BATCH]
+            policies.update(parse_policy(self.run(["apt-cache", "policy", *batch], APT_TIMEOUT)))
         updates, new_installs = classify(simulation, installed, policies, files, native)
         return UpdatesData(
             manager="apt",

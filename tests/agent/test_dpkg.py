@@ -268,6 +268,12 @@ class TestDpkg:
         assert "fw-held:all" not in asked
         assert "bash:amd64" not in asked
         assert [u.name for u in data.new_installs] == ["fw-kernel-abi2"]
+        batched = FakeApt("", policy=(APT / "lab-policy-packages.txt").read_text())
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("fleetwatch.agent.package_managers.dpkg.POLICY_BATCH", 50)
+            _dpkg(tmp_path, batched).pending_updates()
+        sizes = [len(c) - 2 for c in batched.calls if c[:2] == ["apt-cache", "policy"]][1:]
+        assert sizes == [50, 50, len(asked) - 2 - 100]  # every package, asked in batches
         assert {u.name: u.held_back for u in data.updates if u.held_back} == {
             "fw-held": "held",
             "fw-pinned": "pinned",
