@@ -41,6 +41,9 @@ _PRESENT_STATES = frozenset(
 _KERNEL_PREFIX = "linux-image-"
 APT_TIMEOUT = 300.0
 POLICY_BATCH = 5000  # packages per `apt-cache policy` call
+# Part of the updates fingerprint: a new way of reading apt's answer makes an upgraded agent
+# ask again rather than report a cached answer read the old way.
+UPDATES_LOGIC = "apt-policy-1"
 
 
 _FIELDS = frozenset({"Package", "Status", "Version", "Architecture", "Source"})
@@ -200,6 +203,7 @@ class Dpkg:
 
     def updates_signature(self) -> str:
         keys = [
+            UPDATES_LOGIC,
             _stat_key(self.status_path),
             *_tree_keys(self.lists_dir),
             _stat_key(self.apt_config_dir / "sources.list"),

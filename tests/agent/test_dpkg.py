@@ -281,7 +281,8 @@ class TestDpkg:
         }
 
     def test_signature_changes_with_the_package_database_and_lists(self, apt_root: Path) -> None:
-        """The updates fingerprint moves when dpkg's status, a list or apt's config changes."""
+        """The updates fingerprint moves when dpkg's status, a list or apt's config changes,
+        and when the agent reads apt's answer another way."""
         manager = _dpkg(apt_root, FakeApt(""))
         first = manager.updates_signature()
         assert manager.updates_signature() == first
@@ -290,7 +291,11 @@ class TestDpkg:
         second = manager.updates_signature()
         assert second != first
         (apt_root / "etc" / "preferences").write_text("Package: *\n")
-        assert manager.updates_signature() != second
+        third = manager.updates_signature()
+        assert third != second
+        with pytest.MonkeyPatch.context() as patch:  # an agent that reads apt another way
+            patch.setattr("fleetwatch.agent.package_managers.dpkg.UPDATES_LOGIC", "next")
+            assert manager.updates_signature() != third
 
     def test_newest_kernel_and_running_kernel(self) -> None:
         """The newest installed kernel package is found by version; the metapackage is not one."""
