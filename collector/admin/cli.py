@@ -11,6 +11,7 @@ fleetwatch policy ...            check, compile (from a pyinfra inventory) or re
 fleetwatch bootstrap DIR         a new fleet's CA, collector certificate and secrets
 fleetwatch backup FILE           save the database while the collector serves
 fleetwatch restore FILE          restore a backup into a new database
+fleetwatch vulns ...             vulnerabilities by host, unit or CVE; import and status
 fleetwatch demo                  collector + this machine's agent, on SQLite
 """
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
+from fleetwatch.collector.admin import vulns
 from fleetwatch.command_line import EXIT_USAGE, CommandParser, quiet_broken_pipe
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from fleetwatch.collector.admin.client import ApiClient
+    from fleetwatch.collector.compliance.policy import Policy
     from fleetwatch.collector.settings import CollectorSettings
 
 
@@ -287,7 +290,25 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epoch_warnings(policy: Policy) -> list[str]:
+    """min_versions entries without the epoch their package has on the collector's hosts."""
+    from fleetwatch.collector.compliance.rules.packages import epochless_minimums
+
+    baselines = [policy.defaults, *policy.groups.values(), *policy.hosts.values()]
+    patterns = sorted({p for b in baselines for p, v in b.min_versions.items() if ":" not in v})
+    if not patterns:
+        return []
+    from fleetwatch.collector.admin.client import ApiError
+
+    try:
+        installed = _client().get("/api/v1/packages/installed", name=patterns)["hosts"]
+    except (CliError, ApiError) as exc:
+        return [f"min_versions not checked against the hosts' epochs ({exc}; --offline: skip)"]
+    return epochless_minimums(lambda h: policy.for_host(h).baseline.min_versions, installed)
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.admin import render
     from fleetwatch.collector.compliance.policy import Policy, PolicyError
 
     if args.policy_command == "check":
@@ -296,6 +317,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             raise CliError(str(exc), 1) from exc
         print(f"{args.file}: {len(policy.hosts)} hosts, {len(policy.groups)} groups; valid")
+        if not args.offline:
+            for warning in _epoch_warnings(policy):
+                print(f"warning: {render.clean(warning)}")
         return 0
     if args.policy_command == "compile":
         from fleetwatch.deploy.baseline import InventoryError, compile_policy
@@ -319,7 +343,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin.demo import run_demo
 
-    return int(run_demo(args.dir, keep=args.keep, port=args.port))
+    return int(
+        run_demo(args.dir, keep=args.keep, port=args.port, vulnerabilities=args.vulnerabilities)
+    )
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -407,6 +433,12 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser("check", help="validate a policy file")
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="only validate the file; do not ask the collector (FLEETWATCH_API_URL) for the "
+        "package versions its hosts report, to warn of min_versions entries without an epoch",
+    )
     compile_ = policy_commands.add_parser(
         "compile",
         help="print the policy of a pyinfra inventory (needs fleetwatch[deploy])",
@@ -422,6 +454,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
 
     bootstrap.add_parser(commands)
     backup.add_parser(commands)
+    vulns.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start a collector on SQLite, report this machine, show the hosts"
@@ -442,6 +475,12 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
         "--keep",
         action="store_true",
         help="keep the collector and agent running until Ctrl-C",
+    )
+    demo.add_argument(
+        "--vulnerabilities",
+        type=Path,
+        metavar="PATH",
+        help="vulnerability data to import first (tracker JSON, OSV, KEV; file or directory)",
     )
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -3,6 +3,10 @@
 Everything lives in one directory (``.fleetwatch-demo`` by default): the database, the agent's
 state, the policy and the generated secrets. Running it again reuses them, so the second run
 shows the same host with its history.
+
+Given vulnerability data (``--vulnerabilities PATH``: the Debian tracker's JSON, OSV records,
+CISA's KEV), the demo imports it first and ends with the CVEs this machine carries, by source
+package.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ import requests
 
 from fleetwatch.collector.admin import render
 from fleetwatch.collector.admin.client import ApiClient
+from fleetwatch.collector.admin.vulns import vulnerabilities_text
+from fleetwatch.collector.storage.engine import make_engine, upgrade
+from fleetwatch.collector.storage.store import Store
+from fleetwatch.collector.vulns.data import KnownVulnerabilities
+from fleetwatch.collector.vulns.model import DataFormatError
 
 # the example policy ships with the collector package (collector/examples/)
 EXAMPLE_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
@@ -69,10 +78,35 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(msg)
 
 
-def run_demo(directory: Path, *, keep: bool = False, port: int = 8470) -> int:
+def _import_vulnerabilities(directory: Path, path: Path) -> bool:
+    """Import vulnerability data into the demo's database, before its collector starts."""
+    engine = make_engine(f"sqlite:///{directory / 'fleetwatch.db'}")
+    try:
+        upgrade(engine)
+        infos = KnownVulnerabilities(Store(engine)).import_path(path)
+    except (DataFormatError, OSError) as exc:
+        print(f"fleetwatch demo: vulnerability data not imported: {exc}", file=sys.stderr)
+        return False
+    finally:
+        engine.dispose()
+    for info in infos:
+        counts = ", ".join(f"{v} {k}" for k, v in info.counts.items())
+        print(f"imported vulnerability data {info.name}: {counts}")
+    return True
+
+
+def run_demo(
+    directory: Path,
+    *,
+    keep: bool = False,
+    port: int = 8470,
+    vulnerabilities: Path | None = None,
+) -> int:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
+    if vulnerabilities is not None and not _import_vulnerabilities(directory, vulnerabilities):
+        return 1
     host_id = socket.gethostname()
     admin_token = _secret(directory, "admin-token")
     try:
@@ -131,6 +165,11 @@ def run_demo(directory: Path, *, keep: bool = False, port: int = 8470) -> int:
         print()
         findings = client.get("/api/v1/findings", open="true")
         print(render.findings_table(findings) if findings else "no open findings")
+        if vulnerabilities is not None:
+            print()
+            print("vulnerabilities, by source package:")
+            rows = client.get("/api/v1/vulnerabilities", host_id=host_id, limit=100_000)
+            print(vulnerabilities_text(rows))
         if keep:
             print(_next_steps(url, directory, bin_dir, host_id))
             _run_agent_until_interrupted(bin_dir, env)

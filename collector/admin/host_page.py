@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetwatch.collector.admin.render import ago, clean, findings_table, table
+from fleetwatch.collector.admin.render import ago, clean, findings_table, table, updates_lines
 
 # positions in a packages entry: [name, version, architecture, source, source version]
 _NAME, _SOURCE = 0, 3
@@ -111,8 +111,10 @@ def _sources(sections: dict[str, Any]) -> dict[str, str]:
 def _updates(data: dict[str, Any], sources: dict[str, str]) -> str:
     updates = data.get("updates") or []
     refreshed = f"package index refreshed {ago(data.get('index_refreshed_at'))}"
+    # what apt will not upgrade, and why; and packages it would newly install
+    held_and_new = "".join(f"\n{line}" for line in updates_lines(data)[1:])
     if not updates:
-        return f"no pending updates ({refreshed})"
+        return f"no pending updates ({refreshed}){held_and_new}"
     groups: dict[str, list[dict[str, Any]]] = {}
     for update in updates:
         groups.setdefault(sources.get(update["name"], update["name"]), []).append(update)
@@ -135,7 +137,7 @@ def _updates(data: dict[str, Any], sources: dict[str, str]) -> str:
         f"{len(updates)} pending ({security} security) in {len(groups)} source packages; "
         f"{refreshed}"
     )
-    return heading + "\n" + table(["SOURCE", "KIND", "VERSION", "PACKAGES"], rows)
+    return heading + "\n" + table(["SOURCE", "KIND", "VERSION", "PACKAGES"], rows) + held_and_new
 
 
 def _ports(data: dict[str, Any]) -> str:

@@ -138,3 +138,39 @@ def tokens_table(tokens: list[dict[str, Any]]) -> str:
         for t in tokens
     ]
     return table(["ID", "NAME", "KIND", "UNIT", "CREATED", "STATE"], rows)
+
+
+MAX_LISTED_UPDATES = 50
+
+
+def updates_lines(data: dict[str, Any]) -> list[str]:
+    """The pending updates in a line, then each held-back upgrade and new install with why."""
+    pending = data.get("updates") or []
+    held = [u for u in pending if u.get("held_back")]
+    new = data.get("new_installs") or []
+    security = sum(1 for u in pending if u.get("security"))
+    plural = "" if len(new) == 1 else "s"
+    summary = f"{len(pending)} pending ({security} security), {len(held)} held back"
+    lines = [f"updates:       {summary}, {len(new)} new install{plural}"]
+    lines += [_held_line(update) for update in held[:MAX_LISTED_UPDATES]]
+    lines += [
+        f"  {'new':<9} {_arch_name(update)} {clean(update['candidate_version'])}"
+        for update in new[:MAX_LISTED_UPDATES]
+    ]
+    hidden = max(0, len(held) - MAX_LISTED_UPDATES) + max(0, len(new) - MAX_LISTED_UPDATES)
+    if hidden:
+        lines.append(f"  ... and {hidden} more (--json lists them all)")
+    return lines
+
+
+def _held_line(update: dict[str, Any]) -> str:
+    security = " security" if update.get("security") else ""
+    return (
+        f"  {clean(update['held_back']):<9} {_arch_name(update)} "
+        f"{clean(update.get('installed_version'))} -> {clean(update['candidate_version'])}"
+        f"{security}: {clean(update.get('reason') or '-')}"
+    )
+
+
+def _arch_name(update: dict[str, Any]) -> str:
+    return f"{clean(update['name'])}:{clean(update['architecture'])}"

@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -216,4 +219,51 @@ events = Table(
     Index(None, "host_id", "at"),
     Index(None, "unit", "at"),
     Index(None, "at"),
+)
+
+
+# -- vulnerability data ---------------------------------------------------------------------
+
+# One row per data set (debian-tracker, osv-debian, osv-ubuntu, kev): an import replaces its
+# row in one transaction, so a process reads either the old data set or the new, never half.
+vulnerability_datasets = Table(
+    "vulnerability_datasets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("source", Text(), nullable=False),  # the file, directory or URL imported
+    Column("imported_at", UTCDateTime(), nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the stored payload: names the content
+    Column("counts", JSON(), nullable=False),
+    Column("data", LargeBinary(), nullable=False),  # zstd-compressed JSON rows
+)
+
+# What each host carries now: replaced as its reports (or new data) are evaluated.
+host_vulnerabilities = Table(
+    "host_vulnerabilities",
+    metadata,
+    Column(
+        "host_id",
+        String(253),
+        ForeignKey("hosts.host_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("vuln", String(128), nullable=False),
+    Column("source", String(255), nullable=False),
+    Column("release", String(64), nullable=False),
+    Column("installed_version", String(255), nullable=False),
+    Column("fixed_version", String(255), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("severity", String(16), nullable=True),
+    Column("urgency", String(64), nullable=True),
+    Column("cvss", Float(), nullable=True),
+    Column("fixable", Boolean(), nullable=False),
+    Column("exploited", Boolean(), nullable=False),
+    Column("flags", JSON(), nullable=False),
+    Column("advisories", JSON(), nullable=False),
+    Column("binaries", JSON(), nullable=False),
+    Column("fix_since", UTCDateTime(), nullable=True),
+    Column("note", Text(), nullable=True),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("host_id", "vuln", "source"),
+    Index(None, "vuln"),
 )

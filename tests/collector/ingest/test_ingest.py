@@ -173,20 +173,20 @@ class TestFindingLifecycle:
         """A pending security update becomes a finding once it has been pending past the grace."""
         service.identity.enroll("web-01", "s3cret")
         updates = section_data("updates")
+        packages = section_data("packages")
         t0 = datetime.now(UTC) - timedelta(days=10)
-        ingest(
-            service,
-            make_report("web-01", 1, {"updates": full("updates", updates)}, collected_at=t0),
-        )
+        sent = {"updates": full("updates", updates), "packages": full("packages", packages)}
+        ingest(service, make_report("web-01", 1, sent, collected_at=t0))
         assert not any(rule == "security_updates" for rule, _ in open_keys(service, "web-01"))
         # eight days later the same updates are still pending: the report repeats the hash
         with service.store.read() as conn:
             host = service.store.hosts.get(conn, "web-01")
         assert host is not None
-        same = {"updates": {"hash": host.sections["updates"].hash}}
+        same = {name: {"hash": host.sections[name].hash} for name in ("updates", "packages")}
         ingest(service, make_report("web-01", 2, same, collected_at=t0 + timedelta(days=8)))
         overdue = {key for rule, key in open_keys(service, "web-01") if rule == "security_updates"}
-        security = {u["name"] for u in updates["updates"] if u["security"]}
+        sources = {row[0]: row[3] for row in packages["packages"]}
+        security = {sources.get(u["name"], u["name"]) for u in updates["updates"] if u["security"]}
         assert overdue == security
 
     def test_late_old_report_does_not_replace_the_latest(self, service: CollectorService) -> None:
