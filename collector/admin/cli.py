@@ -64,6 +64,19 @@ def _collector_settings(args: argparse.Namespace) -> CollectorSettings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # first: prometheus_client chooses its multiprocess mode when it is first imported
+    from fleetwatch.collector.web.metrics_files import prepare_metrics_dir, remove_metrics_dir
+
+    settings = _collector_settings(args)
+    metrics_dir, made = prepare_metrics_dir(settings.metrics_dir)
+    try:
+        return _serve(args, settings)
+    finally:
+        if made:
+            remove_metrics_dir(metrics_dir)
+
+
+def _serve(args: argparse.Namespace, settings: CollectorSettings) -> int:
     import structlog
     import uvicorn
     from sqlalchemy.exc import OperationalError
@@ -73,7 +86,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fleetwatch.collector.web.budget import DescriptorLimitError, plan_budget
     from fleetwatch.logs import configure_logging
 
-    settings = _collector_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     try:
         # before the workers start, so that they inherit the raised limit

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from fleetwatch.collector import instruments
 from fleetwatch.collector.ingest.readiness import Readiness
 from fleetwatch.collector.ingest.writer import Submission
 from fleetwatch.collector.refusals import Overloaded, Refusal
@@ -34,6 +36,7 @@ log = structlog.get_logger(__name__)
 class _Item:
     submission: Submission
     future: Future[ReportAck]
+    queued: float  # time.monotonic() when it joined the queue
 
 
 _STOP = object()
@@ -69,11 +72,12 @@ class IngestQueue:
         if self._thread is None:
             raise Overloaded  # not started, or stopping: nothing would answer
         future: Future[ReportAck] = Future()
-        item = _Item(Submission(report, token_host, datetime.now(UTC)), future)
+        item = _Item(Submission(report, token_host, datetime.now(UTC)), future, time.monotonic())
         try:
             self._queue.put_nowait(item)
         except queue.Full:
             raise Overloaded from None
+        instruments.INGEST_QUEUE_DEPTH.set(self._queue.qsize())
         return future
 
     def _run(self) -> None:
@@ -92,6 +96,7 @@ class IngestQueue:
                     stop = True
                     break
                 batch.append(item)
+            instruments.INGEST_QUEUE_DEPTH.set(self._queue.qsize())
             self._write([i for i in batch if isinstance(i, _Item)])
             if stop:
                 return
@@ -106,6 +111,7 @@ class IngestQueue:
                     self._write([item])
                 return
             self.readiness.failed(exc)
+            instruments.DATABASE_ERRORS.labels("ingest").inc()
             log.warning(
                 "report not stored",
                 error=f"{type(exc).__name__}: {exc}"[:300],
@@ -113,6 +119,10 @@ class IngestQueue:
             )
             batch[0].future.set_exception(exc)
             return
+        committed = time.monotonic()
+        instruments.INGEST_BATCH_SIZE.observe(len(batch))
+        for item in batch:
+            instruments.INGEST_LATENCY.observe(committed - item.queued)
         if any(isinstance(r, ReportAck) and r.status == "stored" for r in results):
             # (a batch of duplicates and refusals commits nothing, which a full disk allows)
             self.readiness.succeeded()

@@ -13,7 +13,7 @@ from fleetwatch import __version__
 from fleetwatch.collector.refusals import DatabaseUnavailable
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.web import answers
+from fleetwatch.collector.web import answers, metrics, metrics_files
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.protocol import guard_connections
@@ -40,10 +40,12 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    app.add_middleware(FrontDoor, service=svc, routes=router.routes)
+    app.add_middleware(FrontDoor, service=svc, routes=[*router.routes, *metrics.router.routes])
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
+    app.include_router(metrics.router)
+    metrics.install(app.state, svc)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )
@@ -85,4 +87,6 @@ def app_from_environment() -> FastAPI:
     settings = CollectorSettings()
     configure_logging(settings.log_level, settings.log_format)
     guard_connections(settings)
+    if settings.metrics_dir is not None:
+        metrics_files.forget_dead_workers(settings.metrics_dir)
     return create_app(settings, migrate=False)
