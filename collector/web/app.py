@@ -13,7 +13,7 @@ from fleetwatch import __version__
 from fleetwatch.collector.refusals import DatabaseUnavailable
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.web import answers, metrics, metrics_files
+from fleetwatch.collector.web import answers, apidocs, metrics, metrics_files
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.protocol import guard_connections
@@ -39,12 +39,21 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             await run_in_threadpool(svc.stop)
             app.state.security_log.close()
 
-    app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="fleetwatch collector",
+        version=__version__,
+        lifespan=lifespan,
+        # the documentation pages are web.apidocs', with assets of their own (no CDN)
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
     app.add_middleware(FrontDoor, service=svc, routes=[*router.routes, *metrics.router.routes])
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
     app.include_router(metrics.router)
+    app.include_router(apidocs.router)
     metrics.install(app.state, svc)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
