@@ -11,7 +11,8 @@ Two kinds of figures:
 
 - **the fleet** (hosts by status and unit, open findings by unit, rule and severity, the
   oldest open finding's age, the newest report received), read from the database at scrape
-  time by two aggregate statements (`storage.fleet`) and kept ``metrics_cache_seconds`` in
+  time by three statements (`storage.fleet`: one pass over ``hosts``, its newest report,
+  open findings grouped by unit) and kept ``metrics_cache_seconds`` in
   the process that read them: a Prometheus scraping every 15 s costs the database one read
   of each kind at most per interval and worker;
 - **the collector's own** (`collector.instruments`): counters and histograms every worker
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -41,19 +43,26 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from fleetwatch.collector.compliance.rules.registry import SEVERITIES
 from fleetwatch.collector.storage import fleet
 from fleetwatch.collector.web.bearer import fleet_reader
-from fleetwatch.collector.web.views import STATUSES, status_of_presence
+from fleetwatch.collector.web.views import STATUSES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from prometheus_client.metrics_core import Metric
 
+    from fleetwatch.collector.compliance.policy import Policy
     from fleetwatch.collector.service import CollectorService
+    from fleetwatch.collector.web.views import Status
 
 router = APIRouter()
 
 # A host without a unit, as a label value (an empty label is the same as no label).
 NO_UNIT = ""
+# A host id no host can have (ids are DNS names): whose policy is the defaults alone.
+_UNLISTED = "(unlisted)"
+# Hosts moved to another unit by the policy, past which their findings are grouped host by
+# host rather than left out of the grouping by unit by name.
+MAX_MOVED = 1000
 
 
 @dataclass(frozen=True)
@@ -73,46 +82,84 @@ def read_fleet_figures(svc: CollectorService, now: datetime | None = None) -> Fl
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     policy = svc.policy.current
-    units: dict[str, str] = {}
-    hosts: dict[tuple[str, str], int] = {}
-    last_report: datetime | None = None
     with svc.store.read() as conn:
-        for presence in fleet.host_presence(conn):
-            resolved = policy.for_host(presence.host_id)
-            unit = resolved.unit or presence.unit or NO_UNIT
-            units[presence.host_id] = unit
-            status = status_of_presence(
-                presence.observed_at, presence.has_open, resolved.baseline.max_report_age, now
-            )
-            hosts[unit, status] = hosts.get((unit, status), 0) + 1
-            if presence.received_at is not None and (
-                last_report is None or presence.received_at > last_report
-            ):
-                last_report = presence.received_at
-        open_rows = list(fleet.open_findings(conn))
+        census = _Census(policy, now)
+        for host in fleet.host_presence(conn, census.cutoffs):
+            census.count(host)
+        last_report = fleet.last_received(conn)
+        unit_of, moved = census.unit_of, census.moved
+        if len(moved) > MAX_MOVED:  # many hosts changed units: group each host's findings
+            by_unit = _by_unit(fleet.open_findings_of(conn, None), unit_of)
+        else:
+            by_unit = list(fleet.open_findings_by_unit(conn, leaving_out=moved))
+            by_unit += _by_unit(fleet.open_findings_of(conn, moved), unit_of)
+    hosts = census.hosts
     for host_id, listed in policy.hosts.items():
-        if host_id not in units:  # in the policy, never enrolled
-            unit = listed.unit or NO_UNIT
-            hosts[unit, "never_reported"] = hosts.get((unit, "never_reported"), 0) + 1
+        if host_id not in unit_of:  # in the policy, never enrolled
+            hosts[listed.unit or NO_UNIT, "never_reported"] += 1
     for unit in {u for u, _ in hosts}:
         for status in STATUSES:
             hosts.setdefault((unit, status), 0)
-    open_findings: dict[tuple[str, str, str], int] = {}
+    open_findings: Counter[tuple[str, str, str]] = Counter()
     oldest: dict[tuple[str, str], datetime] = {}
-    for row in open_rows:
-        unit = units.get(row.host_id, NO_UNIT)
-        key = (unit, row.rule, row.severity)
-        open_findings[key] = open_findings.get(key, 0) + row.count
+    for row in by_unit:
+        unit = row.owner or NO_UNIT
+        open_findings[unit, row.rule, row.severity] += row.count
         if (unit, row.severity) not in oldest or row.oldest < oldest[unit, row.severity]:
             oldest[unit, row.severity] = row.oldest
     return FleetFigures(
-        hosts=hosts,
-        open_findings=open_findings,
+        hosts=dict(hosts),
+        open_findings=dict(open_findings),
         oldest_open=oldest,
         last_report=last_report,
         taken_at=now,
         seconds=time.perf_counter() - started,
     )
+
+
+class _Census:
+    """Enrolled hosts counted by unit and status, as `views.status_of` would find them."""
+
+    def __init__(self, policy: Policy, now: datetime) -> None:
+        self.policy = policy
+        self.default = policy.for_host(_UNLISTED).baseline.max_report_age
+        # every max_report_age of the policy, each compared with in SQL as a cutoff
+        ages = {self.default} | {policy.for_host(h).baseline.max_report_age for h in policy.hosts}
+        self.column = {age: i for i, age in enumerate(sorted(ages))}
+        self.cutoffs = [now - timedelta(seconds=age) for age in sorted(ages)]
+        self.hosts: Counter[tuple[str, str]] = Counter()
+        self.unit_of: dict[str, str] = {}  # every enrolled host's unit now
+        self.moved: set[str] = set()  # hosts the policy put in another unit than they enrolled
+
+    def count(self, host: fleet.HostPresence) -> None:
+        unit, age = host.unit or NO_UNIT, self.default
+        if host.host_id in self.policy.hosts:
+            resolved = self.policy.for_host(host.host_id)
+            age = resolved.baseline.max_report_age
+            if resolved.unit and resolved.unit != unit:
+                unit = resolved.unit
+                self.moved.add(host.host_id)
+        self.unit_of[host.host_id] = unit
+        status: Status
+        if not host.reported:
+            status = "never_reported"
+        elif host.older_than[self.column[age]]:
+            status = "stale"
+        else:
+            status = "noncompliant" if host.has_open else "compliant"
+        self.hosts[unit, status] += 1
+
+
+def _by_unit(
+    rows: Iterable[fleet.OpenFindings], unit_of: dict[str, str]
+) -> list[fleet.OpenFindings]:
+    """Findings grouped by host, put in the unit each host is in now."""
+    return [
+        fleet.OpenFindings(
+            unit_of.get(r.owner or "", NO_UNIT), r.rule, r.severity, r.count, r.oldest
+        )
+        for r in rows
+    ]
 
 
 class FleetCollector:

@@ -170,20 +170,11 @@ class NewToken(BaseModel):
 def status_of(
     host: HostRow | None, open_count: int, max_report_age: float, now: datetime
 ) -> Status:
-    return status_of_presence(
-        host.observed_at if host else None, bool(open_count), max_report_age, now
-    )
-
-
-def status_of_presence(
-    observed_at: datetime | None, has_open: bool, max_report_age: float, now: datetime
-) -> Status:
-    """A host's status from when its latest facts were true and whether it has open findings."""
-    if observed_at is None:
+    if host is None or host.observed_at is None:
         return "never_reported"
-    if now - observed_at > timedelta(seconds=max_report_age):
+    if now - host.observed_at > timedelta(seconds=max_report_age):
         return "stale"
-    return "noncompliant" if has_open else "compliant"
+    return "noncompliant" if open_count else "compliant"
 
 
 def host_summary(

@@ -109,6 +109,39 @@ class TestFleetFigures:
         assert ages, "web-02's open finding has an age"
         assert all(0 <= age < 60 for age in ages.values())
 
+    def test_a_host_the_policy_moves_to_another_unit_counts_there(
+        self, client: TestClient, tmp_path: Path
+    ) -> None:
+        """web-02 enrolled into parks; the policy now puts it in water: its host and its
+        findings count in water, as the API shows them."""
+        loud = make_report("web-02", 1, {"ports": ports_section(("tcp", "0.0.0.0", 2323))})
+        report(client, "web-02", 1, loud)
+        report(
+            client,
+            "web-01",
+            1,
+            make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 2424))}),
+        )
+        (tmp_path / "policy.toml").write_text(
+            POLICY.replace('[hosts."web-02"]\nunit = "parks"', '[hosts."web-02"]\nunit = "water"')
+        )
+        reload = client.post("/api/v1/policy/reload", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert reload.json()["changed"] is True
+        hosts = client.get("/api/v1/hosts", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        assert {h["host_id"]: h["unit"] for h in hosts} == {"web-01": "parks", "web-02": "water"}
+
+        assert gauges(client, "fleetwatch_open_findings") == {
+            (("rule", "allowed_ports"), ("severity", "high"), ("unit", "parks")): 1,
+            (("rule", "allowed_ports"), ("severity", "high"), ("unit", "water")): 1,
+        }
+        assert (
+            gauges(client, "fleetwatch_hosts")[("status", "noncompliant"), ("unit", "water")] == 1
+        )
+        assert set(gauges(client, "fleetwatch_oldest_open_finding_age_seconds")) == {
+            (("severity", "high"), ("unit", "parks")),
+            (("severity", "high"), ("unit", "water")),
+        }
+
     def test_a_unit_token_may_not_read_them(self, client: TestClient) -> None:
         """The figures name every unit: a token limited to one is refused with 403."""
         created = client.post(
@@ -149,7 +182,9 @@ class TestMetricsDirectory:
     ) -> None:
         """Values of an earlier run would be added to this one's: they are removed, and the
         workers are told where the directory is."""
-        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+        # (set first, so that the test's end puts back what was there)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+        monkeypatch.setenv("FLEETWATCH_METRICS_DIR", "")
         given = tmp_path / "metrics"
         given.mkdir()
         (given / "counter_123.db").write_bytes(b"old")
@@ -183,7 +218,7 @@ class TestMetricsDirectory:
 
 
 def test_the_fleet_figures_never_read_the_reports_table(client: TestClient) -> None:
-    """Two statements, over hosts and open findings: none names the reports table, which
+    """Three statements, over hosts and open findings: none names the reports table, which
     grows with every report."""
     report(
         client,
@@ -203,6 +238,6 @@ def test_the_fleet_figures_never_read_the_reports_table(client: TestClient) -> N
     finally:
         event.remove(svc.engine, "before_cursor_execute", seen)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 2, statements
+    assert len(selects) == 3, statements
     assert not [s for s in selects if re.search(r"\breports\b", s)], selects
     assert sum(figures.open_findings.values()) >= 1

@@ -43,6 +43,7 @@ def exposed(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         admin_token=ADMIN,
         enroll_secret=SECRET,
         metrics_cache_seconds=0,
+        metrics_dir=None,  # this process's metrics, whatever the environment says
     )
     with TestClient(create_app(settings)) as client:
         token = client.post(
