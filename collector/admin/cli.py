@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,11 +70,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _collector_settings(args)
     metrics_dir, made = prepare_metrics_dir(settings.metrics_dir)
+    # uvicorn stops on SIGTERM, then raises the signal again to end the process by it: make
+    # that an exit through the `finally` below, which removes the directory
+    signal.signal(signal.SIGTERM, _exit_by_signal)
     try:
         return _serve(args, settings)
     finally:
         if made:
             remove_metrics_dir(metrics_dir)
+
+
+def _exit_by_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _serve(args: argparse.Namespace, settings: CollectorSettings) -> int:

@@ -196,3 +196,28 @@ def test_metrics_need_a_token_that_sees_the_whole_fleet(collector: CollectorProc
     reader = scrape(collector, token("read", None))
     assert reader.status_code == 200
     assert "fleetwatch_hosts" in reader.text
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_temporary_directory_is_counted_in_and_goes_at_exit(
+    tmp_path: Path, workers: str
+) -> None:
+    """`serve` without metrics_dir, with one worker as with two: the same multiprocess
+    counting, in a temporary directory of its own, which is gone when the collector stops."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    process = CollectorProcess(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'fleetwatch.db'}",
+        extra_env={"TMPDIR": str(temporary), "FLEETWATCH_WORKERS": workers},
+    ).start()
+    try:
+        made = list(temporary.glob("fleetwatch-metrics-*"))
+        assert len(made) == 1
+        assert post_report(process, "fwh_unknown", make_report("web-01", 1)).status_code == 401
+        assert list(made[0].glob("counter_*.db")), "the worker writes its counters there"
+        found = samples(scrape(process).text)
+        assert value(found, "fleetwatch_reports_received_total", outcome="refused") == 1
+    finally:
+        process.stop()
+    assert list(temporary.iterdir()) == []
