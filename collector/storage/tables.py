@@ -85,6 +85,9 @@ hosts = Table(
     Column("dropped_total", BigInteger(), nullable=False, default=0),
     # the agent's last word on its spool (a full or read-only disk), None when all is well
     Column("spool_error", Text(), nullable=True),
+    # sections whose content changes with every report (load, memory, disk use), kept here
+    # as their latest canonical JSON instead of one stored content per report
+    Column("inline", JSON(), nullable=False, default=dict),
 )
 
 host_tokens = Table(
@@ -150,6 +153,10 @@ reports = Table(
     Column("missing", JSON(), nullable=False),  # sections sent as a hash we did not hold
     Column("dropped", BigInteger(), nullable=False, default=0),
     Column("spool_error", Text(), nullable=True),
+    # the reports after this one, up to `through`, brought nothing new: they extend this row
+    # instead of having rows of their own; `last_received_at` is when the last of them came
+    Column("through", BigInteger(), nullable=True),
+    Column("last_received_at", UTCDateTime(), nullable=True),
     UniqueConstraint("host_id", "instance_id", "sequence"),
     Index(None, "host_id", "received_at"),
     Index(None, "received_at"),

@@ -23,6 +23,7 @@ from fleetwatch.collector.refusals import (
     NoSuchToken,
     SchemaViolation,
 )
+from fleetwatch.collector.storage.hosts import INLINE_SECTIONS
 from fleetwatch.collector.web.bearer import (
     CallingHost,
     Reader,
@@ -148,7 +149,11 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
         for name, state in (host.sections if host else {}).items():
             content = None
             if data and state.hash:
-                payload = svc.store.blobs.get(conn, state.hash)
+                payload = (
+                    host.inline.get(name)
+                    if host is not None and name in INLINE_SECTIONS
+                    else svc.store.blobs.get(conn, state.hash)
+                )
                 content = json.loads(payload) if payload else None
             sections[name] = SectionView.of(state, content)
     counts: dict[str, int] = {}
@@ -170,7 +175,11 @@ def list_reports(
         int | None, Query(ge=1, le=MAX_ID, description="Report id to page back from")
     ] = None,
 ) -> list[ReportView]:
-    """Reports received from a host, newest first: sequence, collection and receive time."""
+    """Reports received from a host, newest first: sequence, collection and receive time.
+
+    Reports that brought nothing new after one that did are not listed one by one: the entry
+    of that report stands for them up to its `through` sequence.
+    """
     svc = service(request)
     summary = next((s for s in _summaries(svc, principal) if s.host_id == host_id), None)
     if summary is None:

@@ -116,6 +116,14 @@ class ReportView(BaseModel):
     missing: list[str]
     dropped: int
     spool_error: str | None
+    through: int | None = Field(
+        default=None,
+        description="The reports after this one up to this sequence arrived and brought "
+        "nothing new: this entry stands for them too.",
+    )
+    last_received_at: datetime | None = Field(
+        default=None, description="When the last report this entry stands for arrived."
+    )
 
 
 class RotatedToken(BaseModel):
