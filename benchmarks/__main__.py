@@ -2,7 +2,7 @@
 
     python -m benchmarks                      agent cycle and ingest on SQLite
     python -m benchmarks --postgres URL       ... and ingest on PostgreSQL too
-    python -m benchmarks --only agent|ingest|rollout
+    python -m benchmarks --only agent|ingest|rollout|metrics
 
 The collector runs as the real `fleetwatch serve` process and every report crosses real HTTP
 on loopback. Per-host rate limits are lifted for the ingest runs (a benchmark host reports
@@ -26,6 +26,7 @@ from typing import Any
 import requests
 
 from benchmarks.ingest_load import Job, gz, run_load, section, synthetic_packages
+from benchmarks.metrics_scrape import bench_metrics
 from benchmarks.rollout import bench_rollout
 from tests.helpers import BASE_REPORT, CollectorProcess, section_data
 
@@ -235,7 +236,14 @@ def _postgres_schema_url(base: str) -> tuple[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--only", choices=["agent", "ingest", "rollout"])
+    parser.add_argument("--only", choices=["agent", "ingest", "rollout", "metrics"])
+    parser.add_argument(
+        "--metrics-hosts",
+        type=int,
+        nargs="+",
+        default=[10_000],
+        help="fleet sizes to scrape /metrics at",
+    )
     parser.add_argument("--rollout-hosts", type=int, default=10, help="lab hosts to deploy to")
     parser.add_argument(
         "--postgres",
@@ -282,6 +290,16 @@ def main() -> None:
                 print("  PostgreSQL: skipped (give --postgres URL or FLEETWATCH_TEST_DATABASE_URL)")
         if args.only in (None, "rollout"):
             bench_rollout(args.rollout_hosts)
+        if args.only in (None, "metrics"):
+            print("GET /metrics over HTTP (fleetwatch serve, 2 workers; a seeded fleet)")
+            for hosts in args.metrics_hosts:
+                bench_metrics(tmp, "SQLite", f"sqlite:///{tmp / f'metrics-{hosts}.db'}", hosts)
+                if args.postgres:
+                    url, drop = _postgres_schema_url(args.postgres)
+                    try:
+                        bench_metrics(tmp, "PostgreSQL", url, hosts)
+                    finally:
+                        drop()
 
 
 if __name__ == "__main__":

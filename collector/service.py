@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from fleetwatch.collector import instruments
 from fleetwatch.collector.auth.identity import Identity
 from fleetwatch.collector.compliance.findings import Compliance
 from fleetwatch.collector.compliance.policy import PolicySource
@@ -35,7 +36,7 @@ class CollectorService:
             sqlite_synchronous=settings.sqlite_synchronous,
         )
         self.store = Store(self.engine)
-        self.policy = PolicySource(settings.policy)
+        self.policy = PolicySource(settings.policy, on_reload=_count_policy_reload)
         self.vulnerabilities = KnownVulnerabilities(self.store)
         self.compliance = Compliance(self.store, vulnerabilities=self.vulnerabilities)
         self.ingestor = Ingestor(self.store, self.policy, self.compliance)
@@ -109,3 +110,8 @@ class CollectorService:
     def _prune(self, cutoff: datetime) -> tuple[int, int]:
         with self.store.write() as conn:
             return self.store.prune(conn, cutoff)
+
+
+def _count_policy_reload(outcome: str) -> None:
+    instruments.POLICY_RELOADS.labels(outcome).inc()
+    instruments.POLICY_ERROR.set(1 if outcome == "rejected" else 0)

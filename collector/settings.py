@@ -166,6 +166,20 @@ class CollectorSettings(BaseSettings):
         default="auto",
         description="auto: readable lines on a terminal, JSON lines otherwise.",
     )
+    # -- metrics (/metrics) --
+    metrics_cache_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=15.0,
+        description="Seconds a collector process keeps the fleet figures of /metrics (hosts "
+        "by status, open findings) before reading them from the database again; scrapes in "
+        "between are answered from memory. 0: read them at every scrape.",
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="Where the worker processes of `fleetwatch serve` keep their metric "
+        "values for each other (prometheus_client's multiprocess mode); emptied at start, so "
+        "for this collector alone. Unset: `serve` makes a private temporary directory and "
+        "removes it at exit.",
+    )
 
     # -- vulnerability data ---------------------------------------------------------------
     vulnerability_urls: list[str] = Field(

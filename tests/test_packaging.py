@@ -87,7 +87,8 @@ class TestWheel:
         assert len([n for n in entries if n.startswith("fleetwatch/agent/")]) > 5
 
     def test_data_files_ship(self, wheel: zipfile.ZipFile) -> None:
-        """Migrations and their template, py.typed and the example policy are in the wheel."""
+        """Migrations and their template, py.typed, the example policy and the API docs'
+        assets with their licences are in the wheel."""
         names = set(wheel.namelist())
         migrations = ROOT / "collector" / "storage" / "migrations"
         versions = sorted(p.name for p in (migrations / "versions").glob("*.py"))
@@ -98,6 +99,10 @@ class TestWheel:
             "fleetwatch/collector/storage/migrations/env.py",
             "fleetwatch/py.typed",
             "fleetwatch/collector/examples/policy.toml",
+            *(
+                f"fleetwatch/collector/web/apidocs/{p.name}"
+                for p in (ROOT / "collector" / "web" / "apidocs").iterdir()
+            ),
         ]
         assert [name for name in wanted if name not in names] == []
 

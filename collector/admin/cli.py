@@ -18,6 +18,7 @@ fleetwatch demo                  collector + this machine's agent, on SQLite
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +70,26 @@ def _collector_settings(args: argparse.Namespace) -> CollectorSettings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # first: prometheus_client chooses its multiprocess mode when it is first imported
+    from fleetwatch.collector.web.metrics_files import prepare_metrics_dir, remove_metrics_dir
+
+    settings = _collector_settings(args)
+    metrics_dir, made = prepare_metrics_dir(settings.metrics_dir)
+    # uvicorn stops on SIGTERM, then raises the signal again to end the process by it: make
+    # that an exit through the `finally` below, which removes the directory
+    signal.signal(signal.SIGTERM, _exit_by_signal)
+    try:
+        return _serve(args, settings)
+    finally:
+        if made:
+            remove_metrics_dir(metrics_dir)
+
+
+def _exit_by_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(args: argparse.Namespace, settings: CollectorSettings) -> int:
     import structlog
     import uvicorn
     from sqlalchemy.exc import OperationalError
@@ -78,7 +99,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from fleetwatch.collector.web.budget import DescriptorLimitError, plan_budget
     from fleetwatch.logs import configure_logging
 
-    settings = _collector_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     try:
         # before the workers start, so that they inherit the raised limit

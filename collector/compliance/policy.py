@@ -40,6 +40,7 @@ from fleetwatch.collector.compliance.rules.vulnerabilities import Vulnerabilitie
 from fleetwatch.schema import HostId
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from pydantic import GetJsonSchemaHandler
@@ -228,10 +229,13 @@ class PolicySource:
     """The policy file in use, re-read when it changes on disk.
 
     A new file that fails to load is logged and ignored: the last good policy stays in force.
+    ``on_reload`` hears of every change of the file read: ``loaded``, ``rejected`` or
+    ``unchanged`` (the same policy, written again).
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, on_reload: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self._on_reload = on_reload or (lambda _outcome: None)
         self.error: str | None = None
         self._stamp = self._file_stamp()
         self.current = Policy.from_file(path) if path else Policy.empty()
@@ -255,9 +259,12 @@ class PolicySource:
             policy = Policy.from_file(self.path)
         except PolicyError as exc:
             self.error = str(exc)
+            self._on_reload("rejected")
             return False
         self.error = None
         if policy.digest == self.current.digest:
+            self._on_reload("unchanged")
             return False
         self.current = policy
+        self._on_reload("loaded")
         return True

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from fleetwatch.collector import instruments
 from fleetwatch.collector.ingest.readiness import Readiness
 from fleetwatch.collector.ingest.writer import Submission
 from fleetwatch.collector.refusals import Overloaded, Refusal
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 class _Item:
     submission: Submission
     future: Future[ReportAck]
+    queued: float  # time.monotonic() when it joined the queue
 
 
 _STOP = object()
@@ -107,11 +109,12 @@ class IngestQueue:
         if wait > self.max_wait:
             raise Overloaded(retry_after=self._retry_after(wait))
         future: Future[ReportAck] = Future()
-        item = _Item(Submission(report, token_host, datetime.now(UTC)), future)
+        item = _Item(Submission(report, token_host, datetime.now(UTC)), future, time.monotonic())
         try:
             self._queue.put_nowait(item)
         except queue.Full:
             raise Overloaded(retry_after=self._retry_after(self.max_wait)) from None
+        instruments.INGEST_QUEUE_DEPTH.set(self._queue.qsize())
         return future
 
     def _run(self) -> None:
@@ -130,6 +133,7 @@ class IngestQueue:
                     stop = True
                     break
                 batch.append(item)
+            instruments.INGEST_QUEUE_DEPTH.set(self._queue.qsize())
             items = [i for i in batch if isinstance(i, _Item)]
             started = time.monotonic()
             self._write(items)
@@ -152,6 +156,7 @@ class IngestQueue:
                     self._write([item])
                 return
             self.readiness.failed(exc)
+            instruments.DATABASE_ERRORS.labels("ingest").inc()
             log.warning(
                 "report not stored",
                 error=f"{type(exc).__name__}: {exc}"[:300],
@@ -159,6 +164,10 @@ class IngestQueue:
             )
             batch[0].future.set_exception(exc)
             return
+        committed = time.monotonic()
+        instruments.INGEST_BATCH_SIZE.observe(len(batch))
+        for item in batch:
+            instruments.INGEST_LATENCY.observe(committed - item.queued)
         if any(isinstance(r, ReportAck) and r.status == "stored" for r in results):
             # (a batch of duplicates and refusals commits nothing, which a full disk allows)
             self.readiness.succeeded()

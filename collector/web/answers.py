@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from fleetwatch.collector import instruments
 from fleetwatch.collector.ingest.parse import MAX_ERRORS_SHOWN
 from fleetwatch.collector.refusals import (
     Conflict,
@@ -85,6 +86,7 @@ def as_refusal(exc: Exception) -> Refusal:
     if isinstance(exc, Refusal):
         return exc
     if isinstance(exc, DATABASE_ERRORS):
+        instruments.DATABASE_ERRORS.labels("request").inc()
         return DatabaseUnavailable()
     raise TypeError(f"not a refusal: {type(exc).__name__}") from exc
 

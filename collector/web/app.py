@@ -13,7 +13,7 @@ from fleetwatch import __version__
 from fleetwatch.collector.refusals import DatabaseUnavailable
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.web import answers
+from fleetwatch.collector.web import answers, apidocs, metrics, metrics_files
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.package_versions import router as package_versions_router
@@ -28,7 +28,12 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
-API_ROUTES = [*router.routes, *package_versions_router.routes, *vulnerabilities_router.routes]
+API_ROUTES = [
+    *router.routes,
+    *package_versions_router.routes,
+    *vulnerabilities_router.routes,
+    *metrics.router.routes,
+]
 """Every route of the API, from each router the application includes: the front door guards
 them all (a router added below is added here too)."""
 
@@ -46,13 +51,24 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             await run_in_threadpool(svc.stop)
             app.state.security_log.close()
 
-    app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="fleetwatch collector",
+        version=__version__,
+        lifespan=lifespan,
+        # the documentation pages are web.apidocs', with assets of their own (no CDN)
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
     app.add_middleware(FrontDoor, service=svc, routes=API_ROUTES)
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
     app.include_router(package_versions_router)
     app.include_router(vulnerabilities_router)
+    app.include_router(metrics.router)
+    app.include_router(apidocs.router)
+    metrics.install(app.state, svc)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )
@@ -94,4 +110,6 @@ def app_from_environment() -> FastAPI:
     settings = CollectorSettings()
     configure_logging(settings.log_level, settings.log_format)
     guard_connections(settings)
+    if settings.metrics_dir is not None:
+        metrics_files.forget_dead_workers(settings.metrics_dir)
     return create_app(settings, migrate=False)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from fleetwatch.collector import instruments
 from fleetwatch.collector.ingest.parse import parse_report
 from fleetwatch.collector.refusals import HostRateLimited
 from fleetwatch.collector.web.answers import ANSWERED, answer, as_refusal
@@ -50,8 +51,10 @@ class ReportDoor:
         try:
             ack = await self._report(scope, receive)
         except ANSWERED as exc:
+            instruments.REPORTS_RECEIVED.labels("refused").inc()
             await answer(as_refusal(exc))(scope, receive, send)
             return
+        instruments.REPORTS_RECEIVED.labels(ack.status).inc()
         await _send_ack(send, ack)
 
     async def _report(self, scope: Scope, receive: Receive) -> ReportAck:

@@ -11,7 +11,8 @@ A flood must not fill the disk: of each reason, at most ``lines`` refusals are w
 interval of ``interval`` seconds (the interval starts with the first of them). The rest are
 counted, and when the interval ends one line says how many were left out and which addresses
 sent the most of them. Whether written or not, every refusal is counted by reason and by
-status, for the metrics endpoint (`SecurityLog.snapshot`).
+status (`SecurityLog.snapshot`), and by reason in the metric ``fleetwatch_refusals_total``
+(`collector.instruments`), which adds up every worker process's refusals for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
+
+from fleetwatch.collector import instruments
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,6 +110,7 @@ class SecurityLog:
         reason = refusal.reason
         now = self._clock()
         ended: _Interval | None = None
+        instruments.REFUSALS.labels(reason).inc()
         with self._lock:
             self._by_reason[reason] += 1
             self._by_status[status] += 1

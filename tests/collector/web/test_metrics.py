@@ -1,0 +1,243 @@
+"""/metrics in process: the fleet figures' cache, the figures against stored hosts and
+findings, and the multiprocess directory's housekeeping."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
+
+from fleetwatch.collector.settings import CollectorSettings
+from fleetwatch.collector.web.app import create_app
+from fleetwatch.collector.web.metrics import FleetCollector, FleetFigures, read_fleet_figures
+from fleetwatch.collector.web.metrics_files import forget_dead_workers, prepare_metrics_dir
+from tests.helpers import make_report, ports_section
+
+ADMIN = "admin-token-for-metrics"
+SECRET = "enroll-secret-for-metrics"
+POLICY = """
+[defaults]
+allowed_ports = ["tcp/22"]
+max_report_age = 600
+
+[hosts."web-01"]
+unit = "parks"
+
+[hosts."web-02"]
+unit = "parks"
+"""
+
+
+@pytest.fixture
+def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    settings = CollectorSettings(
+        database_url=database_url,
+        policy=policy,
+        admin_token=ADMIN,
+        enroll_secret=SECRET,
+        data_dir=tmp_path,
+        metrics_cache_seconds=0,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def report(client: TestClient, host_id: str, sequence: int, body: dict[str, object]) -> None:
+    token = client.post(
+        "/api/v1/enroll", json={"host_id": host_id, "enroll_secret": SECRET}
+    ).json()["token"]
+    answer = client.post("/api/v1/report", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+
+
+def gauges(client: TestClient, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 200
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+class TestFleetFigures:
+    def test_hosts_by_unit_and_status(self, client: TestClient) -> None:
+        """A compliant and a noncompliant host of one unit, a stale host of none: each
+        counted once, with every status of a unit present (zero where none)."""
+        quiet = make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 22))})
+        report(client, "web-01", 1, quiet)
+        loud = make_report("web-02", 1, {"ports": ports_section(("tcp", "0.0.0.0", 2323))})
+        report(client, "web-02", 1, loud)
+        old = datetime.now(UTC) - timedelta(hours=2)
+        stale = make_report("db-09", 1, {"ports": ports_section(("tcp", "0.0.0.0", 22))})
+        stale["collected_at"] = old.isoformat()
+        report(client, "db-09", 1, stale)
+
+        hosts = gauges(client, "fleetwatch_hosts")
+        assert hosts == {
+            (("status", "compliant"), ("unit", "parks")): 1,
+            (("status", "noncompliant"), ("unit", "parks")): 1,
+            (("status", "stale"), ("unit", "parks")): 0,
+            (("status", "never_reported"), ("unit", "parks")): 0,
+            (("status", "compliant"), ("unit", "")): 0,
+            (("status", "noncompliant"), ("unit", "")): 0,
+            (("status", "stale"), ("unit", "")): 1,
+            (("status", "never_reported"), ("unit", "")): 0,
+        }
+        findings = gauges(client, "fleetwatch_open_findings")
+        assert findings == {(("rule", "allowed_ports"), ("severity", "high"), ("unit", "parks")): 1}
+        assert sum(findings.values()) == len(
+            client.get(
+                "/api/v1/findings",
+                params={"open": "true"},
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            ).json()
+        )
+        ages = gauges(client, "fleetwatch_oldest_open_finding_age_seconds")
+        assert ages, "web-02's open finding has an age"
+        assert all(0 <= age < 60 for age in ages.values())
+
+    def test_a_host_the_policy_moves_to_another_unit_counts_there(
+        self, client: TestClient, tmp_path: Path
+    ) -> None:
+        """web-02 enrolled into parks; the policy now puts it in water: its host and its
+        findings count in water, as the API shows them."""
+        loud = make_report("web-02", 1, {"ports": ports_section(("tcp", "0.0.0.0", 2323))})
+        report(client, "web-02", 1, loud)
+        report(
+            client,
+            "web-01",
+            1,
+            make_report("web-01", 1, {"ports": ports_section(("tcp", "0.0.0.0", 2424))}),
+        )
+        (tmp_path / "policy.toml").write_text(
+            POLICY.replace('[hosts."web-02"]\nunit = "parks"', '[hosts."web-02"]\nunit = "water"')
+        )
+        reload = client.post("/api/v1/policy/reload", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert reload.json()["changed"] is True
+        hosts = client.get("/api/v1/hosts", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        assert {h["host_id"]: h["unit"] for h in hosts} == {"web-01": "parks", "web-02": "water"}
+
+        assert gauges(client, "fleetwatch_open_findings") == {
+            (("rule", "allowed_ports"), ("severity", "high"), ("unit", "parks")): 1,
+            (("rule", "allowed_ports"), ("severity", "high"), ("unit", "water")): 1,
+        }
+        assert (
+            gauges(client, "fleetwatch_hosts")[("status", "noncompliant"), ("unit", "water")] == 1
+        )
+        assert set(gauges(client, "fleetwatch_oldest_open_finding_age_seconds")) == {
+            (("severity", "high"), ("unit", "parks")),
+            (("severity", "high"), ("unit", "water")),
+        }
+
+    def test_a_unit_token_may_not_read_them(self, client: TestClient) -> None:
+        """The figures name every unit: a token limited to one is refused with 403."""
+        created = client.post(
+            "/api/v1/tokens",
+            json={"name": "parks-reader", "kind": "read", "unit": "parks"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        ).json()
+        answer = client.get("/metrics", headers={"Authorization": f"Bearer {created['token']}"})
+        assert answer.status_code == 403
+
+
+class TestFleetCollector:
+    def test_figures_are_read_at_most_once_per_max_age(self) -> None:
+        """Scrapes within max_age are answered from the figures already read; the next
+        scrape after it reads them again."""
+        now = [0.0]
+        reads: list[float] = []
+
+        def read() -> FleetFigures:
+            reads.append(now[0])
+            return FleetFigures(hosts={("parks", "compliant"): len(reads)})
+
+        collector = FleetCollector(read, max_age=15, clock=lambda: now[0])
+        first = list(collector.collect())
+        now[0] = 14.9
+        list(collector.collect())
+        assert reads == [0.0]
+        now[0] = 15.0
+        again = list(collector.collect())
+        assert reads == [0.0, 15.0]
+        assert first[0].samples[0].value == 1
+        assert again[0].samples[0].value == 2
+
+
+class TestMetricsDirectory:
+    def test_a_given_directory_is_emptied_and_named_for_the_workers(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Values of an earlier run would be added to this one's: they are removed, and the
+        workers are told where the directory is."""
+        # (set first, so that the test's end puts back what was there)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+        monkeypatch.setenv("FLEETWATCH_METRICS_DIR", "")
+        given = tmp_path / "metrics"
+        given.mkdir()
+        (given / "counter_123.db").write_bytes(b"old")
+        path, made = prepare_metrics_dir(given)
+        assert (path, made) == (given, False)
+        assert list(given.iterdir()) == []
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(given)
+
+    def test_live_gauges_of_dead_workers_are_dropped_and_counters_kept(
+        self, tmp_path: Path
+    ) -> None:
+        """A worker that is gone leaves its queue depth out of the sum; its counts stay."""
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dead_pid = int(dead.stdout)
+        alive_pid = os.getpid()
+        for name in (
+            f"gauge_livesum_{dead_pid}.db",
+            f"gauge_livesum_{alive_pid}.db",
+            f"counter_{dead_pid}.db",
+        ):
+            (tmp_path / name).write_bytes(b"")
+        assert forget_dead_workers(tmp_path) == [dead_pid]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [f"gauge_livesum_{alive_pid}.db", f"counter_{dead_pid}.db"]
+        )
+
+
+def test_the_fleet_figures_never_read_the_reports_table(client: TestClient) -> None:
+    """Three statements, over hosts and open findings: none names the reports table, which
+    grows with every report."""
+    report(
+        client,
+        "web-02",
+        1,
+        make_report("web-02", 1, {"ports": ports_section(("tcp", "0.0.0.0", 2323))}),
+    )
+    svc = client.app.state.service  # type: ignore[attr-defined]
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    event.listen(svc.engine, "before_cursor_execute", seen)
+    try:
+        figures = read_fleet_figures(svc)
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", seen)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 3, statements
+    assert not [s for s in selects if re.search(r"\breports\b", s)], selects
+    assert sum(figures.open_findings.values()) >= 1
