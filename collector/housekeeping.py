@@ -6,7 +6,9 @@ the holder of the housekeeping lease (`storage.lease`), however many workers or 
 hosts share the database:
 
 - after a policy change, evaluating every host against the new policy;
-- pruning reports and section contents past ``report_retention_days``.
+- pruning reports and section contents past ``report_retention_days``;
+- every ``dashboard_snapshot_seconds``, placing hosts by the policy and recording the fleet's
+  counts for the dashboard (`compliance.placement`).
 
 When the holder dies, another process takes the lease at its next check (every
 ``policy_check_interval`` seconds) and carries on.
@@ -49,12 +51,15 @@ class Housekeeper:
         *,
         reevaluate_all: Callable[[], int],
         prune: Callable[[datetime], tuple[int, int]],
+        snapshot: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.lease = FleetLease(engine, LEASE_NAME)
         self._reevaluate_all = reevaluate_all
         self._prune = prune
+        self._snapshot = snapshot
+        self._next_snapshot = time.monotonic()
         # the policy the hosts were last evaluated against, as far as this process knows
         self.evaluated_digest = policy.current.digest
         self._next_prune = time.monotonic() + FIRST_PRUNE_AFTER
@@ -99,6 +104,9 @@ class Housekeeper:
         if time.monotonic() >= self._next_prune:
             self.prune()
             self._next_prune = time.monotonic() + PRUNE_EVERY
+        if self._snapshot is not None and time.monotonic() >= self._next_snapshot:
+            self._snapshot()
+            self._next_snapshot = time.monotonic() + self.settings.dashboard_snapshot_seconds
 
     def follow_policy(self) -> bool:
         """Load the policy file again if it changed; True when a new policy is in force."""

@@ -156,6 +156,23 @@ class CollectorSettings(BaseSettings):
         default="auto",
         description="auto: readable lines on a terminal, JSON lines otherwise.",
     )
+    # -- the dashboard --
+    dashboard_session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = Field(
+        default=12.0, description="Hours a dashboard sign-in lasts, however busy."
+    )
+    dashboard_idle_minutes: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="Minutes without a request after which a dashboard session ends."
+    )
+    dashboard_snapshot_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="Seconds between the housekeeper's snapshots of the fleet's counts (the "
+        "overview's figures and the last point of its trends).",
+    )
+    dashboard_live_max_age: Annotated[float, Field(ge=0)] = Field(
+        default=120.0,
+        description="Seconds the overview shows the housekeeper's snapshot for; an older one "
+        "(or 0 here) and the overview counts the fleet itself.",
+    )
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> CollectorSettings:

@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 from fleetwatch.collector.storage.blobs import Blobs
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.hosts import Hosts
+from fleetwatch.collector.storage.placements import Placements
 from fleetwatch.collector.storage.reports import Reports
+from fleetwatch.collector.storage.sessions import Sessions
+from fleetwatch.collector.storage.snapshots import Snapshots
 from fleetwatch.collector.storage.tokens import ApiTokens, HostTokens
 from fleetwatch.collector.storage.transactions import Database
 
@@ -43,6 +46,10 @@ class Store:
         self.reports = Reports()
         self.blobs = Blobs(self.database)
         self.findings = Findings()
+        # the dashboard's: browser sessions, the policy's placement of hosts, fleet snapshots
+        self.sessions = Sessions()
+        self.placements = Placements()
+        self.snapshots = Snapshots()
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends without an exception."""

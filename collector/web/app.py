@@ -13,7 +13,7 @@ from fleetwatch import __version__
 from fleetwatch.collector.refusals import DatabaseUnavailable
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.web import answers
+from fleetwatch.collector.web import answers, dashboard
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.protocol import guard_connections
@@ -44,6 +44,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
+    dashboard.install(app)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )
