@@ -142,7 +142,9 @@ class FleetView:
         )
         has_open = (
             select(findings.c.id)
-            .where(findings.c.host_id == host_placements.c.host_id, findings.c.resolved_at.is_(None))
+            .where(
+                findings.c.host_id == host_placements.c.host_id, findings.c.resolved_at.is_(None)
+            )
             .exists()
         )
         observed = _observed()
@@ -207,7 +209,7 @@ class FleetView:
 
     # -- hosts ----------------------------------------------------------------------------
 
-    def host_page(  # noqa: PLR0913  (the page's filter, order and position)
+    def host_page(
         self,
         scope: Scope,
         wanted: HostFilter,

@@ -77,7 +77,7 @@ def line_chart(
     unit: str = "",
 ) -> Chart:
     """A chart of each series over ``moments`` (one value per moment)."""
-    if len(moments) < 2:  # noqa: PLR2004  (a line needs two points)
+    if len(moments) < 2:
         return Chart(title, [], [], [], empty=True)
     top = y_max or _nice_max(max((max(v) for v in series.values() if v), default=0.0))
     inner_w = WIDTH - PAD_LEFT - PAD_RIGHT

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +32,7 @@ from fleetwatch.collector.web.dashboard.browser import (
     set_sign_in_cookie,
     sign_in_token,
 )
-from fleetwatch.schema import HostId
+from fleetwatch.schema import HostId  # noqa: TC001  (FastAPI reads it when the app starts)
 
 if TYPE_CHECKING:
     from fleetwatch.collector.auth.sessions import Session
@@ -60,14 +61,13 @@ def page(
     status_code: int = 200,
 ) -> HTMLResponse:
     """A page rendered from its template (autoescaped), with the security headers."""
-    response = templates.TemplateResponse(
+    return templates.TemplateResponse(
         request,
         name,
         {"session": session, **context},
         status_code=status_code,
         headers=HEADERS,
     )
-    return response
 
 
 def sign_in_redirect() -> RedirectResponse:
@@ -128,7 +128,7 @@ async def logout(request: Request, session: SignedIn) -> Response:
 
 
 @router.get("/dashboard/")
-def overview_page(  # noqa: PLR0913  (one parameter per control of the page)
+def overview_page(
     request: Request,
     session: SignedIn,
     unit: Text = None,
@@ -159,6 +159,7 @@ def overview_page(  # noqa: PLR0913  (one parameter per control of the page)
 def hosts_page(  # noqa: PLR0913  (one parameter per control of the page)
     request: Request,
     session: SignedIn,
+    *,
     unit: Text = None,
     group: Text = None,
     status: Text = None,
@@ -225,6 +226,7 @@ def host_page(request: Request, session: SignedIn, host_id: HostId) -> HTMLRespo
 def findings_page(  # noqa: PLR0913  (one parameter per control of the page)
     request: Request,
     session: SignedIn,
+    *,
     unit: Text = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
     severity: Text = None,

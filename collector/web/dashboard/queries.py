@@ -19,7 +19,6 @@ from fleetwatch.collector.storage.fleet_view import (
     FindingLine,
     FleetView,
     HostFilter,
-    HostLine,
     HostPage,
     HostSort,
     Scope,
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     from fleetwatch.collector.service import CollectorService
     from fleetwatch.collector.storage.hosts import HostRow
     from fleetwatch.collector.storage.reports import ReportRow
+    from fleetwatch.collector.storage.snapshots import Kind
 
 UNIT_SORTS = ("unit", "hosts", "noncompliant", "stale", "never_reported", *SEVERITIES)
 TREND_DAYS = (7, 30, 90)
@@ -93,7 +93,13 @@ def current_counts(svc: CollectorService, scope: Scope) -> tuple[datetime, list[
 
 
 def overview(
-    svc: CollectorService, principal: Principal, *, unit: str | None, sort: str, desc: bool, days: int
+    svc: CollectorService,
+    principal: Principal,
+    *,
+    unit: str | None,
+    sort: str,
+    desc: bool,
+    days: int,
 ) -> Overview:
     scope = scope_of(principal)
     taken_at, units = current_counts(svc, scope)
@@ -107,7 +113,7 @@ def overview(
 def trends(svc: CollectorService, unit: str | None, days: int, now: datetime) -> list[Chart]:
     """Compliance rate and open findings by severity over ``days``: hourly snapshots for a week,
     daily ones beyond; of one unit, or of the whole fleet."""
-    kind = "hour" if days <= 7 else "day"  # noqa: PLR2004  (hourly snapshots are kept a week)
+    kind: Kind = "hour" if days <= 7 else "day"  # hourly snapshots are kept a week
     with svc.store.read() as conn:
         series = svc.store.snapshots.series(conn, kind, now - timedelta(days=days), unit)
     moments = [s.taken_at for s in series]
@@ -137,7 +143,7 @@ def units_of(svc: CollectorService, principal: Principal) -> list[str]:
         return svc.store.placements.units(conn)
 
 
-def host_page(  # noqa: PLR0913  (the page's filter, order and position)
+def host_page(
     svc: CollectorService,
     principal: Principal,
     wanted: HostFilter,
@@ -185,13 +191,17 @@ class HostView:
 def _updates_by_source(sections: dict[str, Any]) -> list[UpdateGroup]:
     """Pending updates grouped by the source package of each binary package."""
     source_of = {
-        row[0]: row[3] for row in (sections.get("packages") or {}).get("packages", []) if len(row) > 3  # noqa: PLR2004
+        row[0]: row[3]
+        for row in (sections.get("packages") or {}).get("packages", [])
+        if len(row) > 3
     }
     groups: dict[str, list[dict[str, Any]]] = {}
     for update in (sections.get("updates") or {}).get("updates", []):
         name = update.get("name", "")
         groups.setdefault(source_of.get(name) or name, []).append(update)
-    ordered = sorted(groups.items(), key=lambda kv: (not any(u.get("security") for u in kv[1]), kv[0]))
+    ordered = sorted(
+        groups.items(), key=lambda kv: (not any(u.get("security") for u in kv[1]), kv[0])
+    )
     return [UpdateGroup(source, updates) for source, updates in ordered]
 
 
