@@ -203,6 +203,12 @@ class NoSuchToken(NotFound):
     reason = "no_such_token"
 
 
+class NoSuchSession(NotFound):
+    """A dashboard session id that does not exist or has already ended."""
+
+    reason = "no_such_session"
+
+
 # -- what was sent ------------------------------------------------------------------------
 
 

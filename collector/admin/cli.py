@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
+from fleetwatch.collector.admin import sessions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -412,6 +413,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
         help="keep the collector and agent running until Ctrl-C",
     )
     demo.set_defaults(func=cmd_demo)
+    sessions.add_parser(commands)
     return parser
 
 

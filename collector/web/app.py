@@ -40,7 +40,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    app.add_middleware(FrontDoor, service=svc, routes=router.routes)
+    app.add_middleware(FrontDoor, service=svc, routes=[*router.routes, *dashboard.API_ROUTES])
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)

@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING
 
 from starlette.staticfiles import StaticFiles
 
+from fleetwatch.collector.web.dashboard import sessions_api
 from fleetwatch.collector.web.dashboard.pages import EXCEPTION_HANDLERS, router
+
+# the API routes the front door checks the caller of (`web.front_door`)
+API_ROUTES = sessions_api.router.routes
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -24,6 +28,7 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     """Serve the dashboard's pages under /dashboard and its static files."""
     app.include_router(router)
+    app.include_router(sessions_api.router)
     for error, handler in EXCEPTION_HANDLERS.items():
         app.add_exception_handler(error, handler)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
