@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import and_, case, func, literal, or_, select, tuple_
+from sqlalchemy import case, func, literal, or_, select, tuple_
 
 from fleetwatch.collector.storage.tables import UTCDateTime, findings, host_placements, hosts
 
@@ -330,7 +330,7 @@ class FleetView:
             conditions.append(findings.c.id < before)
         rows = list(
             self.conn.execute(
-                query.where(and_(*conditions)).order_by(findings.c.id.desc()).limit(limit + 1)
+                query.where(*conditions).order_by(findings.c.id.desc()).limit(limit + 1)
             )
         )
         more = len(rows) > limit

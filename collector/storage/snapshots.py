@@ -34,10 +34,13 @@ class Snapshot:
     units: list[UnitCounts] = field(default_factory=list)
 
 
-def _start_of(kind: Kind, moment: datetime) -> datetime:
+def _period_of(kind: Kind, moment: datetime) -> tuple[datetime, datetime]:
+    """The hour or the day a moment falls in: [start, end)."""
     if kind == "hour":
-        return moment.replace(minute=0, second=0, microsecond=0)
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        start = moment.replace(minute=0, second=0, microsecond=0)
+        return start, start + timedelta(hours=1)
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1)
 
 
 class Snapshots:
@@ -74,10 +77,12 @@ class Snapshots:
         conn.execute(delete(fleet_snapshots).where(fleet_snapshots.c.kind == "live"))
         self._insert(conn, "live", now, units)
         for kind in ("hour", "day"):
+            start, end = _period_of(kind, now)
             taken = conn.execute(
                 select(func.count()).where(
                     fleet_snapshots.c.kind == kind,
-                    fleet_snapshots.c.taken_at >= _start_of(kind, now),
+                    fleet_snapshots.c.taken_at >= start,
+                    fleet_snapshots.c.taken_at < end,
                 )
             ).scalar_one()
             if not taken:

@@ -134,9 +134,10 @@ def overview_page(
     unit: Text = None,
     sort: Annotated[str, Query(pattern="^(" + "|".join(queries.UNIT_SORTS) + ")$")] = "unit",
     desc: bool = False,
-    days: Annotated[Literal[7, 30, 90], Query()] = 7,
+    days: Annotated[int, Query(ge=1, le=90)] = 7,
 ) -> HTMLResponse:
     svc = _service(request)
+    days = days if days in queries.TREND_DAYS else queries.TREND_DAYS[0]
     data = queries.overview(
         svc, session.principal, unit=_blank(unit), sort=sort, desc=desc, days=days
     )
