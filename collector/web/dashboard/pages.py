@@ -232,7 +232,7 @@ def findings_page(  # noqa: PLR0913  (one parameter per control of the page)
     rule: Annotated[str | None, Query(max_length=64)] = None,
     severity: Text = None,
     state: Literal["open", "resolved", "all"] = "open",
-    older_than_days: Annotated[int | None, Query(ge=0, le=36500)] = None,
+    older_than_days: Annotated[str | None, Query(max_length=5, pattern=r"^\d*$")] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> HTMLResponse:
     svc = _service(request)
@@ -241,7 +241,7 @@ def findings_page(  # noqa: PLR0913  (one parameter per control of the page)
         rule=_blank(rule),
         severity=_blank(severity) if _blank(severity) in SEVERITIES else None,
         state=state,
-        older_than_days=older_than_days,
+        older_than_days=int(older_than_days) if older_than_days else None,  # "" from the form
     )
     lines, next_before = queries.finding_page(svc, session.principal, wanted, before)
     return page(

@@ -147,14 +147,16 @@ class TestHosts:
         """The status worked out in SQL for the list equals the API's, host by host."""
         sign_in(client, ADMIN)
         page = client.get("/dashboard/hosts").text
-        shown = dict(re.findall(r'<tr data-host="([^"]+)">.*?status status-(\w+)"', page, re.S))
+        shown = dict(
+            re.findall(r'<tr data-host="([^"]+)">.*?status status-(\w+)"', page, re.DOTALL)
+        )
         assert shown == {h["host_id"]: h["status"] for h in api(client, "/api/v1/hosts")}
 
     def test_pages_follow_on_without_gaps_or_repeats(self, client: TestClient) -> None:
         """Paging two at a time, in every sort order, lists every host once."""
-        from fleetwatch.collector.web.dashboard import queries
-        from fleetwatch.collector.storage.fleet_view import HostFilter
         from fleetwatch.collector.auth.identity import Principal
+        from fleetwatch.collector.storage.fleet_view import HostFilter
+        from fleetwatch.collector.web.dashboard import queries
 
         svc = client.app.state.service  # type: ignore[attr-defined]
         everyone = Principal("test", "admin")
