@@ -96,6 +96,37 @@ class Snapshots:
             )
         return written
 
+    def totals(
+        self, conn: Connection, kind: Kind, since: datetime, unit: str | None = None
+    ) -> list[Snapshot]:
+        """For trends: the counts summed over the units (or of one unit) at each moment since
+        then, oldest first; one row a moment, without the counts by rule."""
+        counted = ("hosts", "compliant", "noncompliant", "stale", "never_reported")
+        severities = tuple(f"open_{s}" for s in SEVERITIES)
+        query = select(
+            fleet_snapshots.c.taken_at,
+            *(func.sum(fleet_snapshots.c[name]).label(name) for name in counted + severities),
+        ).where(fleet_snapshots.c.kind == kind, fleet_snapshots.c.taken_at >= since)
+        if unit is not None:
+            query = query.where(fleet_snapshots.c.unit == unit)
+        rows = conn.execute(
+            query.group_by(fleet_snapshots.c.taken_at).order_by(fleet_snapshots.c.taken_at)
+        )
+        return [
+            Snapshot(
+                row.taken_at,
+                [
+                    UnitCounts(
+                        unit=unit or "",
+                        hosts=int(row.hosts),
+                        by_status={name: int(row._mapping[name]) for name in counted[1:]},
+                        open_by_severity={s: int(row._mapping[f"open_{s}"]) for s in SEVERITIES},
+                    )
+                ],
+            )
+            for row in rows
+        ]
+
     def series(
         self, conn: Connection, kind: Kind, since: datetime, unit: str | None = None
     ) -> list[Snapshot]:

@@ -115,7 +115,7 @@ def trends(svc: CollectorService, unit: str | None, days: int, now: datetime) ->
     daily ones beyond; of one unit, or of the whole fleet."""
     kind: Kind = "hour" if days <= 7 else "day"  # hourly snapshots are kept a week
     with svc.store.read() as conn:
-        series = svc.store.snapshots.series(conn, kind, now - timedelta(days=days), unit)
+        series = svc.store.snapshots.totals(conn, kind, now - timedelta(days=days), unit)
     moments = [s.taken_at for s in series]
     totals = [_total(s.units) for s in series]
     rate = [

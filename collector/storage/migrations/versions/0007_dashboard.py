@@ -70,7 +70,24 @@ def upgrade() -> None:
         sa.Column("rules", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_fleet_snapshots"),
     )
-    op.create_index("ix_fleet_snapshots_kind_taken_at", "fleet_snapshots", ["kind", "taken_at"])
+    op.create_index(
+        "ix_fleet_snapshots_trends",
+        "fleet_snapshots",
+        [
+            "kind",
+            "taken_at",
+            "unit",
+            "hosts",
+            "compliant",
+            "noncompliant",
+            "stale",
+            "never_reported",
+            "open_critical",
+            "open_high",
+            "open_medium",
+            "open_low",
+        ],
+    )
 
 
 def downgrade() -> None:
