@@ -231,7 +231,7 @@ def measure(url: str, directory: Path, repeat: int) -> None:
         engine = app.state.service.engine
         sent: list[tuple[str, Any]] = []
 
-        def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
             sent.append((statement, parameters))
 
         print(f"{engine.dialect.name}: load average {os.getloadavg()[0]:.2f} before")
