@@ -101,6 +101,7 @@ class Housekeeper:
             return
         if self.policy.current.digest != self.evaluated_digest:
             self.reevaluate()
+            self._next_snapshot = time.monotonic()  # place the hosts by the new policy now
         if time.monotonic() >= self._next_prune:
             self.prune()
             self._next_prune = time.monotonic() + PRUNE_EVERY
