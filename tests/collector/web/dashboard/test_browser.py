@@ -23,7 +23,8 @@ if browser.missing():
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -127,7 +128,13 @@ def sign_in(driver: Any, fleet: Fleet, token: str) -> None:
     field = driver.find_element(By.ID, "token")
     assert driver.switch_to.active_element == field  # the form has focus on arrival
     field.send_keys(token, Keys.ENTER)
-    assert driver.find_element(By.ID, "who")
+    WebDriverWait(driver, 30).until(expected_conditions.presence_of_element_located((By.ID, "who")))
+
+
+def follow(driver: Any, element: Any) -> None:
+    """Click a link or button and wait until the page it leads to replaced this one."""
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
 
 
 def wait_for_hosts(driver: Any, fleet: Fleet, count: int) -> None:
@@ -167,7 +174,7 @@ class TestAdmin:
         sign_in(driver, fleet, fleet.admin)
         wait_for_hosts(driver, fleet, 5)
         hosts = fleet.call("GET", "/api/v1/hosts")
-        driver.find_element(By.LINK_TEXT, "Overview").click()
+        follow(driver, driver.find_element(By.LINK_TEXT, "Overview"))
         assert number(driver, "total-hosts") == len(hosts)
         for status in ("compliant", "noncompliant", "stale", "never_reported"):
             assert number(driver, f"total-{status}") == sum(
@@ -178,7 +185,7 @@ class TestAdmin:
                 h["open_by_severity"].get(severity, 0) for h in hosts
             )
         shot(driver, "overview")
-        driver.find_element(By.LINK_TEXT, "Hosts").click()
+        follow(driver, driver.find_element(By.LINK_TEXT, "Hosts"))
         rows = driver.find_elements(By.CSS_SELECTOR, "#hosts tbody tr[data-host]")
         listed = {
             r.get_attribute("data-host"): int(
@@ -187,17 +194,17 @@ class TestAdmin:
             for r in rows
         }
         assert listed == {h["host_id"]: h["open_findings"] for h in hosts}
-        driver.find_element(By.LINK_TEXT, "web-01").click()
+        follow(driver, driver.find_element(By.LINK_TEXT, "web-01"))
         assert driver.find_element(By.ID, "host-title").text == "web-01"
         detail = fleet.call("GET", "/api/v1/hosts/web-01")
         shown = driver.find_elements(By.CSS_SELECTOR, "#open-findings tbody tr")
         assert len(shown) == len(detail["findings"])
-        driver.find_element(By.LINK_TEXT, "Findings").click()
+        follow(driver, driver.find_element(By.LINK_TEXT, "Findings"))
         open_findings = fleet.call("GET", "/api/v1/findings", params={"open": "true"})
         assert len(
             driver.find_elements(By.CSS_SELECTOR, "#findings tbody tr[data-finding]")
         ) == min(len(open_findings), 50)
-        driver.find_element(By.LINK_TEXT, "Sessions").click()
+        follow(driver, driver.find_element(By.LINK_TEXT, "Sessions"))
         assert driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")
         assert console_errors(driver) == []
 
@@ -207,7 +214,7 @@ class TestAdmin:
         sign_in(driver, fleet, fleet.admin)
         wait_for_hosts(driver, fleet, 5)
         Select(driver.find_element(By.ID, "f-unit")).select_by_visible_text("water")
-        driver.find_element(By.ID, "apply").click()
+        follow(driver, driver.find_element(By.ID, "apply"))
         shown = [
             r.get_attribute("data-host")
             for r in driver.find_elements(By.CSS_SELECTOR, "#hosts tbody tr[data-host]")
@@ -215,7 +222,7 @@ class TestAdmin:
         assert sorted(shown) == ["db-01", "evil-01"]
         Select(driver.find_element(By.ID, "f-unit")).select_by_visible_text("any")
         Select(driver.find_element(By.ID, "f-group")).select_by_visible_text("web")
-        driver.find_element(By.ID, "apply").click()
+        follow(driver, driver.find_element(By.ID, "apply"))
         shown = [
             r.get_attribute("data-host")
             for r in driver.find_elements(By.CSS_SELECTOR, "#hosts tbody tr[data-host]")
@@ -223,7 +230,7 @@ class TestAdmin:
         assert sorted(shown) == ["web-01", "web-02"]
         Select(driver.find_element(By.ID, "f-group")).select_by_visible_text("any")
         Select(driver.find_element(By.ID, "f-status")).select_by_value("never_reported")
-        driver.find_element(By.ID, "apply").click()
+        follow(driver, driver.find_element(By.ID, "apply"))
         shown = [
             r.get_attribute("data-host")
             for r in driver.find_elements(By.CSS_SELECTOR, "#hosts tbody tr[data-host]")
@@ -232,7 +239,7 @@ class TestAdmin:
         shot(driver, "hosts-filtered")
         driver.get(fleet.url + "/dashboard/findings")
         Select(driver.find_element(By.ID, "f-severity")).select_by_visible_text("high")
-        driver.find_element(By.ID, "apply").click()
+        follow(driver, driver.find_element(By.ID, "apply"))
         rows = driver.find_elements(By.CSS_SELECTOR, "#findings tbody tr[data-finding]")
         high = [
             f
@@ -281,9 +288,9 @@ class TestAdmin:
             if s["unit"] == "parks" and s["revoked_at"] is None
         )
         shot(driver, "sessions")
-        driver.find_element(By.ID, f"revoke-{newest_reader['id']}").click()
+        follow(driver, driver.find_element(By.ID, f"revoke-{newest_reader['id']}"))
         assert reader.get(fleet.url + "/dashboard/", timeout=10).url.endswith("/dashboard/login")
-        driver.find_element(By.ID, "sign-out").click()
+        follow(driver, driver.find_element(By.ID, "sign-out"))
         assert driver.current_url.endswith("/dashboard/login")
         driver.get(fleet.url + "/dashboard/hosts")
         assert driver.current_url.endswith("/dashboard/login")
