@@ -180,6 +180,9 @@ def seed(count: int, url: str, directory: Path) -> None:
         for start in range(0, len(rows), BATCH):
             conn.execute(insert(fleet_snapshots), rows[start : start + BATCH])
     recorder.refresh(now)
+    # statistics for the planner, as autovacuum (PostgreSQL) would gather them in a while
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))
     engine.dispose()
     print(f"seeded {count} hosts in {time.monotonic() - started:.0f} s into {url}")
 

@@ -121,48 +121,69 @@ class FleetView:
 
     # -- status ---------------------------------------------------------------------------
 
-    def _status(self) -> ColumnElement[Any]:
+    def _cutoff(self) -> ColumnElement[Any]:
+        """Before when a host's latest report makes it stale: per report age allowed."""
         ages = [
             age for (age,) in self.conn.execute(select(host_placements.c.max_report_age).distinct())
         ]
         default = _moment(self.now - timedelta(seconds=self.default_age))
-        cutoff: ColumnElement[Any] = (
-            case(
-                *(
-                    (
-                        host_placements.c.max_report_age == age,
-                        _moment(self.now - timedelta(seconds=age)),
-                    )
-                    for age in ages
-                ),
-                else_=default,
-            )
-            if ages
-            else default
+        if not ages:
+            return default
+        return case(
+            *(
+                (
+                    host_placements.c.max_report_age == age,
+                    _moment(self.now - timedelta(seconds=age)),
+                )
+                for age in ages
+            ),
+            else_=default,
         )
-        has_open = (
+
+    @staticmethod
+    def _has_open() -> ColumnElement[bool]:
+        """The host has an open finding (one probe of the open findings' index)."""
+        return (
             select(findings.c.id)
             .where(
                 findings.c.host_id == host_placements.c.host_id, findings.c.resolved_at.is_(None)
             )
             .exists()
         )
+
+    def _status(self, cutoff: ColumnElement[Any]) -> ColumnElement[Any]:
         observed = _observed()
         return case(
             (hosts.c.host_id.is_(None), "never_reported"),
             (observed.is_(None), "never_reported"),
             (observed < cutoff, "stale"),
-            (has_open, "noncompliant"),
+            (self._has_open(), "noncompliant"),
             else_="compliant",
         )
 
-    def _hosts(self, scope: Scope) -> Select[Any]:
-        """Every host a reader may see, with its status, as a subquery's select."""
+    def _status_is(self, status: str, cutoff: ColumnElement[Any]) -> ColumnElement[bool]:
+        """The same statuses as `_status`, as a condition: stale and never reported hosts are
+        found without probing the findings."""
+        observed = _observed()
+        if status == "never_reported":
+            return observed.is_(None)  # also true when the host never enrolled (no row)
+        if status == "stale":
+            return observed < cutoff
+        if status == "noncompliant":
+            return (observed >= cutoff) & self._has_open()
+        if status == "compliant":
+            return (observed >= cutoff) & ~self._has_open()
+        return literal(value=False)
+
+    def _hosts(self, scope: Scope, status: str | None = None) -> Select[Any]:
+        """Every host a reader may see (of one status, if given), with its status, as a
+        subquery's select."""
+        cutoff = self._cutoff()
         query = select(
             host_placements.c.host_id,
             host_placements.c.unit,
             host_placements.c.groups,
-            self._status().label("status"),
+            self._status(cutoff).label("status"),
             _observed().label("observed"),
             hosts.c.agent_version,
         ).select_from(
@@ -170,6 +191,8 @@ class FleetView:
         )
         if scope.unit is not None:
             query = query.where(host_placements.c.unit == scope.unit)
+        if status is not None:
+            query = query.where(self._status_is(status, cutoff))
         return query
 
     # -- counts ---------------------------------------------------------------------------
@@ -220,7 +243,7 @@ class FleetView:
         limit: int = 50,
     ) -> HostPage:
         """One page of hosts, in order of ``sort`` then host id, after the keyset ``after``."""
-        listed = self._hosts(scope).subquery()
+        listed = self._hosts(scope, wanted.status).subquery()
         key = {
             "host": listed.c.host_id,
             "unit": func.coalesce(listed.c.unit, ""),
@@ -232,8 +255,6 @@ class FleetView:
             query = query.where(listed.c.unit == wanted.unit)
         if wanted.group:
             query = query.where(listed.c.groups.like(f"% {_like(wanted.group)} %", escape="\\"))
-        if wanted.status is not None:
-            query = query.where(listed.c.status == wanted.status)
         if wanted.text:
             query = query.where(
                 or_(

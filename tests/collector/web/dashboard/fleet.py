@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tests.helpers import full, make_report, ports_section, section_data
@@ -38,14 +39,23 @@ unit = "water"
 
 [hosts."quiet-01"]
 unit = "parks"
+
+[hosts."old-01"]
+unit = "water"
 """
 
 
-def report_as(client: TestClient, host_id: str, sequence: int = 1, **sections: Any) -> None:
+def report_as(
+    client: TestClient,
+    host_id: str,
+    sequence: int = 1,
+    collected_at: datetime | None = None,
+    **sections: Any,
+) -> None:
     """Enroll ``host_id`` (first time) and store one report from it."""
     enrolled = client.post("/api/v1/enroll", json={"host_id": host_id, "enroll_secret": SECRET})
     token = enrolled.json()["token"]
-    body = make_report(host_id, sequence)
+    body = make_report(host_id, sequence, collected_at=collected_at)
     body["sections"].update(sections)
     answer = client.post(
         "/api/v1/report",
@@ -57,8 +67,8 @@ def report_as(client: TestClient, host_id: str, sequence: int = 1, **sections: A
 
 def seed(client: TestClient) -> None:
     """web-01 and db-01 report the captured Debian 12 host (ports beyond 22: findings);
-    web-02 reports only ssh; evil-01 reports markup as its hostname and process; quiet-01
-    never reports."""
+    web-02 reports only ssh; evil-01 reports markup as its hostname and process; old-01
+    reported three days ago (stale); quiet-01 never reports."""
     report_as(client, "web-01")
     report_as(client, "db-01")
     report_as(client, "web-02", ports=ports_section(("tcp", "0.0.0.0", 22)))
@@ -79,6 +89,7 @@ def seed(client: TestClient) -> None:
         },
     )
     report_as(client, "evil-01", system=hostile_system, ports=hostile_ports)
+    report_as(client, "old-01", collected_at=datetime.now(UTC) - timedelta(days=3))
     client.app.state.service.fleet_recorder.refresh()  # type: ignore[attr-defined]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,14 @@ class Fleet:
         )
         return str(made["token"])
 
-    def report(self, host_id: str, **sections: Any) -> None:
+    def report(self, host_id: str, collected_at: datetime | None = None, **sections: Any) -> None:
         enrolled = requests.post(
             self.url + "/api/v1/enroll",
             json={"host_id": host_id, "enroll_secret": self.collector.enroll_secret},
             timeout=10,
         )
         enrolled.raise_for_status()
-        body = make_report(host_id, 1)
+        body = make_report(host_id, 1, collected_at=collected_at)
         body["sections"].update(sections)
         sent = requests.post(
             self.url + "/api/v1/report",
@@ -107,6 +108,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             system=full("system", section_data("system", hostname=HOSTILE)),
             ports=full("ports", hostile),
         )
+        seeded.report("old-01", collected_at=datetime.now(UTC) - timedelta(days=3))
         yield seeded
     finally:
         collector.stop()
@@ -172,7 +174,7 @@ class TestAdmin:
         and the host list equal the API's; no page logs a console error (a CSP violation
         would)."""
         sign_in(driver, fleet, fleet.admin)
-        wait_for_hosts(driver, fleet, 5)
+        wait_for_hosts(driver, fleet, 6)
         hosts = fleet.call("GET", "/api/v1/hosts")
         follow(driver, driver.find_element(By.LINK_TEXT, "Overview"))
         assert number(driver, "total-hosts") == len(hosts)
@@ -212,14 +214,14 @@ class TestAdmin:
         """The host filters (unit, group, status, text) and the findings' severity filter
         narrow the tables to what the API says."""
         sign_in(driver, fleet, fleet.admin)
-        wait_for_hosts(driver, fleet, 5)
+        wait_for_hosts(driver, fleet, 6)
         Select(driver.find_element(By.ID, "f-unit")).select_by_visible_text("water")
         follow(driver, driver.find_element(By.ID, "apply"))
         shown = [
             r.get_attribute("data-host")
             for r in driver.find_elements(By.CSS_SELECTOR, "#hosts tbody tr[data-host]")
         ]
-        assert sorted(shown) == ["db-01", "evil-01"]
+        assert sorted(shown) == ["db-01", "evil-01", "old-01"]
         Select(driver.find_element(By.ID, "f-unit")).select_by_visible_text("any")
         Select(driver.find_element(By.ID, "f-group")).select_by_visible_text("web")
         follow(driver, driver.find_element(By.ID, "apply"))
@@ -252,7 +254,7 @@ class TestAdmin:
         """A hostname and process name made of markup show as that text: no script ran, no
         element was made of it."""
         sign_in(driver, fleet, fleet.admin)
-        wait_for_hosts(driver, fleet, 5)
+        wait_for_hosts(driver, fleet, 6)
         driver.get(fleet.url + "/dashboard/hosts/evil-01")
         facts = driver.find_element(By.CSS_SELECTOR, ".facts dd").text
         assert facts == HOSTILE

@@ -46,7 +46,8 @@ class TestOverview:
         sign_in(client, ADMIN)
         page = client.get("/dashboard/").text
         hosts = api(client, "/api/v1/hosts")
-        assert figure(page, "total-hosts") == len(hosts) == 5
+        assert figure(page, "total-hosts") == len(hosts) == 6
+        assert figure(page, "total-stale") == 1
         for status in ("compliant", "noncompliant", "stale", "never_reported"):
             expected = sum(1 for h in hosts if h["status"] == status)
             assert figure(page, f"total-{status}") == expected, status
@@ -133,6 +134,7 @@ class TestHosts:
         assert sorted(hosts_listed(client.get("/dashboard/hosts?unit=water").text)) == [
             "db-01",
             "evil-01",
+            "old-01",
         ]
         assert sorted(hosts_listed(client.get("/dashboard/hosts?group=web").text)) == [
             "web-01",
@@ -142,6 +144,14 @@ class TestHosts:
         assert hosts_listed(client.get("/dashboard/hosts?status=never_reported").text) == never
         assert hosts_listed(client.get("/dashboard/hosts?q=eb-0").text) == ["web-01", "web-02"]
         assert hosts_listed(client.get("/dashboard/hosts?q=%25").text) == []  # % is literal
+
+    def test_each_status_filter_lists_the_apis_hosts(self, client: TestClient) -> None:
+        """Filtering by each status lists exactly the hosts the API gives that status."""
+        sign_in(client, ADMIN)
+        for status in ("compliant", "noncompliant", "stale", "never_reported"):
+            expected = sorted(h["host_id"] for h in api(client, "/api/v1/hosts", status=status))
+            page = client.get(f"/dashboard/hosts?status={status}").text
+            assert sorted(hosts_listed(page)) == expected, status
 
     def test_the_status_shown_is_the_apis(self, client: TestClient) -> None:
         """The status worked out in SQL for the list equals the API's, host by host."""
