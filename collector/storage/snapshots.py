@@ -96,6 +96,16 @@ class Snapshots:
             )
         return written
 
+    def units(self, conn: Connection) -> list[str]:
+        """The units of the live snapshot (those that have hosts), sorted."""
+        rows = conn.execute(
+            select(fleet_snapshots.c.unit)
+            .where(fleet_snapshots.c.kind == "live", fleet_snapshots.c.unit != "")
+            .distinct()
+            .order_by(fleet_snapshots.c.unit)
+        )
+        return [unit for (unit,) in rows]
+
     def totals(
         self, conn: Connection, kind: Kind, since: datetime, unit: str | None = None
     ) -> list[Snapshot]:
