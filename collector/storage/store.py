@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fleetwatch.collector.storage.blobs import Blobs
+from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.placements import Placements
@@ -46,6 +47,7 @@ class Store:
         self.reports = Reports()
         self.blobs = Blobs(self.database)
         self.findings = Findings()
+        self.events = Events()
         # the dashboard's: browser sessions, the policy's placement of hosts, fleet snapshots
         self.sessions = Sessions()
         self.placements = Placements()

@@ -186,6 +186,31 @@ findings = Table(
     ),
 )
 
+
+# --- The event log: every change to a finding, waiver or host that someone may be told of ---
+# Append-only (nothing updates or deletes a row but pruning by age): the audit trail the
+# office keeps, and the outbox notifications are sent from. A change and its event are
+# written in one transaction, so an event exists exactly when its change does.
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(32), nullable=False),  # see storage/events.py: EVENT_KINDS
+    Column("actor", String(255), nullable=False),  # "collector", or the API token's name
+    Column("host_id", String(253), nullable=True),
+    Column("unit", String(255), nullable=True),
+    Column("finding_id", BigInteger(), nullable=True),
+    Column("rule", String(64), nullable=True),
+    Column("severity", String(16), nullable=True),
+    Column("subject", String(512), nullable=True),  # the finding's key, a waiver's pattern...
+    Column("detail", JSON(), nullable=False),
+    Index(None, "finding_id"),
+    Index(None, "host_id", "at"),
+    Index(None, "unit", "at"),
+    Index(None, "at"),
+)
+
 # -- dashboard: browser sessions, where each host stands in the policy, fleet snapshots --------
 
 dashboard_sessions = Table(
