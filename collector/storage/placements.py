@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, insert, literal, select, update
+from sqlalchemy import delete, insert, literal, select
 
 from fleetwatch.collector.storage.tables import host_placements, hosts
 
@@ -42,33 +42,52 @@ def groups_column(groups: Iterable[str]) -> str:
 class Placements:
     """The ``host_placements`` table."""
 
-    def replace(self, conn: Connection, listed: Sequence[Placement], default_age: int) -> None:
-        """Every row anew: the policy's hosts, then enrolled hosts it does not list."""
-        conn.execute(delete(host_placements))
-        for start in range(0, len(listed), BATCH):
-            conn.execute(
-                insert(host_placements),
-                [
-                    {
-                        "host_id": p.host_id,
-                        "unit": p.unit,
-                        "groups": groups_column(p.groups),
-                        "max_report_age": p.max_report_age,
-                        "listed": int(p.listed),
-                    }
-                    for p in listed[start : start + BATCH]
-                ],
+    def replace(self, conn: Connection, listed: Sequence[Placement], default_age: int) -> int:
+        """Every row as the policy says now: the policy's hosts, then enrolled hosts it does
+        not list. Only the rows that differ are written (a new lease holder, or a policy
+        that changed a few hosts, rewrites a few rows, not 100,000). How many were written."""
+        enrolled_units = dict(conn.execute(select(hosts.c.host_id, hosts.c.unit)).all())
+        wanted = {
+            p.host_id: {
+                "host_id": p.host_id,
+                # a listed host without a unit in the policy keeps the one it enrolled into
+                "unit": p.unit if p.unit is not None else enrolled_units.get(p.host_id),
+                "groups": groups_column(p.groups),
+                "max_report_age": p.max_report_age,
+                "listed": int(p.listed),
+            }
+            for p in listed
+        }
+        for host_id, unit in enrolled_units.items():
+            wanted.setdefault(
+                host_id,
+                {
+                    "host_id": host_id,
+                    "unit": unit,
+                    "groups": " ",
+                    "max_report_age": default_age,
+                    "listed": 0,
+                },
             )
-        # a listed host without a unit in the policy keeps the one it enrolled into
-        enrolled_unit = (
-            select(hosts.c.unit).where(hosts.c.host_id == host_placements.c.host_id)
-        ).scalar_subquery()
-        conn.execute(
-            update(host_placements)
-            .where(host_placements.c.unit.is_(None))
-            .values(unit=enrolled_unit)
-        )
-        self.add_enrolled(conn, default_age)
+        held = {row.host_id: dict(row._mapping) for row in conn.execute(select(host_placements))}
+        gone = [host_id for host_id in held if host_id not in wanted]
+        changed = [row for host_id, row in wanted.items() if held.get(host_id) != row]
+        for start in range(0, len(gone), BATCH):
+            conn.execute(
+                delete(host_placements).where(
+                    host_placements.c.host_id.in_(gone[start : start + BATCH])
+                )
+            )
+        stale = [row["host_id"] for row in changed if row["host_id"] in held]
+        for start in range(0, len(stale), BATCH):
+            conn.execute(
+                delete(host_placements).where(
+                    host_placements.c.host_id.in_(stale[start : start + BATCH])
+                )
+            )
+        for start in range(0, len(changed), BATCH):
+            conn.execute(insert(host_placements), changed[start : start + BATCH])
+        return len(gone) + len(changed)
 
     def add_enrolled(self, conn: Connection, default_age: int) -> int:
         """A row for each enrolled host that has none yet; how many were added."""

@@ -247,7 +247,8 @@ host_placements = Table(
     Column("unit", String(255), nullable=True, index=True),
     # " web db " (space around each name): a group filter is LIKE '% web %'
     Column("groups", Text(), nullable=False, default=" "),
-    Column("max_report_age", Integer(), nullable=False),
+    # indexed: the dashboard asks for the distinct ages at every page
+    Column("max_report_age", Integer(), nullable=False, index=True),
     Column("listed", Integer(), nullable=False, default=0),
 )
 

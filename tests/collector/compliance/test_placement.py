@@ -86,6 +86,21 @@ class TestPlacementsOf:
         }
 
 
+class TestReplace:
+    def test_only_rows_that_differ_are_written(self, service: CollectorService) -> None:
+        """Placing the hosts again by the same policy writes nothing; a host moved to
+        another unit is one row."""
+        policy = service.policy.current
+        with service.store.write() as conn:
+            first = service.store.placements.replace(conn, placements_of(policy), 900)
+            again = service.store.placements.replace(conn, placements_of(policy), 900)
+        moved = Policy.from_text(POLICY.replace('unit = "parks"', 'unit = "roads"'))
+        with service.store.write() as conn:
+            one = service.store.placements.replace(conn, placements_of(moved), 900)
+        assert (first, again, one) == (3, 0, 1)
+        assert placed(service)["a-01"][0] == "roads"
+
+
 class TestHousekeeping:
     def test_a_round_places_hosts_and_records_snapshots(self, service: CollectorService) -> None:
         """The lease holder's round places listed and enrolled hosts (an enrolled host the

@@ -52,6 +52,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("host_id", name="pk_host_placements"),
     )
     op.create_index("ix_host_placements_unit", "host_placements", ["unit"])
+    op.create_index(
+        "ix_host_placements_max_report_age", "host_placements", ["max_report_age"]
+    )
     op.create_table(
         "fleet_snapshots",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
