@@ -25,6 +25,9 @@ from fleetwatch.logs import configure_logging
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+# every route under /api/v1 the front door checks the caller of
+API_ROUTES = [*router.routes, *dashboard.API_ROUTES]
+
 
 def create_app(settings: CollectorSettings | None = None, *, migrate: bool = True) -> FastAPI:
     """The collector application; its database is migrated when it starts, unless told not to."""
@@ -40,7 +43,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    app.add_middleware(FrontDoor, service=svc, routes=[*router.routes, *dashboard.API_ROUTES])
+    app.add_middleware(FrontDoor, service=svc, routes=API_ROUTES)
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)

@@ -15,10 +15,9 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.web.app import create_app
+from fleetwatch.collector.web.app import API_ROUTES, create_app
 from fleetwatch.collector.web.bearer import Access, admin_write
 from fleetwatch.collector.web.front_door import FrontDoor
-from fleetwatch.collector.web.routes import router
 
 ADMIN = "admin-token-for-front-door-tests"
 SECRET = "enroll-secret-for-front-door-tests"
@@ -132,6 +131,7 @@ ADMIN_WRITES = [
     ("POST", "/api/v1/hosts/web-01/revoke"),
     ("POST", "/api/v1/policy/reload"),
     ("DELETE", "/api/v1/tokens/1"),
+    ("DELETE", "/api/v1/sessions/1"),
 ]
 
 
@@ -246,7 +246,12 @@ class TestBodyLimits:
 def _operations(door: Door) -> list[tuple[str, str]]:
     document = door.client.get("/openapi.json").json()
     return [
-        (method.upper(), path.replace("{host_id}", "web-01").replace("{token_id}", "1"))
+        (
+            method.upper(),
+            path.replace("{host_id}", "web-01")
+            .replace("{token_id}", "1")
+            .replace("{session_id}", "1"),
+        )
         for path, methods in document["paths"].items()
         for method in methods
         if path.startswith("/api/v1/")
@@ -257,7 +262,7 @@ class TestEveryRouteIsGuarded:
     def test_every_api_operation_is_checked_at_the_door(self, door: Door) -> None:
         """Every operation under /api/v1 but enrollment and the report (which has a door of
         its own) needs a token the front door checks; every write, an admin's."""
-        front = FrontDoor(door.client.app, door.service, router.routes)
+        front = FrontDoor(door.client.app, door.service, API_ROUTES)
         for method, path in _operations(door):
             scope = {"type": "http", "method": method, "path": path, "root_path": ""}
             access = front.access_of(scope)
@@ -265,7 +270,7 @@ class TestEveryRouteIsGuarded:
                 assert access is Access.NONE, path
             elif path == "/api/v1/token/rotate":
                 assert access is Access.HOST
-            elif method != "GET" or path == "/api/v1/tokens":
+            elif method != "GET" or path in {"/api/v1/tokens", "/api/v1/sessions"}:
                 assert access is Access.ADMIN, (method, path)
             else:
                 assert access is Access.READER, (method, path)
@@ -278,7 +283,7 @@ class TestEveryRouteIsGuarded:
 
         writes = [
             route
-            for route in router.routes
+            for route in API_ROUTES
             if isinstance(route, APIRoute)
             and route.methods & {"POST", "DELETE", "PUT", "PATCH"}
             and route.path.startswith("/api/v1/")
