@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from fleetwatch.collector.admin.cli import _client  # noqa: PLC0415  (cli imports this module)
+    from fleetwatch.collector.admin.cli import _client
 
     client = _client()
     if args.session_command == "list":

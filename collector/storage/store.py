@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from fleetwatch.collector.storage.blobs import Blobs
 from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
+from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerabilities
 from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.placements import Placements
 from fleetwatch.collector.storage.reports import Reports
@@ -25,6 +26,7 @@ from fleetwatch.collector.storage.sessions import Sessions
 from fleetwatch.collector.storage.snapshots import Snapshots
 from fleetwatch.collector.storage.tokens import ApiTokens, HostTokens
 from fleetwatch.collector.storage.transactions import Database
+from fleetwatch.collector.storage.vulnerability_data import VulnerabilityData
 
 if TYPE_CHECKING:
     import contextlib
@@ -48,6 +50,8 @@ class Store:
         self.blobs = Blobs(self.database)
         self.findings = Findings()
         self.events = Events()
+        self.vulnerability_data = VulnerabilityData()
+        self.host_vulnerabilities = HostVulnerabilities()
         # the dashboard's: browser sessions, the policy's placement of hosts, fleet snapshots
         self.sessions = Sessions()
         self.placements = Placements()
