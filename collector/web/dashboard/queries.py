@@ -24,11 +24,13 @@ from fleetwatch.collector.storage.fleet_view import (
     Scope,
     UnitCounts,
 )
+from fleetwatch.collector.storage.host_vulnerabilities import Page
 from fleetwatch.collector.web.dashboard.charts import Chart, line_chart
 
 if TYPE_CHECKING:
     from fleetwatch.collector.auth.identity import Principal
     from fleetwatch.collector.service import CollectorService
+    from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerability
     from fleetwatch.collector.storage.hosts import HostRow
     from fleetwatch.collector.storage.reports import ReportRow
     from fleetwatch.collector.storage.snapshots import Kind
@@ -37,6 +39,7 @@ UNIT_SORTS = ("unit", "hosts", "noncompliant", "stale", "never_reported", *SEVER
 TREND_DAYS = (7, 30, 90)
 TOP_RULES = 10
 REPORTS_SHOWN = 10
+VULNERABILITIES_SHOWN = 500
 
 
 def scope_of(principal: Principal) -> Scope:
@@ -187,6 +190,8 @@ class HostView:
     history: list[FindingLine]
     reports: list[ReportRow]
     updates: list[UpdateGroup] = field(default_factory=list)
+    # from the vulnerability data, when loaded: exploited first, then fixable, then by CVSS
+    vulnerabilities: list[HostVulnerability] = field(default_factory=list)
 
 
 def _updates_by_source(sections: dict[str, Any]) -> list[UpdateGroup]:
@@ -232,6 +237,10 @@ def host_view(svc: CollectorService, principal: Principal, host_id: str) -> Host
             Scope(), FindingFilter(host_id=host_id, state="resolved"), limit=50
         )
         reports = svc.store.reports.of_host(conn, host_id, REPORTS_SHOWN, None) if host else []
+        vulnerabilities = svc.store.host_vulnerabilities.query(
+            conn, Page(host_ids=[host_id], limit=VULNERABILITIES_SHOWN)
+        )
+    vulnerabilities.sort(key=lambda v: (not v.exploited, not v.fixable, -(v.cvss or 0), v.vuln))
     return HostView(
         host_id=host_id,
         unit=unit,
@@ -243,6 +252,7 @@ def host_view(svc: CollectorService, principal: Principal, host_id: str) -> Host
         history=history,
         reports=reports,
         updates=_updates_by_source(sections),
+        vulnerabilities=vulnerabilities,
     )
 
 

@@ -205,6 +205,56 @@ class TestHostPage:
         assert "apt-transport-https" in row.group(1)
         assert 'id="agent-version">0.1.0<' in page
 
+    def test_shows_the_hosts_vulnerabilities(self, client: TestClient) -> None:
+        """With vulnerability data, the host page lists the host's CVEs, known-exploited
+        first; another unit's reader sees none of them."""
+        from datetime import UTC, datetime
+
+        from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerability
+
+        svc = client.app.state.service  # type: ignore[attr-defined]
+
+        def vuln(name: str, *, exploited: bool, cvss: float) -> HostVulnerability:
+            return HostVulnerability(
+                host_id="web-01",
+                vuln=name,
+                source="openssl",
+                release="bookworm",
+                installed_version="3.0.11-1~deb12u1",
+                fixed_version="3.0.15-1~deb12u1",
+                status="fixed",
+                severity="high",
+                urgency=None,
+                cvss=cvss,
+                fixable=True,
+                exploited=exploited,
+                flags=[],
+                advisories=["DSA-0000-1"],
+                binaries=["libssl3"],
+                fix_since=None,
+                note=None,
+                first_seen=datetime.now(UTC),
+            )
+
+        with svc.store.write() as conn:
+            svc.store.host_vulnerabilities.apply(
+                conn,
+                [
+                    vuln("CVE-2024-0001", exploited=False, cvss=9.8),
+                    vuln("CVE-2024-0002", exploited=True, cvss=5.0),
+                ],
+                [],
+                [],
+            )
+        sign_in(client, ADMIN)
+        page = client.get("/dashboard/hosts/web-01").text
+        assert re.findall(r'<tr data-vuln="([^"]+)"', page) == ["CVE-2024-0002", "CVE-2024-0001"]
+        assert "known exploited" in page
+        assert "3.0.11-1~deb12u1 → 3.0.15-1~deb12u1" in page
+        client.cookies.clear()
+        sign_in(client, api_token(client, "read", "water"))
+        assert "CVE-2024" not in client.get("/dashboard/hosts/web-01").text
+
     def test_hostile_host_data_renders_as_text(self, client: TestClient) -> None:
         """Markup a host reported (hostname, process, user) is escaped, never markup."""
         sign_in(client, ADMIN)
