@@ -9,7 +9,9 @@ hosts share the database:
 - after new vulnerability data (imported by hand in any process, or fetched here from
   ``vulnerability_urls`` every ``vulnerability_refresh_hours``), evaluating every host
   against it without waiting for their reports;
-- pruning reports and section contents past ``report_retention_days``.
+- pruning reports and section contents past ``report_retention_days``;
+- every ``dashboard_snapshot_seconds``, placing hosts by the policy and recording the fleet's
+  counts for the dashboard (`compliance.placement`).
 
 Every process follows the vulnerability data too: it loads it again when what is stored
 changed, for the reports it takes.
@@ -59,12 +61,15 @@ class Housekeeper:
         reevaluate_all: Callable[[], int],
         prune: Callable[[datetime], tuple[int, int]],
         vulnerabilities: KnownVulnerabilities | None = None,
+        snapshot: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.lease = FleetLease(engine, LEASE_NAME)
         self._reevaluate_all = reevaluate_all
         self._prune = prune
+        self._snapshot = snapshot
+        self._next_snapshot = time.monotonic()
         # the policy the hosts were last evaluated against, as far as this process knows
         self.evaluated_digest = policy.current.digest
         self.vulnerabilities = vulnerabilities
@@ -118,9 +123,13 @@ class Housekeeper:
             or self.generation != self.evaluated_generation
         ):
             self.reevaluate()
+            self._next_snapshot = time.monotonic()  # place the hosts by the new policy now
         if time.monotonic() >= self._next_prune:
             self.prune()
             self._next_prune = time.monotonic() + PRUNE_EVERY
+        if self._snapshot is not None and time.monotonic() >= self._next_snapshot:
+            self._snapshot()
+            self._next_snapshot = time.monotonic() + self.settings.dashboard_snapshot_seconds
 
     def follow_policy(self) -> bool:
         """Load the policy file again if it changed; True when a new policy is in force."""

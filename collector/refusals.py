@@ -162,6 +162,13 @@ class FleetReaderRequired(Forbidden):
     default_detail = "this needs a token that is not limited to a unit"
 
 
+class FormTokenRejected(Forbidden):
+    """A dashboard form sent without the token of the session it was shown in (CSRF)."""
+
+    reason = "form_token_rejected"
+    default_detail = "this form is out of date or was not sent from the dashboard; reload the page"
+
+
 class EnrollSecretRejected(Forbidden):
     """An enrollment with a secret that is neither the fleet's nor an enrollment token."""
 
@@ -194,6 +201,12 @@ class NoSuchToken(NotFound):
     """An API token id that does not exist or is already revoked."""
 
     reason = "no_such_token"
+
+
+class NoSuchSession(NotFound):
+    """A dashboard session id that does not exist or has already ended."""
+
+    reason = "no_such_session"
 
 
 # -- what was sent ------------------------------------------------------------------------

@@ -8,7 +8,9 @@ import structlog
 
 from fleetwatch.collector import instruments
 from fleetwatch.collector.auth.identity import Identity
+from fleetwatch.collector.auth.sessions import SessionKeeper
 from fleetwatch.collector.compliance.findings import Compliance
+from fleetwatch.collector.compliance.placement import FleetRecorder
 from fleetwatch.collector.compliance.policy import PolicySource
 from fleetwatch.collector.gc_tuning import tune_garbage_collector
 from fleetwatch.collector.housekeeping import Housekeeper
@@ -49,6 +51,8 @@ class CollectorService:
         )
         self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
         self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)
+        self.sessions = SessionKeeper(self.store, self.identity, settings)
+        self.fleet_recorder = FleetRecorder(self.store, self.policy)
         self.housekeeper = Housekeeper(
             settings,
             self.engine,
@@ -56,6 +60,7 @@ class CollectorService:
             reevaluate_all=self.ingestor.reevaluate_all,
             prune=self._prune,
             vulnerabilities=self.vulnerabilities,
+            snapshot=self.fleet_recorder.refresh,
         )
         self._started = False
 

@@ -180,6 +180,23 @@ class CollectorSettings(BaseSettings):
         "for this collector alone. Unset: `serve` makes a private temporary directory and "
         "removes it at exit.",
     )
+    # -- the dashboard --
+    dashboard_session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = Field(
+        default=12.0, description="Hours a dashboard sign-in lasts, however busy."
+    )
+    dashboard_idle_minutes: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="Minutes without a request after which a dashboard session ends."
+    )
+    dashboard_snapshot_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="Seconds between the housekeeper's snapshots of the fleet's counts (the "
+        "overview's figures and the last point of its trends).",
+    )
+    dashboard_live_max_age: Annotated[float, Field(ge=0)] = Field(
+        default=120.0,
+        description="Seconds the overview shows the housekeeper's snapshot for; an older one "
+        "(or 0 here) and the overview counts the fleet itself.",
+    )
 
     # -- vulnerability data ---------------------------------------------------------------
     vulnerability_urls: list[str] = Field(

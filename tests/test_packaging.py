@@ -21,6 +21,7 @@ import pytest
 from fleetwatch import __version__
 
 ROOT = Path(__file__).parent.parent
+DASHBOARD = ROOT / "collector" / "web" / "dashboard"
 LINKED = ("agent", "collector", "deploy")
 NOT_SHIPPED = ("deploy/recipes",)  # pyinfra runs them from a checkout
 DIST_INFO = f"fleetwatch-{__version__}.dist-info"
@@ -87,8 +88,8 @@ class TestWheel:
         assert len([n for n in entries if n.startswith("fleetwatch/agent/")]) > 5
 
     def test_data_files_ship(self, wheel: zipfile.ZipFile) -> None:
-        """Migrations and their template, py.typed, the example policy and the API docs'
-        assets with their licences are in the wheel."""
+        """Migrations and their template, py.typed, the example policy, the API docs' assets
+        with their licences, and the dashboard's templates and static files are in the wheel."""
         names = set(wheel.namelist())
         migrations = ROOT / "collector" / "storage" / "migrations"
         versions = sorted(p.name for p in (migrations / "versions").glob("*.py"))
@@ -102,6 +103,11 @@ class TestWheel:
             *(
                 f"fleetwatch/collector/web/apidocs/{p.name}"
                 for p in (ROOT / "collector" / "web" / "apidocs").iterdir()
+            ),
+            *(
+                f"fleetwatch/collector/web/dashboard/{p.relative_to(DASHBOARD)}"
+                for folder in ("templates", "static")
+                for p in sorted((DASHBOARD / folder).iterdir())
             ),
         ]
         assert [name for name in wanted if name not in names] == []

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
-from fleetwatch.collector.admin import vulns
+from fleetwatch.collector.admin import sessions, vulns
 from fleetwatch.command_line import EXIT_USAGE, CommandParser, quiet_broken_pipe
 
 if TYPE_CHECKING:
@@ -503,6 +503,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
         help="vulnerability data to import first (tracker JSON, OSV, KEV; file or directory)",
     )
     demo.set_defaults(func=cmd_demo)
+    sessions.add_parser(commands)
     return parser
 
 

@@ -20,7 +20,10 @@ from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerabilities
 from fleetwatch.collector.storage.hosts import Hosts
+from fleetwatch.collector.storage.placements import Placements
 from fleetwatch.collector.storage.reports import Reports
+from fleetwatch.collector.storage.sessions import Sessions
+from fleetwatch.collector.storage.snapshots import Snapshots
 from fleetwatch.collector.storage.tokens import ApiTokens, HostTokens
 from fleetwatch.collector.storage.transactions import Database
 from fleetwatch.collector.storage.vulnerability_data import VulnerabilityData
@@ -49,6 +52,10 @@ class Store:
         self.events = Events()
         self.vulnerability_data = VulnerabilityData()
         self.host_vulnerabilities = HostVulnerabilities()
+        # the dashboard's: browser sessions, the policy's placement of hosts, fleet snapshots
+        self.sessions = Sessions()
+        self.placements = Placements()
+        self.snapshots = Snapshots()
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends without an exception."""

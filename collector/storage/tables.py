@@ -267,3 +267,82 @@ host_vulnerabilities = Table(
     PrimaryKeyConstraint("host_id", "vuln", "source"),
     Index(None, "vuln"),
 )
+
+# -- dashboard: browser sessions, where each host stands in the policy, fleet snapshots --------
+
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # sha256 of the session id the browser holds in its cookie; the id itself is never stored
+    Column("session_hash", String(64), nullable=False, unique=True),
+    # the API token signed in with (None: the bootstrap admin token of the settings); revoking
+    # the token ends its sessions
+    Column(
+        "token_id",
+        BigId,
+        ForeignKey("api_tokens.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    Column("name", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("unit", String(255), nullable=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+# Every host the policy lists or that enrolled, with what the policy says of it, kept by the
+# housekeeper so that the dashboard filters, counts and pages hosts in SQL.
+host_placements = Table(
+    "host_placements",
+    metadata,
+    Column("host_id", String(253), primary_key=True),
+    Column("unit", String(255), nullable=True, index=True),
+    # " web db " (space around each name): a group filter is LIKE '% web %'
+    Column("groups", Text(), nullable=False, default=" "),
+    # indexed: the dashboard asks for the distinct ages at every page
+    Column("max_report_age", Integer(), nullable=False, index=True),
+    Column("listed", Integer(), nullable=False, default=0),
+)
+
+# Counts per unit ("" for hosts without one) at a moment: one row per unit and snapshot.
+# kind "live" is rewritten at every housekeeping round; "hour" and "day" are kept for trends.
+fleet_snapshots = Table(
+    "fleet_snapshots",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("taken_at", UTCDateTime(), nullable=False),
+    Column("unit", String(255), nullable=False),
+    Column("hosts", Integer(), nullable=False),
+    Column("compliant", Integer(), nullable=False),
+    Column("noncompliant", Integer(), nullable=False),
+    Column("stale", Integer(), nullable=False),
+    Column("never_reported", Integer(), nullable=False),
+    Column("open_critical", Integer(), nullable=False),
+    Column("open_high", Integer(), nullable=False),
+    Column("open_medium", Integer(), nullable=False),
+    Column("open_low", Integer(), nullable=False),
+    # rule -> open findings of the unit's hosts
+    Column("rules", JSON(), nullable=False, default=dict),
+    # covering the trends' sums: they read the index alone, never the rows with their rules
+    Index(
+        "ix_fleet_snapshots_trends",
+        "kind",
+        "taken_at",
+        "unit",
+        "hosts",
+        "compliant",
+        "noncompliant",
+        "stale",
+        "never_reported",
+        "open_critical",
+        "open_high",
+        "open_medium",
+        "open_low",
+    ),
+)

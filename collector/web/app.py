@@ -13,7 +13,7 @@ from fleetwatch import __version__
 from fleetwatch.collector.refusals import DatabaseUnavailable
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.web import answers, apidocs, metrics, metrics_files
+from fleetwatch.collector.web import answers, apidocs, dashboard, metrics, metrics_files
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.package_versions import router as package_versions_router
@@ -33,6 +33,7 @@ API_ROUTES = [
     *package_versions_router.routes,
     *vulnerabilities_router.routes,
     *metrics.router.routes,
+    *dashboard.API_ROUTES,
 ]
 """Every route of the API, from each router the application includes: the front door guards
 them all (a router added below is added here too)."""
@@ -69,6 +70,7 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
     app.include_router(metrics.router)
     app.include_router(apidocs.router)
     metrics.install(app.state, svc)
+    dashboard.install(app)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )

@@ -131,6 +131,7 @@ ADMIN_WRITES = [
     ("POST", "/api/v1/hosts/web-01/revoke"),
     ("POST", "/api/v1/policy/reload"),
     ("DELETE", "/api/v1/tokens/1"),
+    ("DELETE", "/api/v1/sessions/1"),
 ]
 
 
@@ -245,7 +246,12 @@ class TestBodyLimits:
 def _operations(door: Door) -> list[tuple[str, str]]:
     document = door.client.get("/openapi.json").json()
     return [
-        (method.upper(), path.replace("{host_id}", "web-01").replace("{token_id}", "1"))
+        (
+            method.upper(),
+            path.replace("{host_id}", "web-01")
+            .replace("{token_id}", "1")
+            .replace("{session_id}", "1"),
+        )
         for path, methods in document["paths"].items()
         for method in methods
         if path.startswith("/api/v1/")
@@ -264,7 +270,7 @@ class TestEveryRouteIsGuarded:
                 assert access is Access.NONE, path
             elif path == "/api/v1/token/rotate":
                 assert access is Access.HOST
-            elif method != "GET" or path == "/api/v1/tokens":
+            elif method != "GET" or path in {"/api/v1/tokens", "/api/v1/sessions"}:
                 assert access is Access.ADMIN, (method, path)
             else:
                 assert access is Access.READER, (method, path)

@@ -1,0 +1,378 @@
+"""The fleet as the dashboard reads it: hosts with their status, counted, filtered, paged.
+
+A host's status (never reported, stale, noncompliant, compliant) is worked out in SQL here,
+as `web.views.status_of` does in Python for the API: from ``host_placements`` (the policy's
+view of each host, `storage.placements`), the host's latest state in ``hosts`` and whether
+it has an open finding. Nothing here reads the ``reports`` table: every count comes from
+hosts, placements and open findings (through the partial index of open findings).
+
+Paging is by keyset (the last row's sort value and host id), never by offset, so that the
+last page of 100,000 hosts costs what the first one does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import case, func, literal, or_, select, tuple_
+
+from fleetwatch.collector.storage.tables import UTCDateTime, findings, host_placements, hosts
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import ColumnElement, Connection, Select
+
+SEVERITIES = ("critical", "high", "medium", "low")
+STATUSES = ("compliant", "noncompliant", "stale", "never_reported")
+HostSort = Literal["host", "unit", "status", "last_report"]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a reader may see: every unit (``unit`` None) or one."""
+
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class HostFilter:
+    unit: str | None = None
+    group: str | None = None
+    status: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class HostLine:
+    host_id: str
+    unit: str | None
+    groups: tuple[str, ...]
+    status: str
+    last_report_at: datetime | None
+    agent_version: str | None
+    open_by_severity: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def open_findings(self) -> int:
+        return sum(self.open_by_severity.values())
+
+
+@dataclass(frozen=True)
+class HostPage:
+    lines: list[HostLine]
+    next_after: tuple[str, str] | None  # (sort value, host id) of the last line, if more follow
+
+
+@dataclass
+class UnitCounts:
+    """A unit's hosts by status and its open findings by severity and rule."""
+
+    unit: str
+    hosts: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    open_by_severity: dict[str, int] = field(default_factory=dict)
+    open_by_rule: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FindingFilter:
+    unit: str | None = None
+    rule: str | None = None
+    severity: str | None = None
+    state: Literal["open", "resolved", "all"] = "open"
+    older_than_days: int | None = None
+    host_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FindingLine:
+    id: int
+    host_id: str
+    unit: str | None
+    rule: str
+    key: str
+    severity: str
+    detail: str
+    first_seen: datetime
+    last_seen: datetime
+    resolved_at: datetime | None
+
+
+def _observed() -> ColumnElement[Any]:
+    """When the latest report's facts were true (`HostRow.observed_at`)."""
+    return case(
+        (hosts.c.last_collected_at < hosts.c.last_received_at, hosts.c.last_collected_at),
+        else_=hosts.c.last_received_at,
+    )
+
+
+class FleetView:
+    """The dashboard's reads; ``default_age`` is the report age of a host the policy does not
+    list, ``now`` the moment statuses are worked out for."""
+
+    def __init__(self, conn: Connection, default_age: float, now: datetime | None = None) -> None:
+        self.conn = conn
+        self.now = now or datetime.now(UTC)
+        self.default_age = default_age
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _cutoff(self) -> ColumnElement[Any]:
+        """Before when a host's latest report makes it stale: per report age allowed."""
+        ages = [
+            age for (age,) in self.conn.execute(select(host_placements.c.max_report_age).distinct())
+        ]
+        default = _moment(self.now - timedelta(seconds=self.default_age))
+        if not ages:
+            return default
+        return case(
+            *(
+                (
+                    host_placements.c.max_report_age == age,
+                    _moment(self.now - timedelta(seconds=age)),
+                )
+                for age in ages
+            ),
+            else_=default,
+        )
+
+    @staticmethod
+    def _has_open() -> ColumnElement[bool]:
+        """The host has an open finding (one probe of the open findings' index)."""
+        return (
+            select(findings.c.id)
+            .where(
+                findings.c.host_id == host_placements.c.host_id, findings.c.resolved_at.is_(None)
+            )
+            .exists()
+        )
+
+    def _status(self, cutoff: ColumnElement[Any]) -> ColumnElement[Any]:
+        observed = _observed()
+        return case(
+            (hosts.c.host_id.is_(None), "never_reported"),
+            (observed.is_(None), "never_reported"),
+            (observed < cutoff, "stale"),
+            (self._has_open(), "noncompliant"),
+            else_="compliant",
+        )
+
+    def _status_is(self, status: str, cutoff: ColumnElement[Any]) -> ColumnElement[bool]:
+        """The same statuses as `_status`, as a condition: stale and never reported hosts are
+        found without probing the findings."""
+        observed = _observed()
+        if status == "never_reported":
+            return observed.is_(None)  # also true when the host never enrolled (no row)
+        if status == "stale":
+            return observed < cutoff
+        if status == "noncompliant":
+            return (observed >= cutoff) & self._has_open()
+        if status == "compliant":
+            return (observed >= cutoff) & ~self._has_open()
+        return literal(value=False)
+
+    def _hosts(self, scope: Scope, status: str | None = None) -> Select[Any]:
+        """Every host a reader may see (of one status, if given), with its status, as a
+        subquery's select."""
+        cutoff = self._cutoff()
+        query = select(
+            host_placements.c.host_id,
+            host_placements.c.unit,
+            host_placements.c.groups,
+            self._status(cutoff).label("status"),
+            _observed().label("observed"),
+            hosts.c.agent_version,
+        ).select_from(
+            host_placements.outerjoin(hosts, hosts.c.host_id == host_placements.c.host_id)
+        )
+        if scope.unit is not None:
+            query = query.where(host_placements.c.unit == scope.unit)
+        if status is not None:
+            query = query.where(self._status_is(status, cutoff))
+        return query
+
+    # -- counts ---------------------------------------------------------------------------
+
+    def unit_counts(self, scope: Scope) -> list[UnitCounts]:
+        """Hosts by status, open findings by severity and by rule, for each unit in scope:
+        three aggregate queries whatever the number of hosts."""
+        by_unit: dict[str, UnitCounts] = {}
+
+        def of(unit: str | None) -> UnitCounts:
+            return by_unit.setdefault(unit or "", UnitCounts(unit or ""))
+
+        listed = self._hosts(scope).subquery()
+        for unit, status, count in self.conn.execute(
+            select(listed.c.unit, listed.c.status, func.count()).group_by(
+                listed.c.unit, listed.c.status
+            )
+        ):
+            counts = of(unit)
+            counts.by_status[status] = int(count)
+            counts.hosts += int(count)
+        for column, target in ((findings.c.severity, "sev"), (findings.c.rule, "rule")):
+            query = (
+                select(host_placements.c.unit, column, func.count())
+                .select_from(
+                    findings.join(host_placements, host_placements.c.host_id == findings.c.host_id)
+                )
+                .where(findings.c.resolved_at.is_(None))
+                .group_by(host_placements.c.unit, column)
+            )
+            if scope.unit is not None:
+                query = query.where(host_placements.c.unit == scope.unit)
+            for unit, value, count in self.conn.execute(query):
+                bucket = of(unit).open_by_severity if target == "sev" else of(unit).open_by_rule
+                bucket[value] = int(count)
+        return sorted(by_unit.values(), key=lambda u: u.unit)
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def host_page(
+        self,
+        scope: Scope,
+        wanted: HostFilter,
+        *,
+        sort: HostSort = "host",
+        descending: bool = False,
+        after: tuple[str, str] | None = None,
+        limit: int = 50,
+    ) -> HostPage:
+        """One page of hosts, in order of ``sort`` then host id, after the keyset ``after``."""
+        listed = self._hosts(scope, wanted.status).subquery()
+        key = {
+            "host": listed.c.host_id,
+            "unit": func.coalesce(listed.c.unit, ""),
+            "status": listed.c.status,
+            "last_report": func.coalesce(listed.c.observed, _moment(EPOCH)),
+        }[sort]
+        query = select(listed, key.label("sort_key"))
+        if wanted.unit is not None:
+            query = query.where(listed.c.unit == wanted.unit)
+        if wanted.group:
+            query = query.where(listed.c.groups.like(f"% {_like(wanted.group)} %", escape="\\"))
+        if wanted.text:
+            query = query.where(
+                or_(
+                    listed.c.host_id.like(f"%{_like(wanted.text)}%", escape="\\"),
+                    listed.c.unit.like(f"%{_like(wanted.text)}%", escape="\\"),
+                )
+            )
+        if after is not None:
+            value: Any = literal(after[0])
+            if sort == "last_report":
+                value = _moment(datetime.fromisoformat(after[0]))
+            position = tuple_(key, listed.c.host_id)
+            query = query.where(
+                position < tuple_(value, literal(after[1]))
+                if descending
+                else position > tuple_(value, literal(after[1]))
+            )
+        order = (key.desc(), listed.c.host_id.desc()) if descending else (key, listed.c.host_id)
+        rows = list(self.conn.execute(query.order_by(*order).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        counts = self.open_counts([r.host_id for r in rows])
+        lines = [
+            HostLine(
+                host_id=r.host_id,
+                unit=r.unit,
+                groups=tuple(r.groups.split()),
+                status=r.status,
+                last_report_at=_aware(r.observed),
+                agent_version=r.agent_version,
+                open_by_severity=counts.get(r.host_id, {}),
+            )
+            for r in rows
+        ]
+        next_after = None
+        if more and rows:
+            last = rows[-1].sort_key
+            text = _aware(last).isoformat() if sort == "last_report" else str(last)
+            next_after = (text, rows[-1].host_id)
+        return HostPage(lines, next_after)
+
+    def open_counts(self, host_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """host -> severity -> open findings, for these hosts only."""
+        if not host_ids:
+            return {}
+        counts: dict[str, dict[str, int]] = {}
+        for host_id, severity, count in self.conn.execute(
+            select(findings.c.host_id, findings.c.severity, func.count())
+            .where(findings.c.host_id.in_(list(host_ids)), findings.c.resolved_at.is_(None))
+            .group_by(findings.c.host_id, findings.c.severity)
+        ):
+            counts.setdefault(host_id, {})[severity] = int(count)
+        return counts
+
+    # -- findings -------------------------------------------------------------------------
+
+    def finding_page(
+        self, scope: Scope, wanted: FindingFilter, *, before: int | None = None, limit: int = 50
+    ) -> tuple[list[FindingLine], int | None]:
+        """Findings newest first (by id), before the id ``before``; and the id to page from."""
+        query = select(
+            findings.c.id,
+            findings.c.host_id,
+            host_placements.c.unit,
+            findings.c.rule,
+            findings.c.key,
+            findings.c.severity,
+            findings.c.detail,
+            findings.c.first_seen,
+            findings.c.last_seen,
+            findings.c.resolved_at,
+        ).select_from(
+            findings.join(host_placements, host_placements.c.host_id == findings.c.host_id)
+        )
+        conditions: list[ColumnElement[bool]] = []
+        if scope.unit is not None:
+            conditions.append(host_placements.c.unit == scope.unit)
+        if wanted.unit is not None:
+            conditions.append(host_placements.c.unit == wanted.unit)
+        if wanted.host_id is not None:
+            conditions.append(findings.c.host_id == wanted.host_id)
+        if wanted.rule is not None:
+            conditions.append(findings.c.rule == wanted.rule)
+        if wanted.severity is not None:
+            conditions.append(findings.c.severity == wanted.severity)
+        if wanted.state == "open":
+            conditions.append(findings.c.resolved_at.is_(None))
+        elif wanted.state == "resolved":
+            conditions.append(findings.c.resolved_at.is_not(None))
+        if wanted.older_than_days is not None:
+            since = self.now - timedelta(days=wanted.older_than_days)
+            conditions.append(findings.c.first_seen < since)
+        if before is not None:
+            conditions.append(findings.c.id < before)
+        rows = list(
+            self.conn.execute(
+                query.where(*conditions).order_by(findings.c.id.desc()).limit(limit + 1)
+            )
+        )
+        more = len(rows) > limit
+        lines = [FindingLine(**r._mapping) for r in rows[:limit]]
+        return lines, (lines[-1].id if more and lines else None)
+
+
+def _moment(moment: datetime) -> ColumnElement[Any]:
+    """A moment bound as the tables store one (text without offset on SQLite)."""
+    return literal(moment, UTCDateTime())
+
+
+def _like(text: str) -> str:
+    """Text matched literally inside a LIKE pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _aware(moment: Any) -> Any:
+    """A datetime from a raw subquery column as an aware UTC datetime (SQLite gives text)."""
+    if moment is None:
+        return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
