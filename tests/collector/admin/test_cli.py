@@ -48,7 +48,7 @@ class TestUsageErrors:
         groups = [
             name
             for name, sub in commands.choices.items()
-            if any(isinstance(a, argparse._SubParsersAction) and a.required for a in sub._actions)
+            if getattr(sub, "_required_commands", None) is not None
         ]
         assert {"db", "token", "policy"} <= set(groups)
         for name in groups:
