@@ -36,7 +36,7 @@ class CollectorService:
         )
         self.store = Store(self.engine)
         self.policy = PolicySource(settings.policy)
-        self.vulnerabilities = KnownVulnerabilities(self.store)
+        self.vulnerabilities = KnownVulnerabilities(self.store, settings.vulnerability_releases)
         self.compliance = Compliance(self.store, vulnerabilities=self.vulnerabilities)
         self.ingestor = Ingestor(self.store, self.policy, self.compliance)
         self.identity = Identity(self.store, settings, self.policy)

@@ -23,6 +23,7 @@ from fleetwatch.collector.vulns.matching import VulnIndex
 from fleetwatch.collector.vulns.model import Dataset, Entry
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
     from sqlalchemy import Connection
@@ -55,8 +56,11 @@ def generation_of(infos: list[DatasetInfo]) -> str:
 class KnownVulnerabilities:
     """The data sets in the database, imported through here and held in memory as an index."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, releases: Iterable[str] = ()) -> None:
         self.store = store
+        # the releases held in memory (all when empty): a fleet of one release needs a fifth
+        # of the tracker's entries
+        self.releases = frozenset(releases)
         self.index = VulnIndex()
         self._lock = threading.Lock()
 
@@ -112,6 +116,6 @@ class KnownVulnerabilities:
                 for info in infos:
                     payload = self.store.vulnerability_data.payload(conn, info.name)
                     if payload is not None:
-                        datasets.append(Dataset.from_payload(payload))
+                        datasets.append(Dataset.from_payload(payload, self.releases))
             self.index = VulnIndex(datasets, generation)
             return True
