@@ -34,9 +34,14 @@ EXAMPLE_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.t
 STARTUP_TIMEOUT = 60.0
 
 
-def _free_port() -> int:
+def _bindable_port(port: int) -> int:
+    """``port`` if nothing holds it on loopback (0: any free port); a clear error if taken."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            msg = f"port {port} on 127.0.0.1 is taken ({exc.strerror}); choose another with --port"
+            raise RuntimeError(msg) from exc
         return int(sock.getsockname()[1])
 
 
@@ -90,7 +95,13 @@ def _import_vulnerabilities(directory: Path, path: Path) -> bool:
     return True
 
 
-def run_demo(directory: Path, *, keep: bool = False, vulnerabilities: Path | None = None) -> int:
+def run_demo(
+    directory: Path,
+    *,
+    keep: bool = False,
+    port: int = 8470,
+    vulnerabilities: Path | None = None,
+) -> int:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -98,7 +109,11 @@ def run_demo(directory: Path, *, keep: bool = False, vulnerabilities: Path | Non
         return 1
     host_id = socket.gethostname()
     admin_token = _secret(directory, "admin-token")
-    port = _free_port()
+    try:
+        port = _bindable_port(port)
+    except RuntimeError as exc:
+        print(f"fleetwatch demo: {exc}", file=sys.stderr)
+        return 1
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -155,15 +170,8 @@ def run_demo(directory: Path, *, keep: bool = False, vulnerabilities: Path | Non
             print("vulnerabilities, by source package:")
             rows = client.get("/api/v1/vulnerabilities", host_id=host_id, limit=100_000)
             print(vulnerabilities_text(rows))
-        explore = (
-            f"FLEETWATCH_API_URL={url} FLEETWATCH_API_TOKEN=$(cat "
-            f"{directory / 'admin-token'}) {bin_dir / 'fleetwatch'} host {host_id}"
-        )
         if keep:
-            print(
-                f"\nthe collector and the agent (every 60 s) keep running; Ctrl-C stops "
-                f"both. Meanwhile, in another terminal:\n  {explore}"
-            )
+            print(_next_steps(url, directory, bin_dir, host_id))
             _run_agent_until_interrupted(bin_dir, env)
         else:
             print(
@@ -181,6 +189,20 @@ def run_demo(directory: Path, *, keep: bool = False, vulnerabilities: Path | Non
             collector.kill()
         collector_log.close()
     return 0
+
+
+def _next_steps(url: str, directory: Path, bin_dir: Path, host_id: str) -> str:
+    """What to try while the demo keeps running: the command line, the API, the dashboard."""
+    fleetwatch = bin_dir / "fleetwatch"
+    return (
+        "\nthe collector and the agent (every 60 s) keep running; Ctrl-C stops both.\n"
+        "Meanwhile, in another terminal:\n"
+        f"  export FLEETWATCH_API_URL={url}\n"
+        f"  export FLEETWATCH_API_TOKEN=$(cat {directory / 'admin-token'})\n"
+        f"  1. {fleetwatch} findings        (then: {fleetwatch} host {host_id})\n"
+        f"  2. the API and its docs:  {url}/docs\n"
+        f"  3. the dashboard:         {url}/"
+    )
 
 
 def _run_agent_until_interrupted(bin_dir: Path, env: dict[str, str]) -> None:

@@ -83,11 +83,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from fleetwatch.collector.admin.cli import EXIT_USAGE, CliError, _collector_settings
+    from fleetwatch.collector.admin.cli import CliError, _collector_settings
     from fleetwatch.collector.storage.engine import DatabaseURLError, make_engine, upgrade
     from fleetwatch.collector.storage.store import Store
     from fleetwatch.collector.vulns.data import KnownVulnerabilities
     from fleetwatch.collector.vulns.model import DataFormatError
+    from fleetwatch.command_line import EXIT_USAGE
 
     if not args.path.exists():
         msg = f"{args.path}: no such file or directory"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from fleetwatch.collector.vulns.model import Dataset
-    from fleetwatch.schema import PackagesData, SystemData, UpdatesData
+    from fleetwatch.schema import PackagesData, PendingUpdate, SystemData, UpdatesData
 
 KERNEL_SOURCE = "linux"
 _CACHE_LIMIT = 200_000
@@ -172,7 +172,11 @@ class VulnIndex:
                 images[package.name] = package.version
                 continue
             installed[package.source][package.source_version].append(package.name)
-        pending = {u.name: u.candidate_version for u in (updates.updates if updates else [])}
+        # upgrades (held-back ones too: the fix is there, apt will not take it by itself)
+        # and new installs (a new kernel image), by binary package
+        pending = {
+            u.name: u for u in ([*updates.updates, *updates.new_installs] if updates else [])
+        }
         kernel_note = self._kernel(installed, images, system)
         matches: list[Match] = []
         for source, versions in installed.items():
@@ -227,7 +231,7 @@ class VulnIndex:
         entry: Entry,
         version: str,
         binaries: list[str],
-        pending: dict[str, str],
+        pending: dict[str, PendingUpdate],
         images: dict[str, str],
         kernel_note: str | None,
     ) -> Match:
@@ -235,9 +239,17 @@ class VulnIndex:
         fixable = False
         note = None
         if fixed is not None:
-            fixable = any(
-                name in pending and _before(pending[name], fixed) is False for name in binaries
-            )
+            reaching = [
+                pending[name]
+                for name in binaries
+                if name in pending and _before(pending[name].candidate_version, fixed) is False
+            ]
+            fixable = bool(reaching)
+            if reaching and all(u.held_back for u in reaching):
+                first = reaching[0]
+                note = f"the fix is not installed by apt: {first.name} {first.held_back}" + (
+                    f" ({first.reason})" if first.reason else ""
+                )
             if entry.source == KERNEL_SOURCE and images:
                 booted = set(binaries)
                 fixed_images = sorted(
@@ -245,8 +257,8 @@ class VulnIndex:
                 )
                 new_images = sorted(
                     n
-                    for n, v in pending.items()
-                    if n.startswith("linux-image-") and _before(v, fixed) is False
+                    for n, u in pending.items()
+                    if n.startswith("linux-image-") and _before(u.candidate_version, fixed) is False
                 )
                 if fixed_images:
                     fixable = True

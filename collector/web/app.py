@@ -16,6 +16,7 @@ from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web import answers
 from fleetwatch.collector.web.front_door import FrontDoor
 from fleetwatch.collector.web.openapi import openapi_document
+from fleetwatch.collector.web.package_versions import router as package_versions_router
 from fleetwatch.collector.web.protocol import guard_connections
 from fleetwatch.collector.web.report_door import ReportDoor
 from fleetwatch.collector.web.routes import router
@@ -25,6 +26,11 @@ from fleetwatch.logs import configure_logging
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+
+API_ROUTES = [*router.routes, *package_versions_router.routes, *vulnerabilities_router.routes]
+"""Every route of the API, from each router the application includes: the front door guards
+them all (a router added below is added here too)."""
 
 
 def create_app(settings: CollectorSettings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -41,12 +47,11 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    app.add_middleware(
-        FrontDoor, service=svc, routes=[*router.routes, *vulnerabilities_router.routes]
-    )
+    app.add_middleware(FrontDoor, service=svc, routes=API_ROUTES)
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
+    app.include_router(package_versions_router)
     app.include_router(vulnerabilities_router)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)

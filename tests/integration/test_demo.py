@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetwatch.collector.admin.demo import EXAMPLE_POLICY
+from tests.helpers import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -24,7 +25,15 @@ def test_the_example_policy_ships_where_the_demo_reads_it() -> None:
 def test_the_demo_reports_this_machine(tmp_path: Path) -> None:
     """The demo ends with status 0 and a hosts table naming this machine."""
     done = subprocess.run(
-        [str(BIN / "fleetwatch"), "demo", "--dir", str(tmp_path / "demo")],
+        # a port of its own: 8470, the default, may be taken on this machine
+        [
+            str(BIN / "fleetwatch"),
+            "demo",
+            "--dir",
+            str(tmp_path / "demo"),
+            "--port",
+            str(free_port()),
+        ],
         capture_output=True,
         text=True,
         timeout=240,

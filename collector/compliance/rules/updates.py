@@ -60,8 +60,9 @@ def security_updates(host: RuleInput) -> list[Finding]:
     published = _fix_dates(host)
     pending: dict[str, list[PendingUpdate]] = defaultdict(list)
     for update in host.updates.updates:
+        if update.installed_version is None:
+            continue  # a new install (agents before new_installs sent them here): no fix pending
         if update.security:
-            # a package apt would newly install has no source yet: it stands for itself
             pending[sources.get(update.name, update.name)].append(update)
     overdue: dict[str, tuple[list[PendingUpdate], datetime]] = {}
     for source, updates in pending.items():
@@ -86,12 +87,25 @@ def security_updates(host: RuleInput) -> list[Finding]:
                 source,
                 f"{source}: {len(names)} {'package' if len(names) == 1 else 'packages'} "
                 f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}), "
-                f"{first.installed_version or '(new)'} -> {first.candidate_version}: "
-                f"security update {age} (allowed: "
+                f"{first.installed_version} -> {first.candidate_version}: "
+                f"security update {age}{_why_pending(updates)} (allowed: "
                 f"{allowed} past {baseline.security_update_grace_days:g} days)",
             )
         )
     return findings
+
+
+def _why_pending(updates: list[PendingUpdate]) -> str:
+    """What more the agent said: the security version when the candidate is another, and why
+    apt will not install an update it holds back."""
+    parts = []
+    for update in updates:
+        if update.security_version and update.security_version != update.candidate_version:
+            parts.append(f"{update.name}: security fix {update.security_version}")
+        if update.held_back:
+            parts.append(f"{update.name} {update.held_back}: {update.reason or 'no reason given'}")
+    unique = list(dict.fromkeys(parts))
+    return f" ({'; '.join(unique[:10])}{'; ...' if len(unique) > 10 else ''})" if unique else ""
 
 
 _LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)

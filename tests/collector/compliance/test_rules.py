@@ -60,6 +60,16 @@ class TestAllowedPorts:
         strict = Baseline(allowed_ports=["tcp/22"], ignore_loopback=False)
         assert keys(strict, facts) == {"tcp/5432", "tcp/6379", "tcp/9000"}
 
+    def test_detail_names_the_user_when_the_process_is_unknown(self) -> None:
+        """An agent without capabilities knows the socket's user: the finding says it."""
+        ports = listeners(("udp", "0.0.0.0", 161), ("tcp", "0.0.0.0", 8080))
+        ports["listeners"][0].update(pid=None, process=None, user="snmp")
+        ports["listeners"][1].update(pid=None, process=None, user=None)
+        result = evaluate(Baseline(allowed_ports=["tcp/22"]), Facts({"ports": ports}))
+        details = {f.key: f.detail for f in result.findings}
+        assert "(process unknown user snmp)" in details["udp/161"]
+        assert "(process unknown)" in details["tcp/8080"]
+
     def test_ranges(self) -> None:
         facts = Facts({"ports": listeners(("tcp", "0.0.0.0", 8050))})
         assert keys(Baseline(allowed_ports=["tcp/8000-8100"]), facts) == set()
@@ -273,6 +283,32 @@ class TestSecurityUpdates:
             {"updates": updates(("openssl", True)), "packages": installed("openssl")}
         )
         assert evaluate(baseline, without_data).findings == []
+
+    def test_held_and_kept_back_security_fixes_count_and_say_why(self) -> None:
+        """A held or kept-back package with a security fix is a finding naming the reason."""
+        data = updates(("passwd", True), ("libfwtwin", True), ("libnghttp2-14", True))
+        data["updates"][0].update(held_back="held", reason="on hold (apt-mark hold)")
+        data["updates"][1].update(held_back="kept-back", reason="kept back: \x1b[2Jtwin")
+        data["updates"][2].update(candidate_version="1.1+u2", security_version="1.1+u1")
+        packages = installed("passwd", "libfwtwin", "libnghttp2-14")
+        facts = Facts({"updates": data, "packages": packages})
+        result = evaluate(Baseline(max_pending_security_updates=0), facts)
+        details = {f.key: f.detail for f in result.findings}
+        assert set(details) == {"passwd", "libfwtwin", "libnghttp2-14"}
+        assert "(passwd held: on hold (apt-mark hold))" in details["passwd"]
+        assert "libfwtwin kept-back: kept back:" in details["libfwtwin"]
+        assert "(libnghttp2-14: security fix 1.1+u1)" in details["libnghttp2-14"]
+
+    def test_new_installs_are_not_pending_updates(self) -> None:
+        """An upgrade's new package (no installed version) is no pending security update."""
+        data = updates(("linux-image-6.1.0-57-amd64", True), ("libc6", True))
+        data["updates"][0]["installed_version"] = None
+        baseline = Baseline(max_pending_security_updates=0)
+        facts = Facts({"updates": data, "packages": installed("libc6")})
+        assert keys(baseline, facts) == {"glibc"}
+        data["new_installs"] = [data["updates"].pop(0)]
+        facts = Facts({"updates": data, "packages": installed("libc6")})
+        assert keys(baseline, facts) == {"glibc"}
 
     def test_stale_package_index(self) -> None:
         data = updates()

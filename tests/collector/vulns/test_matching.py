@@ -88,6 +88,31 @@ def test_a_pending_update_reaching_the_fix_makes_it_fixable(index: VulnIndex) ->
     assert (unfixable.fixable, fixable.fixable) == (False, True)
 
 
+def test_a_held_back_fix_is_fixable_and_says_why_apt_does_not_install_it() -> None:
+    """A held (or kept-back, pinned) update reaching the fix: fixable, with apt's reason."""
+    host = packages(("bin", "1.0-1", "pkg", "1.0-1"))
+    pending = updates(("bin", "1.0-1", "1.0-2"))
+    held = pending.updates[0].model_copy(update={"held_back": "held", "reason": "on hold"})
+    (match,) = _one("1.0-2").match("bookworm", host, pending.model_copy(update={"updates": [held]}))
+    assert match.fixable
+    assert match.note == "the fix is not installed by apt: bin held (on hold)"
+    (plain,) = _one("1.0-2").match("bookworm", host, pending)
+    assert (plain.fixable, plain.note) == (True, None)
+
+
+def test_a_new_kernel_image_among_new_installs_makes_the_kernel_fixable(index: VulnIndex) -> None:
+    """A new kernel ABI package is a new install, not an update: it still brings the fix."""
+    host = packages(
+        ("linux-image-6.1.0-17-amd64", "6.1.69-1", "linux-signed-amd64", "6.1.69+1"),
+    )
+    new = updates(("linux-image-6.1.0-18-amd64", None, "6.1.76-1"))
+    new = new.model_copy(update={"updates": [], "new_installs": new.updates})
+    (match,) = index.match("bookworm", host, new, system=system(kernel="6.1.0-17-amd64"))
+    assert (match.source, match.fixable) == ("linux", True)
+    (unfixed,) = index.match("bookworm", host, None, system=system(kernel="6.1.0-17-amd64"))
+    assert unfixed.fixable is False
+
+
 def test_exploited_advisory_date_and_cvss_join_the_tracker_verdict(index: VulnIndex) -> None:
     """The tracker decides; OSV adds the DSA, its date and CVSS; KEV marks it exploited."""
     host = packages(("libc6", "2.36-9+deb12u1", "glibc", "2.36-9+deb12u1"))

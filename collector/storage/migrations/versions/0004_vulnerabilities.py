@@ -1,7 +1,7 @@
 """Vulnerability data: imported data sets, and the vulnerabilities each host carries.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0009
 Create Date: 2026-11-29
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
