@@ -100,6 +100,10 @@ def phase(name: str, file: str, database_url: str) -> None:
     elif name == "load":
         known.refresh()
         figures["entries"] = len(known.index)
+    elif name == "load-one-release":
+        known.releases = frozenset({"bookworm"})
+        known.refresh()
+        figures["entries"] = len(known.index)
     elif name == "match":
         known.refresh()
         started = time.perf_counter()
@@ -121,12 +125,68 @@ def phase(name: str, file: str, database_url: str) -> None:
         figures["next_hosts_ms"] = round((time.perf_counter() - again) * 1000 / 200, 2)
         figures["next_hosts_cpu_ms"] = round((_cpu() - again_cpu) * 1000 / 200, 2)
         figures["matches"] = len(matches)
+    elif name == "ingest":
+        figures.update(_ingest(database_url))
     figures["seconds"] = round(time.perf_counter() - started, 2)
     figures["cpu_seconds"] = round(_cpu() - cpu, 2)
     figures["peak_rss_mib"] = round(_peak_mib(), 1)
     figures["rss_before_mib"] = round(base, 1)
     print(json.dumps({"phase": name, **figures}))
     engine.dispose()
+
+
+def _ingest(database_url: str) -> dict[str, object]:
+    """Reports of one host through the real ingest path, with the data loaded: a full report
+    (matched, its rows written), then hash-only ones (the same sections)."""
+    from datetime import UTC, datetime
+
+    from fleetwatch.collector.service import CollectorService
+    from fleetwatch.collector.settings import CollectorSettings
+    from fleetwatch.schema import PackagesData, Report
+    from tests.helpers import full, make_report, section_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp) / "policy.toml"
+        policy.write_text('[defaults]\nmax_vulnerability_severity = "low"\n')
+        svc = CollectorService(
+            CollectorSettings(
+                database_url=database_url,
+                policy=policy,
+                enroll_secret="s3cret",
+                data_dir=Path(tmp),
+                policy_check_interval=3600,
+            )
+        )
+        svc.start()
+        svc.identity.enroll("bench-01", "s3cret")
+        packages = PackagesData.model_validate(section_data("packages"))
+        rows = [
+            [n, v, a, f"pkg{i * 7 % SOURCES:05d}", f"{i % 5}.{i % 40}.5-1"]
+            for i, (n, v, a, _, _) in enumerate(packages.packages)
+        ]
+        sections = {
+            "system": full("system", section_data("system")),
+            "packages": full("packages", {"manager": "dpkg", "packages": rows}),
+            "updates": full("updates", section_data("updates", updates=[])),
+        }
+        first, first_cpu = time.perf_counter(), _cpu()
+        body = make_report("bench-01", 1, sections)
+        svc.ingestor.ingest(Report.model_validate(body), "bench-01", datetime.now(UTC))
+        figures: dict[str, object] = {
+            "full_report_ms": round((time.perf_counter() - first) * 1000, 1),
+            "full_report_cpu_ms": round((_cpu() - first_cpu) * 1000, 1),
+        }
+        hashes = {n: {"hash": s["hash"]} for n, s in sections.items()}
+        again, again_cpu = time.perf_counter(), _cpu()
+        for sequence in range(2, 202):
+            body = make_report("bench-01", sequence, hashes)
+            svc.ingestor.ingest(Report.model_validate(body), "bench-01", datetime.now(UTC))
+        figures["hash_only_report_ms"] = round((time.perf_counter() - again) * 1000 / 200, 2)
+        figures["hash_only_report_cpu_ms"] = round((_cpu() - again_cpu) * 1000 / 200, 2)
+        with svc.store.read() as conn:
+            figures["stored_rows"] = svc.store.host_vulnerabilities.counts(conn)[0]
+        svc.stop()
+    return figures
 
 
 def main() -> None:
@@ -147,7 +207,7 @@ def main() -> None:
     print(f"{file}: {file.stat().st_size / 1e6:.1f} MB")
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/vulns.db"
-        for name in ("parse", "import", "load", "match"):
+        for name in ("parse", "import", "load", "load-one-release", "match", "ingest"):
             subprocess.run(
                 [
                     sys.executable,

@@ -39,7 +39,7 @@ class CollectorService:
         )
         self.store = Store(self.engine)
         self.policy = PolicySource(settings.policy, on_reload=_count_policy_reload)
-        self.vulnerabilities = KnownVulnerabilities(self.store)
+        self.vulnerabilities = KnownVulnerabilities(self.store, settings.vulnerability_releases)
         self.compliance = Compliance(self.store, vulnerabilities=self.vulnerabilities)
         self.ingestor = Ingestor(self.store, self.policy, self.compliance)
         self.identity = Identity(self.store, settings, self.policy)

@@ -213,6 +213,12 @@ class CollectorSettings(BaseSettings):
         default=512 * 1024 * 1024,
         description="Largest vulnerability data file fetched from vulnerability_urls.",
     )
+    vulnerability_releases: list[str] = Field(
+        default=[],
+        description="Release codenames whose vulnerability data each process holds in memory "
+        "(empty, the default: every release in the data); hosts of other releases match "
+        "nothing.",
+    )
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> CollectorSettings:

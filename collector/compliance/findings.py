@@ -17,6 +17,7 @@ from fleetwatch.collector.compliance.rules import Evaluation, Memo, evaluate
 from fleetwatch.collector.compliance.rules.vulnerabilities import vulnerability_key
 from fleetwatch.collector.storage.findings import FindingChange, NewFinding
 from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerability
+from fleetwatch.collector.storage.hosts import SectionState
 from fleetwatch.collector.storage.text import storable
 from fleetwatch.schema import SECTION_TYPES, PackagesData, SystemData, UpdatesData
 
@@ -28,10 +29,13 @@ if TYPE_CHECKING:
 
     from fleetwatch.collector.compliance.policy import HostPolicy
     from fleetwatch.collector.storage.findings import FindingRow
-    from fleetwatch.collector.storage.hosts import Conditions, SectionState
+    from fleetwatch.collector.storage.hosts import Conditions
     from fleetwatch.collector.storage.store import Store
     from fleetwatch.collector.vulns.data import KnownVulnerabilities
     from fleetwatch.collector.vulns.matching import Match, VulnIndex
+
+
+_NO_STATE = SectionState()
 
 
 class HostFacts:
@@ -79,6 +83,10 @@ class HostFacts:
         self._vulnerabilities = matches
         self._vulnerabilities_since = since
 
+    @property
+    def carried_since(self) -> dict[str, datetime]:
+        return self._vulnerabilities_since
+
 
 def age_conditions(
     conditions: Conditions, fresh: Mapping[str, BaseModel], now: datetime
@@ -102,6 +110,10 @@ def age_conditions(
         have = aged.get(kind, {})
         aged[kind] = {key: have.get(key, now) for key in sorted(keys)}
     return {kind: keys for kind, keys in aged.items() if keys}
+
+
+MATCHED_HOSTS = 20_000
+"""Hosts whose latest matches a process keeps, to answer a report that repeats the last."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +149,10 @@ class Compliance:
         self.store = store
         self.memo = memo or Memo()
         self.vulnerabilities = vulnerabilities
+        # host -> (what its matches followed from, the matches, since when it has each)
+        self._matched: dict[
+            str, tuple[tuple[str | None, ...], Sequence[Match], dict[str, datetime]]
+        ] = {}
         # decoded sections by hash: the latest reports of a fleet repeat a few contents
         self.load = functools.lru_cache(maxsize=512)(self._decode)
 
@@ -154,11 +170,9 @@ class Compliance:
         """Evaluate these hosts and bring their findings up to date."""
         open_rows = self.store.findings.open_by_host(conn, [u.host_id for u in updates])
         index = self.vulnerabilities.index if self.vulnerabilities else None
-        carried = (
-            self.store.host_vulnerabilities.of_hosts(conn, [u.host_id for u in updates])
-            if index
-            else {}
-        )
+        states = {u.host_id: self._match_state(u, index) for u in updates} if index else {}
+        stale = [h for h, state in states.items() if self._matched.get(h, (None,))[0] != state]
+        carried = self.store.host_vulnerabilities.of_hosts(conn, stale) if stale else {}
         changes = _Changes()
         evaluations = {}
         for update in updates:
@@ -166,7 +180,7 @@ class Compliance:
                 update.observed_at, update.sections, update.conditions, self.load, update.fresh
             )
             if index:
-                _match(update, facts, index, carried.get(update.host_id, {}), changes)
+                self._vulnerabilities(update, facts, index, states, carried, changes)
             evaluation = evaluate(update.policy.baseline, facts, self.memo, update.policy.digest)
             self._reconcile(update, evaluation, open_rows[update.host_id], changes)
             evaluations[update.host_id] = evaluation
@@ -176,6 +190,34 @@ class Compliance:
             conn, changes.vulns_added, changes.vulns_changed, changes.vulns_gone
         )
         return evaluations
+
+    @staticmethod
+    def _match_state(update: HostUpdate, index: VulnIndex) -> tuple[str | None, ...]:
+        """What a host's matches follow from: the data, and its sections' contents."""
+        names = ("packages", "system", "updates")
+        return (index.generation, *(update.sections.get(n, _NO_STATE).current for n in names))
+
+    def _vulnerabilities(
+        self,
+        update: HostUpdate,
+        facts: HostFacts,
+        index: VulnIndex,
+        states: dict[str, tuple[str | None, ...]],
+        carried: dict[str, dict[tuple[str, str], HostVulnerability]],
+        changes: _Changes,
+    ) -> None:
+        """The host's matches for its facts: from this process's memory when nothing they
+        follow from changed since it last matched the host (most reports repeat the last),
+        else matched again and the stored rows brought up to date."""
+        state = states[update.host_id]
+        known = self._matched.get(update.host_id)
+        if known is not None and known[0] == state:
+            facts.carry(known[1], known[2])
+            return
+        if _match(update, facts, index, carried.get(update.host_id, {}), changes):
+            if len(self._matched) >= MATCHED_HOSTS:
+                self._matched.clear()
+            self._matched[update.host_id] = (state, facts.vulnerabilities(), facts.carried_since)
 
     @staticmethod
     def _reconcile(
@@ -227,12 +269,13 @@ def _match(
     index: VulnIndex,
     stored: dict[tuple[str, str], HostVulnerability],
     changes: _Changes,
-) -> None:
+) -> bool:
     """Match the host against the data, hand the matches to its facts, and queue the changes
-    to its stored vulnerabilities. With its packages or system unknown, nothing changes."""
+    to its stored vulnerabilities. With its packages or system unknown, nothing changes
+    (False)."""
     packages, system = facts.section("packages"), facts.section("system")
     if not isinstance(packages, PackagesData) or not isinstance(system, SystemData):
-        return
+        return False
     updates = facts.section("updates")
     matches = index.match(
         system.os.codename,
@@ -278,3 +321,4 @@ def _match(
         matches,
         {vulnerability_key(m): rows[m.vuln, m.source].first_seen for m in matches},
     )
+    return True

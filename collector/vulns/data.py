@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import json
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+import ijson
+import zstandard
 
 from fleetwatch.collector.storage.vulnerability_data import NewDataset
 from fleetwatch.collector.vulns.formats import read_path
 from fleetwatch.collector.vulns.matching import VulnIndex
 from fleetwatch.collector.vulns.model import Dataset, Entry
+from fleetwatch.collector.vulns.sources import kev
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
     from sqlalchemy import Connection
@@ -55,8 +62,11 @@ def generation_of(infos: list[DatasetInfo]) -> str:
 class KnownVulnerabilities:
     """The data sets in the database, imported through here and held in memory as an index."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, releases: Iterable[str] = ()) -> None:
         self.store = store
+        # the releases held in memory (all when empty): a fleet of one release needs a fifth
+        # of the tracker's entries
+        self.releases = frozenset(releases)
         self.index = VulnIndex()
         self._lock = threading.Lock()
 
@@ -91,6 +101,20 @@ class KnownVulnerabilities:
         payload = self.store.vulnerability_data.payload(conn, name)
         return None if payload is None else Dataset.from_payload(payload)
 
+    def _decode(self, name: str, data: bytes) -> Dataset:
+        """A stored data set, its entries read one at a time from the compressed stream (the
+        full tracker's rows never all in memory at once), only of the releases held."""
+        stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+        if name == kev.NAME:
+            return Dataset.from_payload(json.load(stream))
+        releases = self.releases
+        entries = [
+            Entry.from_row(row)
+            for row in ijson.items(stream, "entries.item", use_float=True)
+            if not releases or row[1] in releases
+        ]
+        return Dataset(name, entries)
+
     def status(self) -> list[DatasetInfo]:
         """What is held: each data set's source, import time and counts."""
         with self.store.read() as conn:
@@ -110,8 +134,8 @@ class KnownVulnerabilities:
                     return False
                 datasets = []
                 for info in infos:
-                    payload = self.store.vulnerability_data.payload(conn, info.name)
-                    if payload is not None:
-                        datasets.append(Dataset.from_payload(payload))
+                    data = self.store.vulnerability_data.compressed(conn, info.name)
+                    if data is not None:
+                        datasets.append(self._decode(info.name, data))
             self.index = VulnIndex(datasets, generation)
             return True

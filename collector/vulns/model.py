@@ -143,12 +143,19 @@ class Dataset:
         }
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Dataset:
-        """The data set of a stored payload; the payload's rows are consumed (each replaced by
-        its entry in place, so rows and entries are never all in memory at once)."""
+    def from_payload(
+        cls, payload: dict[str, Any], releases: frozenset[str] = frozenset()
+    ) -> Dataset:
+        """The data set of a stored payload, only of ``releases`` when given. The payload's
+        rows are consumed (each replaced by its entry, or dropped, in place, so rows and
+        entries are never all in memory at once)."""
         rows: list[Any] = payload["entries"]
-        for i, row in enumerate(rows):
-            rows[i] = Entry.from_row(row)
+        kept = 0
+        for row in rows:
+            if not releases or row[1] in releases:
+                rows[kept] = Entry.from_row(row)
+                kept += 1
+        del rows[kept:]
         return cls(payload["name"], rows, dict(payload["exploited"]))
 
 

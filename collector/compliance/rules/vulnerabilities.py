@@ -8,7 +8,8 @@ the data's (the worst of the CVEs it lists), not a fixed one.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, Field
@@ -17,7 +18,7 @@ from fleetwatch.collector.compliance.rules.registry import SEVERITIES, Finding, 
 from fleetwatch.collector.vulns.model import SEVERITY_RANK
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from collections.abc import Sequence
 
     from fleetwatch.collector.compliance.rules.registry import RuleInput, Severity
     from fleetwatch.collector.vulns.matching import Match
@@ -57,15 +58,40 @@ def vulnerability_key(match: Match) -> str:
     return f"{match.vuln} {match.source}"
 
 
-def _counts(host: RuleInput, match: Match, limit: int | None, grace: timedelta) -> bool:
+def _counts_from(
+    host: RuleInput, match: Match, limit: int | None, grace: timedelta
+) -> datetime | None:
+    """From when a vulnerability counts against the policy; None: never, as things are."""
     baseline = host.baseline
     if baseline.ignore_unimportant and "unimportant" in match.flags:
-        return False
+        return None
     if match.exploited and baseline.fail_on_exploited:
-        return True
+        return _LONG_AGO
     if limit is None or match.severity_rank <= limit:
-        return False
-    return host.now - _since(host, match) >= grace
+        return None
+    return _since(host, match) + grace
+
+
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+_FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """The findings for one host's matches and baseline, and until when they hold."""
+
+    matches: Sequence[Match]
+    baseline: object
+    since: datetime
+    until: datetime
+    findings: list[Finding]
+
+
+# A host's matches are the same object from one report to the next while nothing they follow
+# from changes (`compliance.findings` keeps them), so the verdict is kept with them, for as
+# long as no grace period runs out: a report that repeats the last costs a look-up.
+_VERDICTS: dict[int, _Verdict] = {}
+_VERDICTS_KEPT = 20_000
 
 
 def _since(host: RuleInput, match: Match) -> datetime:
@@ -107,14 +133,39 @@ def _phrase(match: Match) -> str:
 )
 def vulnerabilities(host: RuleInput) -> list[Finding]:
     """A finding per source package carrying vulnerabilities past the policy's bounds."""
+    matches = host.vulnerabilities
+    now = host.now
+    kept = _VERDICTS.get(id(matches))
+    if (
+        kept is not None
+        and kept.matches is matches
+        and kept.baseline is host.baseline
+        and kept.since <= now < kept.until
+    ):
+        return kept.findings
     baseline = host.baseline
     threshold = baseline.max_vulnerability_severity
     limit = None if threshold is None else SEVERITY_RANK.get(threshold, -1)
     grace = timedelta(days=baseline.vulnerability_grace_days)
     counted: dict[str, list[Match]] = defaultdict(list)
-    for match in host.vulnerabilities:
-        if _counts(host, match, limit, grace):
+    until = _FOREVER
+    for match in matches:
+        start = _counts_from(host, match, limit, grace)
+        if start is None:
+            continue
+        if start <= now:
             counted[match.source].append(match)
+        else:
+            until = min(until, start)
+    findings = _findings(host, counted)
+    if len(_VERDICTS) >= _VERDICTS_KEPT:
+        _VERDICTS.clear()
+    _VERDICTS[id(matches)] = _Verdict(matches, baseline, now, until, findings)
+    return findings
+
+
+def _findings(host: RuleInput, counted: dict[str, list[Match]]) -> list[Finding]:
+    baseline = host.baseline
     findings = []
     override = baseline.severity.get("vulnerabilities")
     for source, matches in sorted(counted.items()):

@@ -224,3 +224,14 @@ class TestPolicyCompile:
         (tmp_path / "b.py").write_text("web = ['w2']\n")
         assert main(["policy", "compile", str(tmp_path)]) == 1
         assert "several inventory files (a.py, b.py); name one" in capsys.readouterr().err
+
+
+def test_vulns_alone_lists_and_its_subcommands_parse() -> None:
+    """`fleetwatch vulns` alone (with filters) lists; `import` and `status` are subcommands."""
+    from fleetwatch.collector.admin import vulns
+
+    listing = _parser().parse_args(["vulns", "--unit", "parks", "--severity", "high"])
+    assert (listing.func, listing.unit, listing.severity) == (vulns.cmd_list, "parks", ["high"])
+    imported = _parser().parse_args(["vulns", "import", "data.json", "--format", "kev"])
+    assert (imported.func, imported.format) == (vulns.cmd_import, "kev")
+    assert _parser().parse_args(["vulns", "status"]).func is vulns.cmd_status

@@ -89,3 +89,17 @@ def test_first_import_dates_nothing_later_imports_date_new_fixes(
     (glibc_match,) = known.index.match("bookworm", glibc)
     assert tar_match.fix_since == T2
     assert glibc_match.fix_since is None
+
+
+def test_a_process_may_hold_only_some_releases(store: Store) -> None:  # noqa: F811
+    """With releases named, only their entries are held; other releases match nothing."""
+    KnownVulnerabilities(store).import_path(TRACKER, now=T1)
+    held = KnownVulnerabilities(store, releases=["bullseye"])
+    held.refresh()
+    assert len(held.index) == 3  # bullseye: openssl twice, linux once
+    host = packages(("libssl1.1", "1.1.1n-0+deb11u3", "openssl", "1.1.1n-0+deb11u3"))
+    assert [m.vuln for m in held.index.match("bullseye", host)] == [
+        "CVE-2023-0286",
+        "CVE-2024-0727",
+    ]
+    assert held.index.match("bookworm", host) == []

@@ -108,3 +108,22 @@ def test_a_report_with_the_fix_resolves_the_finding(service: CollectorService) -
     assert ("CVE-2023-4911", "glibc") not in second
     key = ("CVE-2024-0727", "openssl")
     assert second[key].first_seen == first[key].first_seen  # still there: first seen kept
+
+
+def test_a_report_repeating_the_last_keeps_the_verdict(service: CollectorService) -> None:
+    """A report that sends its sections as hashes is answered from the last match: the same
+    findings, the same stored rows."""
+    service.vulnerabilities.import_path(TRACKER)
+    service.housekeeper.round()
+    report(service, 1, **OLD)
+    before_findings = findings(service)
+    with service.store.read() as conn:
+        before = service.store.host_vulnerabilities.of_hosts(conn, ["web-01"])["web-01"]
+        host = service.store.hosts.get(conn, "web-01")
+    assert host is not None
+    same = {n: {"hash": host.sections[n].hash} for n in ("system", "packages", "updates")}
+    body = make_report("web-01", 2, same)
+    service.ingestor.ingest(Report.model_validate(body), "web-01")
+    assert findings(service) == before_findings
+    with service.store.read() as conn:
+        assert service.store.host_vulnerabilities.of_hosts(conn, ["web-01"])["web-01"] == before
