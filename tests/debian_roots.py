@@ -192,6 +192,8 @@ class Machine:
         ``runlevel`` and ``invoke-rc.d`` look), then run ``/etc/init.d/rc 2``."""
         self.power_on()
         self.run("python3", "-c", _RUNLEVEL_RECORD)
+        if not (self.root / "etc/init.d/rc").exists():  # a root without sysvinit (sysv-rc)
+            return subprocess.CompletedProcess(["/etc/init.d/rc", "2"], 0, "", "")
         return self.run("/etc/init.d/rc", "2", env={"RUNLEVEL": "2", "PREVLEVEL": "N"})
 
     def processes(self) -> list[str]:
