@@ -11,7 +11,12 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files
 
 from fleetwatch.deploy.baseline import InventoryError, policy_text
-from fleetwatch.deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
+from fleetwatch.deploy.deploys.runtime import (
+    COLLECTOR_PYTHON,
+    host_runtime,
+    install_fleetwatch,
+    system_account,
+)
 from fleetwatch.deploy.deploys.service import run_service
 from fleetwatch.deploy.operations import secret_file
 
@@ -105,7 +110,7 @@ def install_collector() -> None:
 
     user = data.fleetwatch_collector_user
     prefix = data.fleetwatch_prefix
-    runtime = host_runtime(data.fleetwatch_python)
+    runtime = host_runtime(data.fleetwatch_python, oldest=COLLECTOR_PYTHON)
     system_account(user=user, home=DATA_DIR, label="the collector's")
     files.directory(
         name=f"Create {CONFIG_DIR}", path=CONFIG_DIR, user="root", group=user, mode="750"

@@ -95,7 +95,8 @@ def test_the_collector_refuses_an_older_python_in_one_line() -> None:
         [str(venv / "bin/fleetwatch"), "serve"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
+    expected = (
         f"fleetwatch: the collector needs Python 3.11 or newer; this is Python {SUPPORTED[0]} "
         f"({venv}/bin/python). The agent alone runs on 3.9 and newer."
-    ]
+    )
+    assert done.stderr.strip().splitlines() == [expected]
