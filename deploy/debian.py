@@ -227,11 +227,13 @@ PRERM = Template("""\
 #!/bin/sh
 set -e
 
-# Stopped before an upgrade too: postinst replaces the virtualenv it runs from.
+# Stopped before an upgrade too: postinst replaces the virtualenv it runs from. Without
+# systemd the package's own script stops it, not invoke-rc.d: where no init system runs
+# (a container), invoke-rc.d refuses, and the service would go on running deleted code.
 if [ -d /run/systemd/system ]; then
     deb-systemd-invoke stop $name.service >/dev/null || true
 elif [ -x /etc/init.d/$name ]; then
-    invoke-rc.d $name stop || true
+    /etc/init.d/$name stop
 fi
 """)
 
