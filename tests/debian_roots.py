@@ -150,9 +150,14 @@ class Machine:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             pids = children.read_text().split() if children.exists() else []
-            if pids and "python" in Path(f"/proc/{pids[0]}/cmdline").read_text(errors="replace"):
-                self.init_pid = int(pids[0])
-                return
+            # the shell has mounted /proc and /run once it has become the reaper
+            with contextlib.suppress(OSError):
+                if (
+                    pids
+                    and Path(f"/proc/{pids[0]}/exe").readlink() == Path(sys.executable).resolve()
+                ):
+                    self.init_pid = int(pids[0])
+                    return
             if self._unshare.poll() is not None:
                 break
             time.sleep(0.05)
@@ -192,7 +197,8 @@ class Machine:
         ``runlevel`` and ``invoke-rc.d`` look), then run ``/etc/init.d/rc 2``."""
         self.power_on()
         self.run("python3", "-c", _RUNLEVEL_RECORD)
-        if not (self.root / "etc/init.d/rc").exists():  # a root without sysvinit (sysv-rc)
+        rc = self.root / "etc/init.d/rc"  # a link to /lib/init/rc: resolved inside only
+        if not (rc.is_symlink() or rc.exists()):  # a root without sysvinit (sysv-rc)
             return subprocess.CompletedProcess(["/etc/init.d/rc", "2"], 0, "", "")
         return self.run("/etc/init.d/rc", "2", env={"RUNLEVEL": "2", "PREVLEVEL": "N"})
 

@@ -123,8 +123,13 @@ def test_agent_package_on_bullseye_installs_reports_reboots_upgrades_and_purges(
         # Power loss, then the boot scripts: the agent comes back by itself and reports again.
         machine.power_off()
         assert list((machine.root / "etc/rc2.d").glob("S*fleetwatch-agent"))
-        machine.boot()
-        wait_until("the agent started by the boot scripts", lambda: _fleetwatch_processes(machine))
+        boot = machine.boot()
+        log = machine.root / "var/log/fleetwatch-agent/agent.log"
+        try:
+            wait_until("the agent started at boot", lambda: _fleetwatch_processes(machine))
+        except AssertionError as exc:
+            detail = f"{boot.stdout}{boot.stderr}\n{log.read_text()[-2000:]}"
+            raise AssertionError(f"{exc}\n{detail}") from None
         wait_until("a report after the reboot", lambda: len(reports()) >= 2)
         assert machine.run("/etc/init.d/fleetwatch-agent", "status").returncode == 0
 
