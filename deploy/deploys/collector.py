@@ -196,4 +196,5 @@ def install_collector() -> None:
         log=f"{LOG_DIR}/collector.log",
         changed=[*code, *settings],
         open_files=int(data.fleetwatch_collector_open_files),
+        init=str(runtime.get("init", "unknown")),
     )

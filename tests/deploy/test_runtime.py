@@ -36,6 +36,7 @@ class TestPythonRefusal:
         """Python 3.8 on a host: one line naming the host, its Python and what is needed."""
         python, runtime = _runtime("3.8.18")
         assert runtime["python"] == "3.8"
+        assert runtime["init"] in {"systemd", "sysvinit", "openrc", "runit", "unknown"}
         refusal = python_refusal(runtime, python, "web-1")
         assert refusal == (
             f"web-1: {python} is Python 3.8; fleetwatch needs Python 3.9 or newer there "
