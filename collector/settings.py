@@ -141,6 +141,16 @@ class CollectorSettings(BaseSettings):
         description="Seconds without a write after which /readyz tries a small write of its "
         "own to tell whether writes succeed.",
     )
+    ingest_max_wait: Annotated[float, Field(gt=0)] = Field(
+        default=2.0,
+        description="Seconds a report may be expected to wait for the writer; beyond that the "
+        "collector answers 503 with a Retry-After that spreads agents out, instead of holding "
+        "their requests (agents keep the report in their spool and send it later).",
+    )
+    ingest_retry_after_max: Annotated[float, Field(gt=0)] = Field(
+        default=120.0,
+        description="Longest Retry-After the collector gives when it is too busy for reports.",
+    )
     report_retention_days: Annotated[float, Field(gt=0)] = Field(
         default=30.0,
         description="Days a received report is kept (the latest of each host is always kept).",
@@ -155,6 +165,22 @@ class CollectorSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto",
         description="auto: readable lines on a terminal, JSON lines otherwise.",
+    )
+
+    # -- vulnerability data ---------------------------------------------------------------
+    vulnerability_urls: list[str] = Field(
+        default=[],
+        description="URLs of vulnerability data to fetch and import on a schedule (the Debian "
+        "tracker's JSON, an OSV zip, CISA's KEV JSON); empty (the default): data is imported "
+        "by hand with `fleetwatch vulns import`, as air-gapped fleets must.",
+    )
+    vulnerability_refresh_hours: Annotated[float, Field(gt=0)] = Field(
+        default=24.0,
+        description="Hours between fetches of vulnerability_urls (by one process of the fleet).",
+    )
+    vulnerability_max_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=512 * 1024 * 1024,
+        description="Largest vulnerability data file fetched from vulnerability_urls.",
     )
 
     @model_validator(mode="after")

@@ -16,11 +16,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fleetwatch.collector.storage.blobs import Blobs
+from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
+from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerabilities
 from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.reports import Reports
 from fleetwatch.collector.storage.tokens import ApiTokens, HostTokens
 from fleetwatch.collector.storage.transactions import Database
+from fleetwatch.collector.storage.vulnerability_data import VulnerabilityData
 
 if TYPE_CHECKING:
     import contextlib
@@ -43,6 +46,9 @@ class Store:
         self.reports = Reports()
         self.blobs = Blobs(self.database)
         self.findings = Findings()
+        self.events = Events()
+        self.vulnerability_data = VulnerabilityData()
+        self.host_vulnerabilities = HostVulnerabilities()
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends without an exception."""
