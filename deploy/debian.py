@@ -30,7 +30,7 @@ from pathlib import Path
 from string import Template
 
 from fleetwatch.deploy import wheels
-from fleetwatch.deploy.deploys.service import unit_text
+from fleetwatch.deploy.deploys.service import logrotate_text, unit_text
 from fleetwatch.deploy.initscript import InitScript
 
 # The oldest C library the wheels must fit: Debian 11's glibc 2.31 (Ubuntu 20.04 has 2.31 too)
@@ -331,6 +331,10 @@ def build(package: Package, source: Path, out: Path, revision: int = 1) -> Path:
         _write(root / package.config.lstrip("/"), package.config_text, 0o640)
         _write(root / package.service.path.lstrip("/"), package.service.text(), 0o755)
         _write(root / f"lib/systemd/system/{package.name}.service", package.unit)
+        # the sysvinit service's log; logrotate reads it when installed, and skips it when not
+        logrotate = f"/etc/logrotate.d/{package.name}"
+        rotation = logrotate_text(package.service.log).replace("pyinfra deploy", "Debian package")
+        _write(root / logrotate.lstrip("/"), rotation)
         for command in package.commands:
             link = root / "usr/bin" / command
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -343,7 +347,8 @@ def build(package: Package, source: Path, out: Path, revision: int = 1) -> Path:
         )
         debian = root / "DEBIAN"
         _write(debian / "control", _control(package, version, architecture, size_kib))
-        _write(debian / "conffiles", f"{package.config}\n{package.service.path}\n")
+        conffiles = (package.config, package.service.path, logrotate)
+        _write(debian / "conffiles", "".join(f"{path}\n" for path in conffiles))
         _write(debian / "md5sums", md5sums)
         _write(debian / "postinst", POSTINST.substitute(values), 0o755)
         _write(debian / "prerm", PRERM.substitute(values), 0o755)

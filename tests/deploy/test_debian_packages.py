@@ -72,6 +72,7 @@ def _left_behind(machine: Machine, package: debian.Package) -> list[str]:
         package.log_dir,
         package.wheelhouse,
         package.service.path,
+        f"/etc/logrotate.d/{package.name}",
         f"/lib/systemd/system/{package.name}.service",
         *(f"/usr/bin/{command}" for command in package.commands),
     ]
@@ -115,6 +116,13 @@ def test_agent_package_on_bullseye_installs_reports_reboots_upgrades_and_purges(
         def reports() -> list[int]:
             return [r["sequence"] for r in collector.api(f"/api/v1/hosts/{HOST}/reports")]
 
+        log = machine.root / "var/log/fleetwatch-agent/agent.log"
+
+        def stored() -> int:
+            """Reports the collector answered "stored" to, by the agent's log (kept over reboots)."""
+            lines = log.read_text().splitlines()
+            return sum('"report delivered"' in line and '"stored"' in line for line in lines)
+
         wait_until("the first report from the packaged agent", lambda: reports() == [1])
         running = _fleetwatch_processes(machine)
         assert any("fleetwatch.supervise" in p for p in running), running
@@ -124,23 +132,26 @@ def test_agent_package_on_bullseye_installs_reports_reboots_upgrades_and_purges(
         machine.power_off()
         assert list((machine.root / "etc/rc2.d").glob("S*fleetwatch-agent"))
         boot = machine.boot()
-        log = machine.root / "var/log/fleetwatch-agent/agent.log"
         try:
             wait_until("the agent started at boot", lambda: _fleetwatch_processes(machine))
         except AssertionError as exc:
             detail = f"{boot.stdout}{boot.stderr}\n{log.read_text()[-2000:]}"
             raise AssertionError(f"{exc}\n{detail}") from None
-        wait_until("a report after the reboot", lambda: len(reports()) >= 2)
+        try:
+            wait_until("a report after the reboot", lambda: stored() >= 2, timeout=180)
+        except AssertionError as exc:
+            detail = f"{log.read_text()[-3000:]}\n{collector.log.read_text()[-2000:]}"
+            raise AssertionError(f"{exc}\n{detail}") from None
         assert machine.run("/etc/init.d/fleetwatch-agent", "status").returncode == 0
 
         # An upgrade keeps the settings (a conffile changed here), restarts the agent, which
         # reports with the host token it already has.
         edited = config.read_text()
-        before = len(reports())
+        before = stored()
         output = _install(machine, packages[2])
         assert config.read_text() == edited
         assert "0.1.0-2" in machine.run("dpkg-query", "-W", "fleetwatch-agent").stdout
-        wait_until("a report after the upgrade", lambda: len(reports()) > before)
+        wait_until("a report after the upgrade", lambda: stored() > before, timeout=180)
         assert collector.api(f"/api/v1/hosts/{HOST}")["host_id"] == HOST
 
         machine.run("dpkg", "--purge", "fleetwatch-agent")
