@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -141,7 +141,7 @@ def build_report(sections: Sections, *, host_id: str, instance_id: str, sequence
         host_id=host_id,
         instance_id=instance_id,
         sequence=sequence,
-        collected_at=datetime.now(UTC),
+        collected_at=datetime.now(timezone.utc),
         agent_version=__version__,
         sections=sections,
     )

@@ -9,11 +9,16 @@ named by ``enroll_secret_file``) may be shared with the agent's group, as the de
 from __future__ import annotations
 
 import stat
-import tomllib
+import sys
 from typing import TYPE_CHECKING
 
 from fleetwatch.agent.settings import SettingsError
 from fleetwatch.agent.state import TOKEN_FILE
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the agent runs on Python 3.9 and 3.10 too, where tomli is the same parser
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-import tomllib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -23,6 +23,11 @@ from pydantic_settings import SettingsError as SourceError
 
 from fleetwatch.agent.collectors.checks import CheckConfig, HttpCheck, ProcessCheck, TcpCheck
 from fleetwatch.schema import HostId
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the agent runs on Python 3.9 and 3.10 too, where tomli is the same parser
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails

@@ -16,6 +16,7 @@ from pyinfra.api import FileUploadCommand, operation
 from pyinfra.facts.files import File, FileContents, Sha256File
 
 from fleetwatch.deploy.facts import DaemonStatus
+from fleetwatch.deploy.initscript import start_command, stop_command
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -64,42 +65,6 @@ def secret_file(
         yield f"chmod {mode} {shlex.quote(path)}"
 
 
-def _start_command(
-    pidfile: str, log: str, user: str, capabilities: list[str], argv: list[str]
-) -> str:
-    caps = ",".join(f"+{c.lower().removeprefix('cap_')}" for c in capabilities)
-    drop = ["/usr/bin/setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
-    if caps:
-        drop += [f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set=-all,{caps}"]
-    else:
-        drop += ["--bounding-set=-all"]
-    drop.append("--no-new-privs")
-    return shlex.join(
-        [
-            "start-stop-daemon",
-            "--start",
-            "--background",
-            "--make-pidfile",
-            "--pidfile",
-            pidfile,
-            "--output",
-            log,
-            "--startas",
-            drop[0],
-            "--",
-            *drop[1:],
-            *argv,
-        ]
-    )
-
-
-def _stop_command(pidfile: str) -> str:
-    return (
-        f"start-stop-daemon --stop --pidfile {shlex.quote(pidfile)} --remove-pidfile "
-        "--retry TERM/30/KILL/5 --oknodo"
-    )
-
-
 @operation()
 def daemon(
     pidfile: str,
@@ -137,13 +102,13 @@ def daemon(
         )
     """
     is_running = host.get_fact(DaemonStatus, pidfile=pidfile) == 0
-    start = _start_command(pidfile, log, user, capabilities or [], argv)
+    start = start_command(pidfile, log, user, capabilities or [], argv)
     if not running:
         if is_running:
-            yield _stop_command(pidfile)
+            yield stop_command(pidfile)
         return
     if restarted and is_running:
-        yield _stop_command(pidfile)
+        yield stop_command(pidfile)
         yield start
     elif not is_running:
         yield start

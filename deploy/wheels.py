@@ -16,8 +16,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass
+from email.parser import HeaderParser
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetwatch"
 SOURCE_PARTS = ("pyproject.toml", "fleetwatch", "agent", "collector", "deploy")
@@ -131,14 +135,40 @@ def fleetwatch_wheel(source: Path) -> Path:
     return min(out.glob("fleetwatch-*.whl"))
 
 
+def marked_requirements(wheel: Path, target: Target, extras: str = "") -> list[str]:
+    """The wheel's dependencies that only ``target``'s Python needs, such as tomli below 3.11.
+
+    ``pip download --python-version`` picks wheels for the target's Python but evaluates
+    environment markers for the Python running it, so these are named to it explicitly.
+    """
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = HeaderParser().parsestr(archive.read(name).decode())
+    here = ".".join(str(part) for part in sys.version_info[:3])
+    there = {"extra": extras, "python_version": target.python}
+    mine = {"extra": extras, "python_version": here.rsplit(".", 1)[0]}
+    found = []
+    for line in metadata.get_all("Requires-Dist") or []:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is None:
+            continue
+        there["python_full_version"], mine["python_full_version"] = f"{target.python}.0", here
+        if marker.evaluate(there) and not marker.evaluate(mine):
+            requirement.marker = None
+            found.append(str(requirement))
+    return found
+
+
 def build(source: Path, target: Target, extras: str = "") -> Wheelhouse:
     """A directory of wheels that installs ``fleetwatch[extras]`` on hosts like ``target``."""
     with _lock:
         wheel = fleetwatch_wheel(source)
         version = wheel.name.split("-")[1]
+        marked = marked_requirements(wheel, target, extras)
         key = hashlib.sha256(
             f"{wheel.name}:{wheel.stat().st_size}:{wheel.stat().st_mtime_ns}:{extras}:"
-            f"{target}".encode()
+            f"{target}:{marked}".encode()
         ).hexdigest()[:16]
         directory = CACHE / "wheelhouses" / key
         if (directory / ".complete").exists():
@@ -159,6 +189,7 @@ def build(source: Path, target: Target, extras: str = "") -> Wheelhouse:
             "--dest",
             str(directory),
             requirement,
+            *marked,
         )
         (directory / ".complete").write_text(version)
         return Wheelhouse(directory, version)

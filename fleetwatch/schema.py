@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator  # noqa: TC003  (pydantic reads annotations)
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Annotated, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import (
@@ -53,13 +53,13 @@ Count = Annotated[int, Field(ge=0, le=2**62)]
 Bytes = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(3000, 1, 1, tzinfo=timezone.utc)
 
 
 def _in_range(value: datetime) -> datetime:
     try:
-        utc = value.astimezone(UTC)
+        utc = value.astimezone(timezone.utc)
     except OverflowError:  # 9999-12-31T23:59:59-23:59 is past the last datetime in UTC
         utc = None
     if utc is None or not EARLIEST <= utc < LATEST:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ MAX_DELAY = 60.0
 
 
 def _say(message: str) -> None:
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print(
         f'{{"timestamp": "{stamp}", "level": "warning", "event": "{message}", '
         f'"logger": "supervise"}}',

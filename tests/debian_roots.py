@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +97,112 @@ def chroot_run(
         text=True,
         check=check,
     )
+
+
+_REAPER = (
+    "import os, time\n"
+    "while True:\n"
+    "    try:\n"
+    "        os.wait()\n"
+    "    except ChildProcessError:\n"
+    "        time.sleep(0.2)\n"
+)
+
+
+# The utmp record init writes on entering runlevel 2 (glibc's struct utmp on Linux, 384
+# bytes: RUN_LVL, the runlevels in ut_pid, "~" as line, "runlevel" as user).
+_RUNLEVEL_RECORD = (
+    "import struct\n"
+    "record = struct.pack('<hxxi32s4s32s256shhiii4i20x', 1, ord('2') + 256 * ord('N'),"
+    " b'~', b'~~', b'runlevel', b'', 0, 0, 0, 0, 0, 0, 0, 0, 0)\n"
+    "open('/run/utmp', 'wb').write(record)\n"
+)
+
+
+class Machine:
+    """A Debian root run as a machine of its own, which can be switched off and on again.
+
+    Powered on, it has its own PID namespace, a fresh ``/run`` (tmpfs) and its own ``/proc``;
+    its process 1 only reaps orphans, as init does. Powering off kills that process, and the
+    kernel kills every process of the namespace with it, as at power loss; ``boot()`` then runs
+    the machine's multi-user boot scripts (``/etc/init.d/rc 2``). The early boot (``rcS``:
+    mounting, the clock, the hostname) is the real machine's and is not run. The network is
+    the machine's: a server on 127.0.0.1 outside is reachable from inside.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._unshare: subprocess.Popen[bytes] | None = None
+        self.init_pid = 0
+
+    def power_on(self) -> None:
+        root = shlex.quote(str(self.root))
+        mounts = f"mount -t proc proc {root}/proc && mount -t tmpfs -o mode=755 tmpfs {root}/run"
+        reaper = f"{shlex.quote(sys.executable)} -c {shlex.quote(_REAPER)}"
+        self._unshare = subprocess.Popen(
+            [
+                "unshare", "--pid", "--fork", "--mount", "--propagation", "private", "--uts",
+                "sh", "-c",
+                f"{mounts} && exec {reaper}",
+            ]
+        )  # fmt: skip
+        children = Path(f"/proc/{self._unshare.pid}/task/{self._unshare.pid}/children")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pids = children.read_text().split() if children.exists() else []
+            # the shell has mounted /proc and /run once it has become the reaper
+            with contextlib.suppress(OSError):
+                if (
+                    pids
+                    and Path(f"/proc/{pids[0]}/exe").readlink() == Path(sys.executable).resolve()
+                ):
+                    self.init_pid = int(pids[0])
+                    return
+            if self._unshare.poll() is not None:
+                break
+            time.sleep(0.05)
+        msg = f"the machine in {self.root} did not power on"
+        raise RuntimeError(msg)
+
+    def power_off(self) -> None:
+        if self._unshare is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.init_pid, signal.SIGKILL)
+        self._unshare.wait(timeout=30)
+        self._unshare = None
+
+    def run(
+        self, *argv: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` on the machine (its namespaces, chrooted); output captured as text."""
+        base = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+        done = subprocess.run(
+            [
+                "nsenter", f"--target={self.init_pid}", "--pid", "--mount", "--uts", "--",
+                "chroot", str(self.root), *argv,
+            ],
+            env={**base, **(env or {})},
+            capture_output=True,
+            text=True,
+            check=False,
+        )  # fmt: skip
+        if check and done.returncode != 0:
+            msg = f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+            raise AssertionError(msg)
+        return done
+
+    def boot(self) -> subprocess.CompletedProcess[str]:
+        """Power on and enter runlevel 2 as sysvinit does: record it in utmp (where
+        ``runlevel`` and ``invoke-rc.d`` look), then run ``/etc/init.d/rc 2``."""
+        self.power_on()
+        self.run("python3", "-c", _RUNLEVEL_RECORD)
+        rc = self.root / "etc/init.d/rc"  # a link to /lib/init/rc: resolved inside only
+        if not (rc.is_symlink() or rc.exists()):  # a root without sysvinit (sysv-rc)
+            return subprocess.CompletedProcess(["/etc/init.d/rc", "2"], 0, "", "")
+        return self.run("/etc/init.d/rc", "2", env={"RUNLEVEL": "2", "PREVLEVEL": "N"})
+
+    def processes(self) -> list[str]:
+        """Command lines of the machine's processes, its process 1 left out."""
+        listing = self.run("ps", "-e", "--no-headers", "-o", "pid=,args=").stdout
+        return [line.split(None, 1)[1] for line in listing.splitlines() if line.split()[0] != "1"]

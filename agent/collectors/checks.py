@@ -6,7 +6,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import psutil
 import requests
@@ -53,7 +53,8 @@ class ProcessCheck(_CheckConfig):
     process: Annotated[str, Field(min_length=1, max_length=255)]
 
 
-CheckConfig = Annotated[TcpCheck | HttpCheck | ProcessCheck, Field(discriminator="type")]
+# A runtime alias: Union, not `X | Y`, which Python 3.9 cannot evaluate
+CheckConfig = Annotated[Union[TcpCheck, HttpCheck, ProcessCheck], Field(discriminator="type")]
 
 
 def _elapsed_ms(start: float) -> float:

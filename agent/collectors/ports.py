@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import psutil
 
@@ -32,7 +32,8 @@ from fleetwatch.schema import Listener, PortsData
 if TYPE_CHECKING:
     from fleetwatch.schema import SectionName
 
-ProcessInfo = Callable[[int], tuple[str | None, str | None]]
+# A runtime alias: Optional, not `X | None`, which Python 3.9 cannot evaluate
+ProcessInfo = Callable[[int], tuple[Optional[str], Optional[str]]]
 TCP_LISTEN = "0A"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import socket
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,7 +76,9 @@ class SystemCollector:
         latest, outdated = self._kernel_state(release)
         reboot_since = None
         with contextlib.suppress(OSError):
-            reboot_since = datetime.fromtimestamp(self.reboot_required.stat().st_mtime, UTC)
+            reboot_since = datetime.fromtimestamp(
+                self.reboot_required.stat().st_mtime, timezone.utc
+            )
         packages_text = _read(self.reboot_required.with_name(self.reboot_required.name + ".pkgs"))
         reboot_packages = sorted(
             {p.strip() for p in (packages_text or "").splitlines() if p.strip()}
@@ -89,7 +91,7 @@ class SystemCollector:
             architecture=self.architecture(),
             kernel=release,
             # whole seconds: the kernel's boot time is stable, its float rendering is not
-            boot_time=datetime.fromtimestamp(int(self.boot_time()), UTC),
+            boot_time=datetime.fromtimestamp(int(self.boot_time()), timezone.utc),
             reboot_required=reboot_since is not None,
             reboot_required_packages=reboot_packages,
             reboot_required_since=reboot_since,

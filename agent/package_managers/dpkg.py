@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -196,7 +196,7 @@ class Dpkg:
             if entry.name.endswith(("_InRelease", "_Release")) and entry.is_file():
                 mtime = entry.stat().st_mtime
                 newest = mtime if newest is None else max(newest, mtime)
-        return None if newest is None else datetime.fromtimestamp(newest, UTC)
+        return None if newest is None else datetime.fromtimestamp(newest, timezone.utc)
 
     def packages_signature(self) -> str:
         return _stat_key(self.status_path)

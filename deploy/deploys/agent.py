@@ -157,6 +157,7 @@ def install_agent() -> None:
         log=f"{LOG_DIR}/agent.log",
         changed=[*code, *settings],
         nice=10,
+        init=str(runtime.get("init", "unknown")),
     )
 
 

@@ -16,7 +16,12 @@ from fleetwatch.deploy.deploys.database import (
     collector_postgresql,
     local_database_url,
 )
-from fleetwatch.deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
+from fleetwatch.deploy.deploys.runtime import (
+    COLLECTOR_PYTHON,
+    host_runtime,
+    install_fleetwatch,
+    system_account,
+)
 from fleetwatch.deploy.deploys.service import run_service
 from fleetwatch.deploy.operations import secret_file
 
@@ -119,7 +124,7 @@ def install_collector() -> None:
 
     user = data.fleetwatch_collector_user
     prefix = data.fleetwatch_prefix
-    runtime = host_runtime(data.fleetwatch_python)
+    runtime = host_runtime(data.fleetwatch_python, oldest=COLLECTOR_PYTHON)
     system_account(user=user, home=DATA_DIR, label="the collector's")
     if data.fleetwatch_postgresql_database and not data.fleetwatch_database_url:
         collector_postgresql()
@@ -207,4 +212,5 @@ def install_collector() -> None:
         log=f"{LOG_DIR}/collector.log",
         changed=[*code, *settings],
         open_files=int(data.fleetwatch_collector_open_files),
+        init=str(runtime.get("init", "unknown")),
     )

@@ -19,8 +19,29 @@ if TYPE_CHECKING:
     from pyinfra.api.operation import OperationMeta
 
 
-def host_runtime(python: str) -> dict[str, Any]:
+# The agent runs on Python 3.9 and newer (pyproject's requires-python); the collector on 3.11.
+AGENT_PYTHON = (3, 9)
+COLLECTOR_PYTHON = (3, 11)
+
+
+def python_refusal(
+    runtime: dict[str, Any], python: str, host_name: str, oldest: tuple[int, int] = AGENT_PYTHON
+) -> str | None:
+    """The one line that refuses a host whose Python is older than ``oldest``; else None."""
+    major, _, minor = str(runtime["python"]).partition(".")
+    if (int(major), int(minor)) >= oldest:
+        return None
+    return (
+        f"{host_name}: {python} is Python {runtime['python']}; fleetwatch needs Python "
+        f"{oldest[0]}.{oldest[1]} or newer there (set fleetwatch_python to another interpreter)"
+    )
+
+
+def host_runtime(python: str, oldest: tuple[int, int] = AGENT_PYTHON) -> dict[str, Any]:
     runtime = host.get_fact(Runtime, python=python)
+    refusal = python_refusal(runtime, python, host.name, oldest)
+    if refusal:
+        raise DeployError(refusal)
     if not runtime.get("venv"):
         msg = f"{python} on {host.name} cannot create virtualenvs: install python3-venv"
         raise DeployError(msg)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from io import StringIO
 from typing import TYPE_CHECKING
 
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from fleetwatch.deploy.initscript import InitScript
 from fleetwatch.deploy.operations import daemon
 
 if TYPE_CHECKING:
@@ -110,8 +111,12 @@ def run_service(  # noqa: PLR0913
     changed: list[OperationMeta],
     nice: int = 0,
     open_files: int | None = None,
+    init: str = "sysvinit",
 ) -> None:
-    """Keep ``command`` running as ``user``; restart it when any of ``changed`` changed."""
+    """Keep ``command`` running as ``user``; restart it when any of ``changed`` changed.
+
+    Without systemd, where ``init`` is sysvinit, a boot script starts it again after a reboot.
+    """
     if systemd_host:
         unit = files.put(
             name=f"Install the {service} systemd unit",
@@ -142,6 +147,27 @@ def run_service(  # noqa: PLR0913
         )
         return
     pidfile = f"/run/{service}.pid"
+    if init == "sysvinit":
+        script = InitScript(
+            service=service,
+            description=description,
+            user=user,
+            command=command,
+            supervisor=supervisor,
+            log=log,
+            capabilities=capabilities,
+        )
+        boot = files.put(
+            name=f"Install the {service} boot script (sysvinit)",
+            src=StringIO(script.text()),
+            dest=script.path,
+            mode="755",
+        )
+        server.shell(
+            name=f"Start {service} at boot (update-rc.d)",
+            commands=[f"update-rc.d {service} defaults"],
+            _if=any_changed(boot),
+        )
     files.put(
         name=f"Rotate the {service} log (logrotate)",
         src=StringIO(logrotate_text(log)),
@@ -192,4 +218,12 @@ def stop_service(*, service: str, systemd_host: bool) -> None:
         user="root",
         log="/dev/null",
         running=False,
+    )
+    removed = files.file(
+        name=f"Remove the {service} boot script", path=f"/etc/init.d/{service}", present=False
+    )
+    server.shell(
+        name=f"Remove {service} from the boot sequence (update-rc.d)",
+        commands=[f"update-rc.d {service} remove"],
+        _if=any_changed(removed),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -56,7 +56,7 @@ class TestBackoff:
 
 class TestRetryAfter:
     def test_seconds_and_dates(self) -> None:
-        now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+        now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
         assert parse_retry_after("120") == 120
         assert (
             parse_retry_after(format_datetime(now + timedelta(seconds=90), usegmt=True), now) == 90

@@ -13,9 +13,8 @@ import pytest
 import requests
 
 from fleetwatch.agent.client import CollectorClient
-from fleetwatch.collector.admin.cli import main as admin_main
-from fleetwatch.collector.admin.client import ApiClient
 from fleetwatch.endpoint import CollectorURLError, InsecureURLError, check_url, session_for
+from tests.helpers import needs_collector
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -83,8 +82,11 @@ class TestCheckURL:
     def test_loopback_and_https_pass(self, url: str) -> None:
         assert check_url(url) == url.rstrip("/")
 
+    @needs_collector
     def test_both_clients_check_the_same_way(self) -> None:
         """The agent's client and the admin API client refuse the same misleading URL."""
+        from fleetwatch.collector.admin.client import ApiClient
+
         url = "http://collector.invalid\\@127.0.0.1:8470"
         with pytest.raises(CollectorURLError):
             CollectorClient(url)
@@ -125,11 +127,13 @@ class TestProxies:
         assert session.trust_env is False  # no .netrc credentials either
 
 
+@needs_collector
 class TestAdminCommandLine:
     def test_it_refuses_to_send_its_token_in_clear(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """`fleetwatch hosts` against a plain-HTTP remote URL exits 2 and sends nothing."""
+        from fleetwatch.collector.admin.cli import main as admin_main
 
         def no_request(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("no request may be sent")

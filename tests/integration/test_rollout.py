@@ -244,6 +244,9 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
     assert (sshd["process"], sshd["user"]) == ("sshd", "root")
     owner = lab.ssh("db-01.water", "ps -o user= -p $(cat /run/fleetwatch-agent.pid)").strip()
     assert owner == "fleetwatch"
+    # without systemd, a sysvinit boot script starts the agent again after a reboot
+    boot = lab.ssh("db-01.water", "test -x /etc/init.d/fleetwatch-agent && ls /etc/rc2.d")
+    assert any(link.endswith("fleetwatch-agent") for link in boot.split()), boot
 
     # 4. fixing them clears the findings on the next report
     stray.kill()
@@ -321,7 +324,8 @@ def test_rollout_find_fix_upgrade_remove(make_lab: Any, tmp_path: Path) -> None:
             name,
             "for p in /opt/fleetwatch/agent /opt/fleetwatch/wheelhouse/agent "
             "/etc/fleetwatch /var/lib/fleetwatch-agent "
-            "/var/log/fleetwatch-agent /run/fleetwatch-agent.pid; "
+            "/var/log/fleetwatch-agent /run/fleetwatch-agent.pid /etc/init.d/fleetwatch-agent "
+            "/etc/rc2.d/*fleetwatch-agent; "
             "do test -e $p && echo $p; done; id fleetwatch 2>/dev/null; true",
         )
         assert left.strip() == "", f"{name} keeps {left}"
