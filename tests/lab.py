@@ -11,6 +11,12 @@ authentication.
 
 It needs root; without root it says so and stops. ``down`` removes every namespace, veth,
 bridge, mount and process the lab made, and the lab directory.
+
+A host can instead run on a private root (``Lab.create(..., root=PATH)``): its whole
+filesystem is an overlay of a cached debootstrapped Debian root (tests/debian_roots.py), entered
+with chroot inside the host's namespaces, with /proc, /sys, /dev, a fresh /run and /tmp, and the
+root's own sshd. Installing packages on such a host writes only into the overlay, never into
+this machine; the other hosts, which overlay the machine's own /usr, must never install any.
 """
 
 from __future__ import annotations
@@ -122,6 +128,7 @@ class LabHost:
     veth: str
     directory: str
     pid: int | None = None
+    root: str = ""  # a private root (a cached Debian root under an overlay), or the machine's
 
     @property
     def inventory_data(self) -> dict[str, object]:
@@ -149,8 +156,12 @@ class Lab:
     # -- building ---------------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory: Path, names: list[str]) -> Lab:
-        """Build hosts with these names; on any failure, whatever was built is torn down."""
+    def create(cls, directory: Path, names: list[str], root: Path | None = None) -> Lab:
+        """Build hosts with these names; on any failure, whatever was built is torn down.
+
+        With ``root`` (a Debian root with python3 and openssh-server) every host runs on a
+        private overlay of it instead of the machine's own filesystem.
+        """
         reason = missing_requirements()
         if reason:
             raise LabError(reason)
@@ -164,13 +175,13 @@ class Lab:
         tag = os.urandom(2).hex()
         lab = cls(directory=directory, tag=tag, bridge=f"fwl{tag}br")
         try:
-            lab._build(names)
+            lab._build(names, root)
         except BaseException:
             lab.destroy()
             raise
         return lab
 
-    def _build(self, names: list[str]) -> None:
+    def _build(self, names: list[str], root: Path | None = None) -> None:
         subnet = _free_subnet()
         self.subnet = str(subnet)
         addresses = list(subnet.hosts())
@@ -186,6 +197,7 @@ class Lab:
                 netns=f"fwl{self.tag}h{index}",
                 veth=f"fwl{self.tag}v{index}",
                 directory=str(self.directory / f"h{index}"),
+                root=str(root.resolve()) if root else "",
             )
             self.hosts.append(host)
             self.save()
@@ -233,26 +245,7 @@ class Lab:
             f"Subsystem sftp {SFTP_SERVER}\n"
             "AcceptEnv LANG LC_*\n"
         )
-        mounts = "\n".join(
-            f"mkdir -p {base}/upper/{d} {base}/work/{d}\n"
-            f"mount -t overlay overlay -o lowerdir=/{d},upperdir={base}/upper/{d},"
-            f"workdir={base}/work/{d} /{d}"
-            for d in OVERLAID
-        )
-        script = f"""set -e
-hostname {host.name}
-{mounts}
-install -m 600 {base}/host_key /etc/ssh/fwlab_host_key
-install -m 600 {base}/sshd_config /etc/ssh/fwlab_sshd_config
-mkdir -p /root/.ssh && chmod 700 /root/.ssh
-install -m 600 {self.key}.pub /root/.ssh/authorized_keys
-echo {host.name} > /etc/hostname
-mount -t tmpfs -o mode=755 tmpfs /run
-mkdir -p /run/sshd
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-cd /  # the directory this was started from may now be hidden
-exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
-"""
+        script = self._private_root_script(host) if host.root else self._script(host)
         log = (base / "sshd.log").open("ab")
         process = subprocess.Popen(
             [
@@ -279,6 +272,57 @@ exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
         )
         log.close()
         host.pid = process.pid
+
+    def _script(self, host: LabHost) -> str:
+        """The shell that sets a host up on the machine's own filesystem, then runs its init."""
+        base = Path(host.directory)
+        mounts = "\n".join(
+            f"mkdir -p {base}/upper/{d} {base}/work/{d}\n"
+            f"mount -t overlay overlay -o lowerdir=/{d},upperdir={base}/upper/{d},"
+            f"workdir={base}/work/{d} /{d}"
+            for d in OVERLAID
+        )
+        return f"""set -e
+hostname {host.name}
+{mounts}
+install -m 600 {base}/host_key /etc/ssh/fwlab_host_key
+install -m 600 {base}/sshd_config /etc/ssh/fwlab_sshd_config
+mkdir -p /root/.ssh && chmod 700 /root/.ssh
+install -m 600 {self.key}.pub /root/.ssh/authorized_keys
+echo {host.name} > /etc/hostname
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/sshd
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+cd /  # the directory this was started from may now be hidden
+exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
+"""
+
+    def _private_root_script(self, host: LabHost) -> str:
+        """The shell that sets a host up on an overlay of its private root, then chroots into
+        it and runs its init there, with the root's own sshd and python3."""
+        base = Path(host.directory)
+        merged = base / "root"
+        for name in ("upper", "work", "root"):
+            (base / name).mkdir(exist_ok=True)
+        return f"""set -e
+hostname {host.name}
+mount -t overlay overlay -o lowerdir={host.root},upperdir={base}/upper,workdir={base}/work {merged}
+mount -t proc proc {merged}/proc
+mount --rbind /sys {merged}/sys
+mount --rbind /dev {merged}/dev
+mount -t tmpfs -o mode=755 tmpfs {merged}/run
+mount -t tmpfs -o mode=1777 tmpfs {merged}/tmp
+mkdir -p {merged}/run/sshd
+# a host lets its services start: the cached root forbids it while it is built
+rm -f {merged}/usr/sbin/policy-rc.d
+install -m 600 {base}/host_key {merged}/etc/ssh/fwlab_host_key
+install -m 600 {base}/sshd_config {merged}/etc/ssh/fwlab_sshd_config
+mkdir -p {merged}/root/.ssh && chmod 700 {merged}/root/.ssh
+install -m 600 {self.key}.pub {merged}/root/.ssh/authorized_keys
+echo {host.name} > {merged}/etc/hostname
+cd /
+exec chroot {merged} python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
+"""
 
     def _ssh_argv(self, host: LabHost, command: str, *options: str) -> list[str]:
         """ssh as root to a lab host with the lab's key; its host key changes with every lab."""
@@ -330,9 +374,23 @@ exec python3 -c '{INIT}' {SSHD} -D -e -f /etc/ssh/fwlab_sshd_config
         if init is None:
             msg = f"lab host {name} is not running"
             raise LabError(msg)
+        # a host on a private root runs chrooted: so does what is started on it
+        chrooted = ["--root"] if host.root else []
         return Spawned(
             subprocess.Popen(
-                ["nsenter", "-t", str(init), "-n", "-m", "-u", "-p", "--wd=/", "--", *argv],
+                [
+                    "nsenter",
+                    "-t",
+                    str(init),
+                    "-n",
+                    "-m",
+                    "-u",
+                    "-p",
+                    *chrooted,
+                    "--wd=/",
+                    "--",
+                    *argv,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

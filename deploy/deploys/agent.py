@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from io import StringIO
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import apt, files, server, systemd, sysvinit
 from pyinfra.operations.util import any_changed
 
+from fleetwatch import debversion
+from fleetwatch.deploy import wheels
 from fleetwatch.deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
 from fleetwatch.deploy.deploys.service import run_service, stop_service
 from fleetwatch.deploy.operations import secret_file
+
+if TYPE_CHECKING:
+    from pyinfra.api.operation import OperationMeta
 
 AGENT_DEFAULTS: dict[str, Any] = {
     "fleetwatch_collector_url": None,
@@ -29,7 +35,15 @@ AGENT_DEFAULTS: dict[str, Any] = {
     # To name the process behind every socket the agent must read other users'
     # /proc/PID/fd; without these it still reports each socket's owning user.
     "fleetwatch_agent_capabilities": ["CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"],
+    # "wheelhouse" (a virtualenv the deploy makes) or "deb" (the agent's Debian package)
+    "fleetwatch_agent_package": "wheelhouse",
+    # the .deb to install; by default the newest dist/fleetwatch-agent_*.deb of the source tree
+    "fleetwatch_agent_deb": None,
 }
+PACKAGE_KINDS = ("wheelhouse", "deb")
+DEB_PACKAGE = "fleetwatch-agent"
+DEB_USER = "fleetwatch"  # the user the package creates and runs the agent as
+DEB_CACHE = "/var/cache/fleetwatch-agent"  # where the deploy uploads the .deb
 
 SERVICE = "fleetwatch-agent"
 CONFIG_DIR = "/etc/fleetwatch"
@@ -63,6 +77,84 @@ def agent_config(data: Any, host_id: str) -> str:
     )
 
 
+def agent_deb(data: Any) -> Path:
+    """The agent .deb this host gets: ``fleetwatch_agent_deb``, or the newest one that
+    ``scripts/build-deb`` left in the source tree's dist/."""
+    if data.fleetwatch_agent_deb:
+        deb = Path(data.fleetwatch_agent_deb).expanduser()
+        if not deb.is_file():
+            msg = f"fleetwatch_agent_deb: no such file {deb}"
+            raise DeployError(msg)
+        return deb
+    source = wheels.default_source()
+    built = sorted((source / "dist").glob(f"{DEB_PACKAGE}_*.deb")) if source else []
+    if not built:
+        msg = (
+            f"no {DEB_PACKAGE} .deb to deploy: run ./scripts/build-deb agent, "
+            "or set fleetwatch_agent_deb to the .deb's path"
+        )
+        raise DeployError(msg)
+    # fleetwatch-agent_VERSION_ARCH.deb: the newest by Debian's version order
+    newest = built[0]
+    for deb in built[1:]:
+        if debversion.compare(deb.name.split("_")[1], newest.name.split("_")[1]) > 0:
+            newest = deb
+    return newest
+
+
+def install_agent_deb(data: Any) -> list[OperationMeta]:
+    """Upload the agent's .deb and install it with dpkg (apt for missing dependencies); the
+    operations that changed its code. The package makes the user, directories, virtualenv,
+    unit and boot script; settings it finds in place (its conffiles) it keeps."""
+    if data.fleetwatch_agent_user != DEB_USER:
+        msg = (
+            f"{host.name}: the {DEB_PACKAGE} package runs the agent as {DEB_USER}; "
+            f"fleetwatch_agent_user {data.fleetwatch_agent_user!r} works only with the wheelhouse"
+        )
+        raise DeployError(msg)
+    deb = agent_deb(data)
+    files.directory(name=f"Create {DEB_CACHE} for the agent's package", path=DEB_CACHE, mode="755")
+    remote = f"{DEB_CACHE}/{deb.name}"
+    uploaded = files.put(name=f"Upload {deb.name}", src=str(deb), dest=remote, mode="644")
+    # pyinfra's apt.deb installs when the host lacks this very version; it never asks about a
+    # conffile (--force-confold keeps the agent.toml this deploy writes)
+    installed = apt.deb(name=f"Install {deb.name} (dpkg)", src=remote)
+    server.shell(
+        name="Remove older agent packages from the upload directory",
+        commands=[f"find {DEB_CACHE} -name '{DEB_PACKAGE}_*.deb' ! -name '{deb.name}' -delete"],
+        _if=any_changed(uploaded),
+    )
+    return [installed]
+
+
+def keep_packaged_agent_running(*, systemd_host: bool, changed: list[OperationMeta]) -> None:
+    """Start the packaged agent with the package's own unit or boot script; restart it when
+    its code or settings changed."""
+    if systemd_host:
+        systemd.service(
+            name=f"Restart {SERVICE} (its package or settings changed)",
+            service=SERVICE,
+            running=True,
+            restarted=True,
+            daemon_reload=True,
+            _if=any_changed(*changed),
+        )
+        systemd.service(
+            name=f"Enable and start {SERVICE}", service=SERVICE, running=True, enabled=True
+        )
+        return
+    sysvinit.service(
+        name=f"Restart {SERVICE} (its package or settings changed)",
+        service=SERVICE,
+        running=True,
+        restarted=True,
+        _if=any_changed(*changed),
+    )
+    sysvinit.service(
+        name=f"Keep {SERVICE} running (its boot script)", service=SERVICE, running=True
+    )
+
+
 @deploy("Install the fleetwatch agent", data_defaults=AGENT_DEFAULTS)
 def install_agent() -> None:
     """
@@ -84,6 +176,10 @@ def install_agent() -> None:
     + fleetwatch_source: the fleetwatch wheel or source tree to deploy
     + fleetwatch_agent_capabilities: capabilities the agent keeps
       (CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE, to name the process behind every socket)
+    + fleetwatch_agent_package: ``wheelhouse`` (default) or ``deb``: install the agent's
+      Debian package instead, with dpkg, and run it with the package's unit or boot script
+    + fleetwatch_agent_deb: the .deb to install (default: the newest
+      ``dist/fleetwatch-agent_*.deb`` that ``scripts/build-deb`` made)
 
     **Example:**
 
@@ -100,10 +196,45 @@ def install_agent() -> None:
             if key != "fleetwatch_collector_url":
                 msg += " (`fleetwatch bootstrap` makes the fleet's secrets: docs/deploy.md)"
             raise DeployError(msg)
+    if data.fleetwatch_agent_package not in PACKAGE_KINDS:
+        msg = (
+            f"{host.name}: fleetwatch_agent_package is {data.fleetwatch_agent_package!r}; "
+            f"choose {' or '.join(PACKAGE_KINDS)}"
+        )
+        raise DeployError(msg)
+    from_deb = data.fleetwatch_agent_package == "deb"
     user = data.fleetwatch_agent_user
     prefix = data.fleetwatch_prefix
     runtime = host_runtime(data.fleetwatch_python)
 
+    # a package makes the user and the directories itself, and its postinst the virtualenv
+    code = install_agent_deb(data) if from_deb else install_fleetwatch_from_wheels(data, runtime)
+    settings = write_agent_settings(data)
+    if from_deb:
+        keep_packaged_agent_running(
+            systemd_host=bool(runtime["systemd"]), changed=[*code, *settings]
+        )
+        return
+    venv = f"{prefix}/agent"
+    run_service(
+        service=SERVICE,
+        systemd_host=bool(runtime["systemd"]),
+        description="fleetwatch agent: reports this host's compliance facts",
+        user=user,
+        command=[f"{venv}/bin/fleetwatch-agent", "--config", CONFIG, "run"],
+        supervisor=[f"{venv}/bin/python", "-m", "fleetwatch.supervise"],
+        writable=[STATE_DIR],
+        capabilities=list(data.fleetwatch_agent_capabilities),
+        log=f"{LOG_DIR}/agent.log",
+        changed=[*code, *settings],
+        nice=10,
+        init=str(runtime.get("init", "unknown")),
+    )
+
+
+def install_fleetwatch_from_wheels(data: Any, runtime: dict[str, Any]) -> list[OperationMeta]:
+    """The system user, the agent's directories and its virtualenv from a wheelhouse."""
+    user = data.fleetwatch_agent_user
     system_account(user=user, home=STATE_DIR, label="the fleetwatch")
     files.directory(
         name="Create /etc/fleetwatch", path=CONFIG_DIR, user="root", group=user, mode="750"
@@ -114,9 +245,18 @@ def install_agent() -> None:
     files.directory(
         name="Create the agent's log directory", path=LOG_DIR, user="root", group=user, mode="750"
     )
-    code = install_fleetwatch(
-        name="agent", prefix=prefix, extras="", python=data.fleetwatch_python, runtime=runtime
+    return install_fleetwatch(
+        name="agent",
+        prefix=data.fleetwatch_prefix,
+        extras="",
+        python=data.fleetwatch_python,
+        runtime=runtime,
     )
+
+
+def write_agent_settings(data: Any) -> list[OperationMeta]:
+    """The enrollment secret, the collector's CA and agent.toml; the operations that wrote them."""
+    user = data.fleetwatch_agent_user
     secret = secret_file(
         name="Put the enrollment secret",
         path=SECRET,
@@ -144,21 +284,7 @@ def install_agent() -> None:
             mode="640",
         )
     )
-    venv = f"{prefix}/agent"
-    run_service(
-        service=SERVICE,
-        systemd_host=bool(runtime["systemd"]),
-        description="fleetwatch agent: reports this host's compliance facts",
-        user=user,
-        command=[f"{venv}/bin/fleetwatch-agent", "--config", CONFIG, "run"],
-        supervisor=[f"{venv}/bin/python", "-m", "fleetwatch.supervise"],
-        writable=[STATE_DIR],
-        capabilities=list(data.fleetwatch_agent_capabilities),
-        log=f"{LOG_DIR}/agent.log",
-        changed=[*code, *settings],
-        nice=10,
-        init=str(runtime.get("init", "unknown")),
-    )
+    return settings
 
 
 @deploy("Remove the fleetwatch agent", data_defaults=AGENT_DEFAULTS)
