@@ -75,9 +75,10 @@ def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[lis
         pytest.skip(reason)
     labs: list[Lab] = []
 
-    def make(names: list[str]) -> Lab:
+    def make(names: list[str], root: Path | None = None) -> Lab:
+        """``root``: the hosts run on private overlays of this Debian root (tests/lab.py)."""
         directory = Path(f"/tmp/fwlab-{uuid.uuid4().hex[:8]}")
-        lab = Lab.create(directory, names)
+        lab = Lab.create(directory, names, root=root)
         labs.append(lab)
         return lab
 
