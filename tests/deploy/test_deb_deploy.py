@@ -101,7 +101,7 @@ def test_deploy_installs_the_agent_deb_on_a_private_root_reports_and_upgrades(
         assert "fleetwatch-agent is running" in lab.ssh(HOST, "/etc/init.d/fleetwatch-agent status")
         agents = [
             line.split(None, 1)
-            for line in lab.ssh(HOST, "ps -e -o user=,args=").splitlines()
+            for line in lab.ssh(HOST, "ps -e -o user:32=,args=").splitlines()
             if "bin/fleetwatch-agent --config" in line and "supervise" not in line
         ]
         assert [user for user, _ in agents] == ["fleetwatch"], agents
