@@ -291,7 +291,8 @@ def write_agent_settings(data: Any) -> list[OperationMeta]:
 def remove_agent() -> None:
     """
     Stop the agent and remove everything its install put on the host: service, virtualenv,
-    wheelhouse, settings, secrets, state, logs, user and group.
+    wheelhouse, settings, secrets, state, logs, user and group. With
+    ``fleetwatch_agent_package = "deb"`` the package is purged, which removes all of that too.
 
     **Example:**
 
@@ -302,6 +303,19 @@ def remove_agent() -> None:
         remove_agent()
     """
     data = host.data
+    if data.fleetwatch_agent_package == "deb":
+        # its prerm stops the agent, its postrm (purge) removes what the package and the
+        # agent made, the settings this deploy wrote included
+        apt.packages(
+            name=f"Purge the {DEB_PACKAGE} package",
+            packages=[DEB_PACKAGE],
+            present=False,
+            purge=True,
+        )
+        files.directory(
+            name=f"Remove {DEB_CACHE} (the uploaded package)", path=DEB_CACHE, present=False
+        )
+        return
     user = data.fleetwatch_agent_user
     prefix = data.fleetwatch_prefix
     runtime = host_runtime(data.fleetwatch_python)

@@ -3,7 +3,7 @@ the agent's Debian package (built from this tree as scripts/build-deb builds it)
 whose whole filesystem is a private overlay of a debootstrapped Debian bookworm root
 (tests/lab.py), so dpkg writes there and never into this machine. The agent enrolls with a real
 collector (on the lab bridge) and reports; a second run changes nothing; a newer .deb upgrades
-it, and it carries on reporting without enrolling again."""
+it, and it carries on reporting without enrolling again; the remove deploy purges it."""
 
 from __future__ import annotations
 
@@ -50,10 +50,10 @@ def _write_inventory(path: Path, lab: Lab, collector: CollectorProcess, deb: Pat
     return path
 
 
-def _pyinfra(inventory: Path) -> dict[str, int]:
-    """Run the real pyinfra with the agent's install recipe; its grand total of operations."""
+def _pyinfra(inventory: Path, recipe: str = "install_agent") -> dict[str, int]:
+    """Run the real pyinfra with one of the agent's recipes; its grand total of operations."""
     done = subprocess.run(
-        [str(BIN / "pyinfra"), "-y", str(inventory), "deploy/recipes/install_agent.py"],
+        [str(BIN / "pyinfra"), "-y", str(inventory), f"deploy/recipes/{recipe}.py"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -72,7 +72,7 @@ def test_deploy_installs_the_agent_deb_on_a_private_root_reports_and_upgrades(
     make_lab: Callable[..., Lab], tmp_path: Path
 ) -> None:
     """pyinfra installs the agent .deb over SSH; it reports; a rerun is a no-op; a newer .deb
-    upgrades it; this machine's dpkg database stays as it was."""
+    upgrades it; removing purges it; this machine's dpkg database stays as it was."""
     root = cached_root("bookworm", *ROOT_PACKAGES, "openssh-server")
     if shutil.which("dpkg-deb") is None:
         pytest.skip("building Debian packages needs dpkg-deb")
@@ -131,6 +131,18 @@ def test_deploy_installs_the_agent_deb_on_a_private_root_reports_and_upgrades(
         assert [h["host_id"] for h in hosts] == [HOST]
         # the upload directory keeps the installed package only
         assert lab.ssh(HOST, "ls /var/cache/fleetwatch-agent").split() == [debs[2].name]
+
+        removed = _pyinfra(inventory, "remove_agent")
+        assert removed["errors"] == 0
+        assert removed["changed"] > 0
+        assert "fleetwatch-agent" not in lab.ssh(HOST, "dpkg -l")
+        assert "fleetwatch" not in lab.ssh(HOST, "ps -e -o args=")
+        paths = (
+            "/opt/fleetwatch /etc/fleetwatch /var/lib/fleetwatch-agent /var/log/fleetwatch-agent "
+            "/var/cache/fleetwatch-agent /etc/init.d/fleetwatch-agent"
+        )
+        left = lab.ssh(HOST, f"ls -d {paths} 2>/dev/null; getent passwd fleetwatch", check=False)
+        assert left == ""
     finally:
         collector.stop()
     assert _machine_packages() == machine_before
