@@ -77,17 +77,19 @@ def agent_config(data: Any, host_id: str) -> str:
     )
 
 
-def agent_deb(data: Any) -> Path:
+def agent_deb(data: Any, dist: Path | None = None) -> Path:
     """The agent .deb this host gets: ``fleetwatch_agent_deb``, or the newest one that
-    ``scripts/build-deb`` left in the source tree's dist/."""
+    ``scripts/build-deb`` left in ``dist`` (by default the source tree's dist/)."""
     if data.fleetwatch_agent_deb:
         deb = Path(data.fleetwatch_agent_deb).expanduser()
         if not deb.is_file():
             msg = f"fleetwatch_agent_deb: no such file {deb}"
             raise DeployError(msg)
         return deb
-    source = wheels.default_source()
-    built = sorted((source / "dist").glob(f"{DEB_PACKAGE}_*.deb")) if source else []
+    if dist is None:
+        source = wheels.default_source()
+        dist = source / "dist" if source else None
+    built = sorted(dist.glob(f"{DEB_PACKAGE}_*.deb")) if dist else []
     if not built:
         msg = (
             f"no {DEB_PACKAGE} .deb to deploy: run ./scripts/build-deb agent, "

@@ -9,9 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pyinfra.api import DeployError
 
 from fleetwatch.agent.settings import load_settings
-from fleetwatch.deploy.deploys.agent import AGENT_DEFAULTS, agent_config
+from fleetwatch.deploy.deploys.agent import AGENT_DEFAULTS, agent_config, agent_deb
 from fleetwatch.deploy.deploys.service import unit_text
 from fleetwatch.deploy.wheels import Target
 
@@ -140,3 +141,25 @@ class TestTarget:
         old = Target("3.11", "aarch64", "2.12").platforms()
         assert "manylinux_2_17_aarch64" not in old
         assert "manylinux2010_aarch64" in old
+
+
+def test_agent_deb_is_the_newest_built_package_by_debian_version_order(tmp_path: Path) -> None:
+    """Without fleetwatch_agent_deb the deploy takes the newest .deb in dist/, as dpkg orders
+    versions (revision 10 after 9, a release after its ~rc), not as names sort."""
+    for version in ("0.1.0-9", "0.1.0-10", "0.2.0~rc1-1", "0.2.0-1", "0.1.5-3"):
+        (tmp_path / f"fleetwatch-agent_{version}_amd64.deb").write_bytes(b"")
+    (tmp_path / "fleetwatch-collector_0.9.0-1_amd64.deb").write_bytes(b"")
+    assert agent_deb(agent_data(), tmp_path).name == "fleetwatch-agent_0.2.0-1_amd64.deb"
+    (tmp_path / "fleetwatch-agent_0.2.0-1_amd64.deb").unlink()
+    assert agent_deb(agent_data(), tmp_path).name == "fleetwatch-agent_0.2.0~rc1-1_amd64.deb"
+
+
+def test_agent_deb_names_what_is_missing(tmp_path: Path) -> None:
+    """No built package, or a named one that is not there: one line saying what to do."""
+    with pytest.raises(DeployError, match=r"run ./scripts/build-deb agent"):
+        agent_deb(agent_data(), tmp_path)
+    missing = tmp_path / "fleetwatch-agent_0.1.0-1_amd64.deb"
+    with pytest.raises(DeployError, match=f"fleetwatch_agent_deb: no such file {missing}"):
+        agent_deb(agent_data(fleetwatch_agent_deb=str(missing)), tmp_path)
+    missing.write_bytes(b"")
+    assert agent_deb(agent_data(fleetwatch_agent_deb=str(missing)), None) == missing
