@@ -333,3 +333,8 @@ class InvalidWaiver(Unprocessable):
     """A waiver that names no known target or rule, or expires in the past."""
 
     reason = "invalid_waiver"
+
+
+class RespondTokenWithoutUnit(Unprocessable):
+    reason = "respond_token_without_unit"
+    default_detail = "a respond token answers for one unit: give its unit"

@@ -188,7 +188,7 @@ class Casework:
                 self.store.waivers.set(conn, waiver.id, expiring_announced_at=now)
                 events.append(
                     lifecycle.waiver_event(
-                        "waiver_expiring", waiver, self._waiver_unit(conn, waiver), now
+                        "waiver_expiring", waiver, self.waiver_unit(conn, waiver), now
                     )
                 )
             counts.waivers_expiring = len(expiring)
@@ -235,7 +235,8 @@ class Casework:
         if new.expires_at <= new.created_at:
             raise InvalidWaiver("a waiver must expire in the future")
 
-    def _waiver_unit(self, conn: Connection, waiver: WaiverRow) -> str | None:
+    def waiver_unit(self, conn: Connection, waiver: WaiverRow) -> str | None:
+        """The unit a waiver concerns (None for a group's, which may span units)."""
         if waiver.scope == "unit":
             return waiver.target
         if waiver.scope == "host":
@@ -248,7 +249,7 @@ class Casework:
             lifecycle.waiver_event(
                 "waiver_created",
                 waiver,
-                self._waiver_unit(conn, waiver),
+                self.waiver_unit(conn, waiver),
                 new.created_at,
                 new.created_by,
             )
@@ -273,7 +274,7 @@ class Casework:
         detail = {"reason_ended": reason} if reason else {}
         events = [
             lifecycle.waiver_event(
-                kind, waiver, self._waiver_unit(conn, waiver), now, actor, **detail
+                kind, waiver, self.waiver_unit(conn, waiver), now, actor, **detail
             )
         ]
         rows = self.store.findings.open_where(conn, waiver_id=waiver.id)
@@ -290,7 +291,7 @@ class Casework:
         for row in rows:
             waiver_id = covering_waiver(waivers, policy.for_host(row.host_id), row.rule, row.key)
             if waiver_id != row.waiver_id:
-                changed.append((row, dataclasses.replace(row, waiver_id=waiver_id)))
+                changed.append((row, lifecycle.waive(row, waiver_id)))
         self.store.findings.save(conn, [after for _, after in changed])
         units = self.units_of(conn, {row.host_id for row, _ in changed})
         events = [

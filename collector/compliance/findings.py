@@ -213,7 +213,7 @@ class Compliance:
                     )
                 waiver_id = covering_waiver(waivers, policy, row.rule, row.key)
                 if waiver_id != row.waiver_id:
-                    after = dataclasses.replace(after, waiver_id=waiver_id)
+                    after = lifecycle.waive(after, waiver_id)
             changes.changed.append(after)
             changes.events.extend(
                 lifecycle.finding_event(kind, after, unit, now)

@@ -154,6 +154,14 @@ def set_due(row: FindingRow, due_at: datetime | None) -> FindingRow:
     return dataclasses.replace(row, due_at=due_at, overdue_at=None)
 
 
+def waive(row: FindingRow, waiver_id: int | None) -> FindingRow:
+    """Put a finding under a waiver (or none). A waived finding is not overdue: if it is past
+    its due date when the waiver ends, that is announced again."""
+    return dataclasses.replace(
+        row, waiver_id=waiver_id, overdue_at=None if waiver_id is not None else row.overdue_at
+    )
+
+
 def moves(before: FindingRow, after: FindingRow) -> list[str]:
     """The event kinds a report's change to a finding makes, in order."""
     kinds: list[str] = []

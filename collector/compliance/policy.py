@@ -175,6 +175,7 @@ class Policy:
     hosts: dict[str, HostEntry] = field(default_factory=dict)
     # every unit the policy declares or a host names (one named only on hosts: no contacts)
     units: dict[str, Unit] = field(default_factory=dict)
+    declared_units: frozenset[str] = frozenset()  # those with a [units.NAME] table
     waivers: dict[str, WaiverEntry] = field(default_factory=dict)
     response: ResponsePolicy = field(default_factory=ResponsePolicy)
     _resolved: dict[str, HostPolicy] = field(default_factory=dict, repr=False)
@@ -219,6 +220,7 @@ class Policy:
             groups=parsed.groups,
             hosts=parsed.hosts,
             units=dict(sorted(units.items())),
+            declared_units=frozenset(parsed.units),
             waivers=parsed.waivers,
             response=ResponsePolicy(
                 due_days=parsed.due_days,
