@@ -166,7 +166,7 @@ class Casework:
             waiver = self.store.waivers.get(conn, waiver_id)
             if waiver is None:
                 raise NoSuchWaiver(f"no waiver {waiver_id}")
-            if not waiver.in_force(now):
+            if not waiver.is_in_force(now):
                 raise WaiverNotInForce(f"waiver {waiver_id} is already revoked or expired")
             events, count = self._end(conn, waiver, "waiver_revoked", actor, now, reason=reason)
             self.store.events.append(conn, events)

@@ -312,7 +312,7 @@ class TestTime:
         assert service.casework.tick(T0 + timedelta(days=8)).overdue == 1
         assert service.casework.tick(T0 + timedelta(days=9)).overdue == 0
         (row,) = findings(service)
-        assert row.overdue(T0 + timedelta(days=9))
+        assert row.is_overdue(T0 + timedelta(days=9))
         assert kinds(service, kind="overdue") == ["overdue"]
 
     def test_a_waived_finding_is_never_overdue(self, service: CollectorService) -> None:
