@@ -32,6 +32,7 @@ from fleetwatch.collector.web.bearer import (
 )
 from fleetwatch.collector.web.bodies import read_body
 from fleetwatch.collector.web.casework import router as casework_router
+from fleetwatch.collector.web.feedback import router as feedback_router
 from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
@@ -312,3 +313,4 @@ __all__ = ["router"]
 # routes join this router's own list (not an included router), so that the front door and
 # the tests that walk `router.routes` see each of them as the route it is.
 router.routes.extend(casework_router.routes)
+router.routes.extend(feedback_router.routes)  # unit reports (web/feedback.py)
