@@ -155,7 +155,8 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
             sections[name] = SectionView.of(state, content)
     counts: dict[str, int] = {}
     for finding in findings:
-        counts[finding.severity] = counts.get(finding.severity, 0) + 1
+        if not finding.waived:  # a waived finding does not count against its host
+            counts[finding.severity] = counts.get(finding.severity, 0) + 1
     summary = host_summary(host_id, host, counts, policy, now)
     if not principal.may_see(summary.unit):
         raise NoSuchHost(f"no host {host_id!r}")
