@@ -160,7 +160,17 @@ class Compliance:
         """Evaluate these hosts and bring their findings (and the event log) up to date."""
         live_rows = self.store.findings.live_by_host(conn, [u.host_id for u in updates])
         now = max((u.observed_at for u in updates), default=None)
-        waivers = [] if now is None else self.store.waivers.in_force(conn, now)
+        waivers = (
+            []
+            if now is None
+            else self.store.waivers.in_force_over(
+                conn,
+                now,
+                hosts=[u.host_id for u in updates],
+                units=[u.policy.unit for u in updates if u.policy.unit is not None],
+                groups=[g for u in updates for g in u.policy.groups],
+            )
+        )
         changes = _Changes()
         evaluations = {}
         for update in updates:

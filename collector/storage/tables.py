@@ -251,6 +251,7 @@ waivers = Table(
     Column("expiring_announced_at", UTCDateTime(), nullable=True),
     Column("expired_announced_at", UTCDateTime(), nullable=True),
     Index(None, "expires_at"),
+    Index(None, "scope", "target"),
 )
 
 # A host the housekeeper found silent (never reported, or stale), so that it is announced

@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_waivers")),
     )
     op.create_index("ix_waivers_expires_at", "waivers", ["expires_at"])
+    op.create_index("ix_waivers_scope_target", "waivers", ["scope", "target"])
     op.create_table(
         "host_silences",
         sa.Column("host_id", sa.String(253), nullable=False),
