@@ -141,9 +141,9 @@ def cmd_waivers(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin import render
 
     client = _client()
-    if args.waivers_command == "revoke":
+    if args.revoke is not None:
         body = {"reason": args.reason} if args.reason else None
-        waiver = client.post(f"/api/v1/waivers/{args.id}/revoke", body)
+        waiver = client.post(f"/api/v1/waivers/{args.revoke}/revoke", body)
         _print_json_or(args, waiver, f"waiver {waiver['id']} revoked")
         return 0
     waivers = client.get("/api/v1/waivers", all="true" if args.all else None)
@@ -226,7 +226,7 @@ def _report_parser(commands: Any) -> None:
     report.set_defaults(func=cmd_report)
 
 
-def add_parser(commands: Any) -> None:  # noqa: PLR0915  (one statement per option)
+def add_parser(commands: Any) -> None:
     """The commands of the response to findings, on the `fleetwatch` command's subparsers."""
     units = commands.add_parser("units", help="units, their contacts and their hosts")
     units.add_argument("--json", action="store_true", help="JSON for scripts")
@@ -266,14 +266,11 @@ def add_parser(commands: Any) -> None:  # noqa: PLR0915  (one statement per opti
     waive.add_argument("--json", action="store_true", help="JSON for scripts")
     waive.set_defaults(func=cmd_waive)
 
-    waivers = commands.add_parser("waivers", help="waivers in force; revoke one")
+    waivers = commands.add_parser("waivers", help="waivers in force; --revoke one (admin)")
     waivers.add_argument("--all", action="store_true", help="revoked and expired ones too")
+    waivers.add_argument("--revoke", type=int, metavar="ID", help="end this waiver now (admin)")
+    waivers.add_argument("--reason", help="with --revoke: why it ends early")
     waivers.add_argument("--json", action="store_true", help="JSON for scripts")
-    waivers_commands = waivers.add_subparsers(dest="waivers_command")
-    revoke = waivers_commands.add_parser("revoke", help="end a waiver now (admin)")
-    revoke.add_argument("id", type=int)
-    revoke.add_argument("--reason", help="why it ends early")
-    revoke.add_argument("--json", action="store_true", help="JSON for scripts")
     waivers.set_defaults(func=cmd_waivers)
 
     audit = commands.add_parser("audit", help="the audit log (admin)")
