@@ -12,7 +12,7 @@ latest report is older than ``max_report_age``), ``noncompliant`` (open findings
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -114,7 +114,8 @@ class HostDetail(HostSummary):
             dropped_reports=host.dropped_total if host else 0,
             spool_error=host.spool_error if host else None,
             sections=dict(sections),
-            findings=[FindingView.model_validate(f) for f in findings],
+            # overdue is reckoned now: the host's state is read now
+            findings=[FindingView.of(f, datetime.now(UTC)) for f in findings],
         )
 
 
