@@ -41,6 +41,10 @@ def _period(since: datetime | None, until: datetime | None) -> tuple[datetime, d
     since = since or until - DEFAULT_PERIOD
     if since >= until:
         raise InvalidRequest("since must be before until")
+    try:
+        since - (until - since)  # the previous period, which the summary compares with
+    except OverflowError as exc:
+        raise InvalidRequest("since is too long ago: the period before it has no dates") from exc
     return since, until
 
 
