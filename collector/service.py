@@ -9,6 +9,7 @@ import structlog
 from fleetwatch.collector import instruments
 from fleetwatch.collector.auth.identity import Identity
 from fleetwatch.collector.auth.sessions import SessionKeeper
+from fleetwatch.collector.compliance.casework import Casework
 from fleetwatch.collector.compliance.findings import Compliance
 from fleetwatch.collector.compliance.placement import FleetRecorder
 from fleetwatch.collector.compliance.policy import PolicySource
@@ -53,6 +54,7 @@ class CollectorService:
         self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)
         self.sessions = SessionKeeper(self.store, self.identity, settings)
         self.fleet_recorder = FleetRecorder(self.store, self.policy)
+        self.casework = Casework(self.store, self.policy)
         self.housekeeper = Housekeeper(
             settings,
             self.engine,
@@ -61,6 +63,7 @@ class CollectorService:
             prune=self._prune,
             vulnerabilities=self.vulnerabilities,
             snapshot=self.fleet_recorder.refresh,
+            tick=self.casework.tick,
         )
         self._started = False
 

@@ -4,7 +4,13 @@ fleetwatch serve                 run the collector service
 fleetwatch db upgrade            apply database migrations
 fleetwatch hosts                 hosts and their status
 fleetwatch host HOST_ID          one host's latest state and open findings
-fleetwatch findings              findings, filtered
+fleetwatch findings              findings, filtered (--overdue, --state, --waived)
+fleetwatch finding ID            one finding and its history
+fleetwatch ack ID --note ...     acknowledge a finding [--due DATE]; `due ID DATE` moves it
+fleetwatch waive ... / waivers   make, list and revoke waivers
+fleetwatch units                 units, their contacts and their hosts
+fleetwatch audit                 the audit log
+fleetwatch report unit NAME      a unit's rectification report; `report fleet` for all
 fleetwatch reports HOST_ID       reports received from a host
 fleetwatch token ...             API tokens and enrollment secrets
 fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
@@ -26,7 +32,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
-from fleetwatch.collector.admin import sessions, vulns
+from fleetwatch.collector.admin import casework, sessions, vulns
 from fleetwatch.command_line import EXIT_USAGE, CommandParser, quiet_broken_pipe
 
 if TYPE_CHECKING:
@@ -242,6 +248,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
         rule=args.rule,
         unit=args.unit,
         open=None if is_open is None else str(is_open).lower(),
+        state=args.state,
+        overdue="true" if args.overdue else None,
+        waived=None if args.waived is None else str(args.waived).lower(),
     )
     if args.json:
         print(render.to_json(findings))
@@ -425,6 +434,15 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     state = findings.add_mutually_exclusive_group()
     state.add_argument("--open", action="store_true", help="only open findings")
     state.add_argument("--resolved", action="store_true", help="only resolved findings")
+    findings.add_argument(
+        "--state", choices=["open", "acknowledged", "resolved", "verified"], help="only this state"
+    )
+    findings.add_argument(
+        "--overdue", action="store_true", help="only open, unwaived findings past their due date"
+    )
+    waived = findings.add_mutually_exclusive_group()
+    waived.add_argument("--waived", action="store_true", default=None, help="only waived ones")
+    waived.add_argument("--not-waived", dest="waived", action="store_false", help="only unwaived")
     findings.add_argument("--json", action="store_true", help="JSON for scripts")
     findings.set_defaults(func=cmd_findings)
 
@@ -442,8 +460,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     listing.add_argument("--json", action="store_true")
     create = token_commands.add_parser("create", help="create a token (shown once)")
     create.add_argument("--name", required=True, help="what the token is for")
-    create.add_argument("--kind", required=True, choices=["admin", "read", "enroll"])
-    create.add_argument("--unit", help="limit a read token or enrollment secret to a unit")
+    create.add_argument("--kind", required=True, choices=["admin", "read", "respond", "enroll"])
+    create.add_argument(
+        "--unit",
+        help="limit a read token or enrollment secret to a unit (a respond token: its unit)",
+    )
     create.add_argument("--json", action="store_true")
     revoke = token_commands.add_parser("revoke", help="revoke a token")
     revoke.add_argument("id", type=int)
@@ -475,6 +496,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     bootstrap.add_parser(commands)
     backup.add_parser(commands)
     vulns.add_parser(commands)
+    casework.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start a collector on SQLite, report this machine, show the hosts"
