@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fleetwatch.collector.storage.blobs import Blobs
+from fleetwatch.collector.storage.deliveries import Deliveries
 from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.hosts import Hosts
@@ -45,6 +46,7 @@ class Store:
         self.blobs = Blobs(self.database)
         self.findings = Findings()
         self.events = Events()
+        self.deliveries = Deliveries(self.database)
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends without an exception."""
