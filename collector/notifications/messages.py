@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any
@@ -248,7 +249,9 @@ def email_message(
     at: datetime,
 ) -> EmailMessage:
     """A plain-text e-mail; its Message-ID is the delivery's, the same for every attempt."""
-    message = EmailMessage()
+    # headers are not folded below SMTP's own line limit: a folded Subject comes out of
+    # Python's parser (and some mail readers) with a leading space
+    message = EmailMessage(policy=policy.SMTP.clone(max_line_length=998))
     message["Subject"] = f"fleetwatch: {title(content)}"
     message["From"] = sender
     message["To"] = ", ".join(to)
