@@ -8,6 +8,7 @@ fleetwatch findings              findings, filtered
 fleetwatch reports HOST_ID       reports received from a host
 fleetwatch token ...             API tokens and enrollment secrets
 fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
+fleetwatch notify ...            notification targets: status, a test message
 fleetwatch demo                  collector + this machine's agent, on SQLite
 """
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
+from fleetwatch.collector.admin import notify
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -142,6 +144,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 # -- asking the API -----------------------------------------------------------------------
+
+
+def api_client() -> ApiClient:
+    """A client of the collector's API from the environment's settings (for subcommand
+    modules)."""
+    return _client()
 
 
 def _client() -> ApiClient:
@@ -396,6 +404,8 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     compile_.add_argument("-o", "--output", type=Path, help="write to this file")
     policy_commands.add_parser("reload", help="make the collector re-read its policy now")
     policy.set_defaults(func=cmd_policy)
+
+    notify.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start a collector on SQLite, report this machine, show the hosts"

@@ -31,6 +31,7 @@ from fleetwatch.collector.web.bearer import (
     fleet_reader,
 )
 from fleetwatch.collector.web.bodies import read_body
+from fleetwatch.collector.web.notifications import router as notifications_router
 from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
@@ -296,5 +297,7 @@ def revoke_token(
         raise NoSuchToken(f"no active token {token_id}")
     return {"detail": f"token {token_id} revoked"}
 
+
+router.include_router(notifications_router)
 
 __all__ = ["router"]
