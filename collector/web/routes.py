@@ -23,6 +23,7 @@ from fleetwatch.collector.refusals import (
     NoSuchToken,
     SchemaViolation,
 )
+from fleetwatch.collector.web import notifications
 from fleetwatch.collector.web.bearer import (
     CallingHost,
     Reader,
@@ -31,7 +32,6 @@ from fleetwatch.collector.web.bearer import (
     fleet_reader,
 )
 from fleetwatch.collector.web.bodies import read_body
-from fleetwatch.collector.web.notifications import router as notifications_router
 from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
@@ -298,6 +298,6 @@ def revoke_token(
     return {"detail": f"token {token_id} revoked"}
 
 
-router.include_router(notifications_router)
+notifications.add_routes(router)
 
 __all__ = ["router"]

@@ -132,6 +132,7 @@ ADMIN_WRITES = [
     ("POST", "/api/v1/hosts/web-01/revoke"),
     ("POST", "/api/v1/policy/reload"),
     ("DELETE", "/api/v1/tokens/1"),
+    ("POST", "/api/v1/notifications/targets/hook/test"),
 ]
 
 
