@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError
 
     from fleetwatch.collector.compliance.policy import PolicyError, PolicySource
+    from fleetwatch.collector.notifications.config import NotificationsError, NotificationsSource
     from fleetwatch.collector.storage.engine import DatabaseURLError, make_engine, upgrade
     from fleetwatch.collector.web.budget import DescriptorLimitError, plan_budget
     from fleetwatch.logs import configure_logging
@@ -92,8 +93,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     try:
         PolicySource(settings.policy)  # a broken policy stops us here, with its message
+        NotificationsSource(settings.notifications)  # and so does a broken notifications file
         engine = make_engine(settings.resolved_database_url)
-    except (PolicyError, DatabaseURLError) as exc:
+    except (PolicyError, NotificationsError, DatabaseURLError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     try:
         upgrade(engine)  # once, before any worker starts
