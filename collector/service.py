@@ -42,7 +42,10 @@ class CollectorService:
         self.ingestor = Ingestor(self.store, self.policy, self.compliance)
         self.identity = Identity(self.store, settings, self.policy)
         self.ingest_queue = IngestQueue(
-            self.ingestor, readiness=Readiness(self.store, settings.ready_probe_after)
+            self.ingestor,
+            readiness=Readiness(self.store, settings.ready_probe_after),
+            max_wait=settings.ingest_max_wait,
+            retry_after_max=settings.ingest_retry_after_max,
         )
         self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
         self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)

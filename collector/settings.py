@@ -142,6 +142,16 @@ class CollectorSettings(BaseSettings):
         description="Seconds without a write after which /readyz tries a small write of its "
         "own to tell whether writes succeed.",
     )
+    ingest_max_wait: Annotated[float, Field(gt=0)] = Field(
+        default=2.0,
+        description="Seconds a report may be expected to wait for the writer; beyond that the "
+        "collector answers 503 with a Retry-After that spreads agents out, instead of holding "
+        "their requests (agents keep the report in their spool and send it later).",
+    )
+    ingest_retry_after_max: Annotated[float, Field(gt=0)] = Field(
+        default=120.0,
+        description="Longest Retry-After the collector gives when it is too busy for reports.",
+    )
     report_retention_days: Annotated[float, Field(gt=0)] = Field(
         default=30.0,
         description="Days a received report is kept (the latest of each host is always kept).",

@@ -5,12 +5,20 @@ committed. Batching is what lets one collector take a thousand reports a second:
 costs a few statements and one commit whether it holds one report or a hundred. Under light
 load a batch is a single report and nothing waits. The outcome of every write goes to
 `ingest.readiness`, which tells a load balancer whether this collector can store reports.
+
+Back-pressure: the queue knows what a report costs the writer (a moving average over recent
+batches) and so how long a new report would wait. When that is longer than ``max_wait`` it
+refuses the report at once with a Retry-After, rather than holding the request: the agent keeps
+the report in its spool and comes back then. The Retry-After grows with the backlog and is
+drawn at random over a range, so that a crowd refused together does not come back together.
 """
 
 from __future__ import annotations
 
 import queue
+import random
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +45,8 @@ class _Item:
 
 
 _STOP = object()
+# Weight of the newest batch in the moving average of a report's cost to the writer.
+_COST_WEIGHT = 0.2
 
 
 class IngestQueue:
@@ -46,12 +56,37 @@ class IngestQueue:
         max_batch: int = 128,
         max_waiting: int = 10_000,
         readiness: Readiness | None = None,
+        max_wait: float = 2.0,
+        retry_after_max: float = 120.0,
+        rng: random.Random | None = None,
     ) -> None:
         self.ingestor = ingestor
         self.readiness = readiness or Readiness(ingestor.store)
         self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.retry_after_max = retry_after_max
+        self._rng = rng or random.Random()  # noqa: S311  (spreading retries, not a secret)
         self._queue: queue.Queue[_Item | object] = queue.Queue(maxsize=max_waiting)
         self._thread: threading.Thread | None = None
+        # seconds of writer time a report costs, measured; None until a batch was written
+        self.report_cost: float | None = None
+
+    @property
+    def depth(self) -> int:
+        """Reports waiting for the writer."""
+        return self._queue.qsize()
+
+    def expected_wait(self) -> float:
+        """Seconds a report submitted now would wait for its answer, by the recent cost."""
+        if self.report_cost is None:
+            return 0.0
+        return (self._queue.qsize() + 1) * self.report_cost
+
+    def _retry_after(self, wait: float) -> float:
+        """When to come back: past the backlog, spread over a range, within the cap."""
+        low = min(max(wait, self.max_wait), self.retry_after_max)
+        high = min(max(3 * wait, 2 * self.max_wait), self.retry_after_max)
+        return self._rng.uniform(low, high)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
@@ -68,12 +103,15 @@ class IngestQueue:
     def submit(self, report: Report, token_host: str) -> Future[ReportAck]:
         if self._thread is None:
             raise Overloaded  # not started, or stopping: nothing would answer
+        wait = self.expected_wait()
+        if wait > self.max_wait:
+            raise Overloaded(retry_after=self._retry_after(wait))
         future: Future[ReportAck] = Future()
         item = _Item(Submission(report, token_host, datetime.now(UTC)), future)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            raise Overloaded from None
+            raise Overloaded(retry_after=self._retry_after(self.max_wait)) from None
         return future
 
     def _run(self) -> None:
@@ -92,7 +130,15 @@ class IngestQueue:
                     stop = True
                     break
                 batch.append(item)
-            self._write([i for i in batch if isinstance(i, _Item)])
+            items = [i for i in batch if isinstance(i, _Item)]
+            started = time.monotonic()
+            self._write(items)
+            if items:
+                cost = (time.monotonic() - started) / len(items)
+                previous = self.report_cost
+                self.report_cost = (
+                    cost if previous is None else previous + _COST_WEIGHT * (cost - previous)
+                )
             if stop:
                 return
 

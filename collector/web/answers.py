@@ -14,6 +14,7 @@ here, once.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from fastapi.exceptions import RequestValidationError
@@ -126,7 +127,8 @@ def answer(refusal: Refusal) -> RefusalAnswer:
     if retry_after is None and isinstance(refusal, Unavailable):
         retry_after = RETRY_AFTER
     if retry_after is not None:
-        headers["Retry-After"] = str(int(retry_after))
+        # rounded up: never sooner than the refusal said, and never "0"
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return RefusalAnswer(refusal, headers)
 
 

@@ -148,6 +148,11 @@ class TestAnswer:
         _, headers, _ = _answer(HostRateLimited("too often", retry_after=3.0))
         assert headers["retry-after"] == "3"
 
+    def test_a_fractional_retry_after_is_rounded_up(self) -> None:
+        """Retry-After is never sooner than the refusal said, and never 0."""
+        assert _answer(refusals.Overloaded(retry_after=2.1))[1]["retry-after"] == "3"
+        assert _answer(refusals.Overloaded(retry_after=0.2))[1]["retry-after"] == "1"
+
     def test_a_list_of_errors_is_the_detail(self) -> None:
         """Validation errors are answered as the list they are."""
         errors = [{"loc": ["host_id"], "msg": "bad", "type": "string_pattern_mismatch"}]
