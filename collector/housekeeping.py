@@ -6,7 +6,10 @@ the holder of the housekeeping lease (`storage.lease`), however many workers or 
 hosts share the database:
 
 - after a policy change, evaluating every host against the new policy;
-- pruning reports and section contents past ``report_retention_days``.
+- pruning reports and section contents past ``report_retention_days``;
+- every round, the casework time does (`compliance.casework`): the policy's waivers kept in
+  the database, waivers expiring and expired, fixes verified by time, findings overdue, each
+  announced once in the event log.
 
 When the holder dies, another process takes the lease at its next check (every
 ``policy_check_interval`` seconds) and carries on.
@@ -49,12 +52,14 @@ class Housekeeper:
         *,
         reevaluate_all: Callable[[], int],
         prune: Callable[[datetime], tuple[int, int]],
+        tick: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.lease = FleetLease(engine, LEASE_NAME)
         self._reevaluate_all = reevaluate_all
         self._prune = prune
+        self._tick = tick
         # the policy the hosts were last evaluated against, as far as this process knows
         self.evaluated_digest = policy.current.digest
         self._next_prune = time.monotonic() + FIRST_PRUNE_AFTER
@@ -94,6 +99,9 @@ class Housekeeper:
                 log.info("this process now does the fleet's housekeeping")
         if not holding:
             return
+        if self._tick is not None:
+            # before evaluating again, so that a new policy's waivers are in force for it
+            self._tick()
         if self.policy.current.digest != self.evaluated_digest:
             self.reevaluate()
         if time.monotonic() >= self._next_prune:

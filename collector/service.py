@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from fleetwatch.collector.auth.identity import Identity
+from fleetwatch.collector.compliance.casework import Casework
 from fleetwatch.collector.compliance.findings import Compliance
 from fleetwatch.collector.compliance.policy import PolicySource
 from fleetwatch.collector.gc_tuning import tune_garbage_collector
@@ -49,12 +50,14 @@ class CollectorService:
         )
         self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
         self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)
+        self.casework = Casework(self.store, self.policy)
         self.housekeeper = Housekeeper(
             settings,
             self.engine,
             self.policy,
             reevaluate_all=self.ingestor.reevaluate_all,
             prune=self._prune,
+            tick=self.casework.tick,
         )
         self.notifications = NotificationsSource(settings.notifications)
         self.sender = Sender(

@@ -4,7 +4,13 @@ fleetwatch serve                 run the collector service
 fleetwatch db upgrade            apply database migrations
 fleetwatch hosts                 hosts and their status
 fleetwatch host HOST_ID          one host's latest state and open findings
-fleetwatch findings              findings, filtered
+fleetwatch findings              findings, filtered (--overdue, --state, --waived)
+fleetwatch finding ID            one finding and its history
+fleetwatch ack ID --note ...     acknowledge a finding [--due DATE]; `due ID DATE` moves it
+fleetwatch waive ... / waivers   make, list and revoke waivers
+fleetwatch units                 units, their contacts and their hosts
+fleetwatch audit                 the audit log
+fleetwatch report unit NAME      a unit's rectification report; `report fleet` for all
 fleetwatch reports HOST_ID       reports received from a host
 fleetwatch token ...             API tokens and enrollment secrets
 fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
@@ -23,7 +29,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
-from fleetwatch.collector.admin import notify
+from fleetwatch.collector.admin import casework, notify
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -216,6 +222,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
         rule=args.rule,
         unit=args.unit,
         open=None if is_open is None else str(is_open).lower(),
+        state=args.state,
+        overdue="true" if args.overdue else None,
+        waived=None if args.waived is None else str(args.waived).lower(),
     )
     print(render.to_json(findings) if args.json else render.findings_table(findings))
     return 0
@@ -372,6 +381,15 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     state = findings.add_mutually_exclusive_group()
     state.add_argument("--open", action="store_true", help="only open findings")
     state.add_argument("--resolved", action="store_true", help="only resolved findings")
+    findings.add_argument(
+        "--state", choices=["open", "acknowledged", "resolved", "verified"], help="only this state"
+    )
+    findings.add_argument(
+        "--overdue", action="store_true", help="only open, unwaived findings past their due date"
+    )
+    waived = findings.add_mutually_exclusive_group()
+    waived.add_argument("--waived", action="store_true", default=None, help="only waived ones")
+    waived.add_argument("--not-waived", dest="waived", action="store_false", help="only unwaived")
     findings.add_argument("--json", action="store_true", help="JSON for scripts")
     findings.set_defaults(func=cmd_findings)
 
@@ -385,8 +403,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="create a token (shown once)")
     create.add_argument("--name", required=True, help="what the token is for")
-    create.add_argument("--kind", required=True, choices=["admin", "read", "enroll"])
-    create.add_argument("--unit", help="limit a read token or enrollment secret to a unit")
+    create.add_argument("--kind", required=True, choices=["admin", "read", "respond", "enroll"])
+    create.add_argument(
+        "--unit",
+        help="limit a read token or enrollment secret to a unit (a respond token: its unit)",
+    )
     create.add_argument("--json", action="store_true")
     listing = token_commands.add_parser("list", help="list tokens")
     listing.add_argument("--json", action="store_true")
@@ -407,6 +428,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     policy_commands.add_parser("reload", help="make the collector re-read its policy now")
     policy.set_defaults(func=cmd_policy)
 
+    casework.add_parser(commands)
     notify.add_parser(commands)
 
     demo = commands.add_parser(

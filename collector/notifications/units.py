@@ -1,8 +1,8 @@
 """Units as notifications see them: who to tell about a unit's hosts, and how often.
 
-The policy declares units and their contacts. This module is the one place that reads them,
-through the small shape below, so that whatever the policy's own unit type holds besides,
-the sender needs only these four things.
+The policy declares units and their contacts (``[units.NAME]``, `compliance.response.Unit`).
+This module is the one place that reads them, through the small shape below: of the policy's
+unit the sender needs only these four things.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from fleetwatch.collector.compliance.policy import Policy
 
 EMAIL_TARGET_PREFIX = "unit:"  # "unit:parks": the e-mail addresses of unit parks
 
@@ -28,10 +30,9 @@ class UnitContacts(Protocol):
     def digest(self) -> Literal["immediate", "daily"]: ...
 
 
-def units_of(policy: object) -> Mapping[str, UnitContacts]:
-    """The units a compiled policy declares, by name (none for a policy without units)."""
-    units: Mapping[str, UnitContacts] | None = getattr(policy, "units", None)
-    return units or {}
+def units_of(policy: Policy) -> Mapping[str, UnitContacts]:
+    """The units of a compiled policy, by name (a unit only named on hosts has no contacts)."""
+    return policy.units
 
 
 def email_target(unit: str) -> str:

@@ -21,8 +21,10 @@ from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.reports import Reports
+from fleetwatch.collector.storage.silences import Silences
 from fleetwatch.collector.storage.tokens import ApiTokens, HostTokens
 from fleetwatch.collector.storage.transactions import Database
+from fleetwatch.collector.storage.waivers import Waivers
 
 if TYPE_CHECKING:
     import contextlib
@@ -46,6 +48,8 @@ class Store:
         self.blobs = Blobs(self.database)
         self.findings = Findings()
         self.events = Events()
+        self.waivers = Waivers()
+        self.silences = Silences()
         self.deliveries = Deliveries(self.database)
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:

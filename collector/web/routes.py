@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
@@ -32,6 +32,7 @@ from fleetwatch.collector.web.bearer import (
     fleet_reader,
 )
 from fleetwatch.collector.web.bodies import read_body
+from fleetwatch.collector.web.casework import router as casework_router
 from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
@@ -191,9 +192,14 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
     unit: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    state: Literal["open", "acknowledged", "resolved", "verified"] | None = None,
+    waived: bool | None = None,
+    overdue: bool = False,
 ) -> list[FindingView]:
-    """Findings, open and resolved, filtered by host, rule, state and unit."""
+    """Findings, open and resolved, filtered by host, rule, state, unit, waived or not, and
+    overdue (open, not waived, past the due date)."""
     svc = service(request)
+    now = datetime.now(UTC)
     host_ids = None
     if unit is not None or principal.unit is not None or host_id is not None:
         visible = [
@@ -208,10 +214,13 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
             host_ids=host_ids,
             rule=rule,
             is_open=is_open,
+            state=state,
+            waived=waived,
+            overdue_at=now if overdue else None,
             limit=limit,
             offset=offset,
         )
-    return [FindingView.model_validate(r) for r in rows]
+    return [FindingView.of(r, now) for r in rows]
 
 
 # -- administration -----------------------------------------------------------------------
@@ -301,3 +310,6 @@ def revoke_token(
 notifications.add_routes(router)
 
 __all__ = ["router"]
+
+# the response to findings: units, cases, waivers, the audit log (web/casework.py)
+router.include_router(casework_router)

@@ -55,6 +55,22 @@ class FindingView(BaseModel):
     last_seen: datetime
     resolved_at: datetime | None
     open: bool
+    # the response (compliance/lifecycle.py): open, acknowledged, resolved, verified
+    state: str = "open"
+    waived: bool = False
+    waiver_id: int | None = None
+    due_at: datetime | None = None
+    overdue: bool = False
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    note: str | None = None
+    verified_at: datetime | None = None
+    reopened: int = 0
+
+    @classmethod
+    def of(cls, row: FindingRow, now: datetime) -> FindingView:
+        """A finding as it stands at ``now`` (overdue or not)."""
+        return cls.model_validate(row).model_copy(update={"overdue": row.overdue(now)})
 
 
 class SectionView(BaseModel):
@@ -142,7 +158,7 @@ class ReenrollRequest(BaseModel):
 
 class TokenRequest(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=255)]
-    kind: Literal["admin", "read", "enroll"]
+    kind: Literal["admin", "read", "respond", "enroll"]
     unit: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
 
