@@ -1,5 +1,6 @@
 """Casework: what people do to findings (acknowledge, set a due date, waive) and what time
-does to them (overdue, verified, waivers expiring and expired).
+does to them (overdue, verified, waivers expiring and expired), and to hosts (silent ones:
+`compliance.watch`).
 
 Each change is made in one transaction with the events it writes (`compliance.lifecycle`
 builds them). Time-driven changes are made by `Casework.tick`, which the housekeeper runs
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from fleetwatch.collector.compliance import lifecycle
 from fleetwatch.collector.compliance.findings import covering_waiver
 from fleetwatch.collector.compliance.rules import REGISTRY
+from fleetwatch.collector.compliance.watch import watch_hosts
 from fleetwatch.collector.refusals import (
     FindingClosed,
     InvalidWaiver,
@@ -51,6 +53,7 @@ class TickCounts:
     waivers_expired: int = 0
     policy_waivers_created: int = 0
     policy_waivers_revoked: int = 0
+    host_events: int = 0
 
 
 class Casework:
@@ -166,7 +169,7 @@ class Casework:
             waiver = self.store.waivers.get(conn, waiver_id)
             if waiver is None:
                 raise NoSuchWaiver(f"no waiver {waiver_id}")
-            if not waiver.in_force(now):
+            if not waiver.is_in_force(now):
                 raise WaiverNotInForce(f"waiver {waiver_id} is already revoked or expired")
             events, count = self._end(conn, waiver, "waiver_revoked", actor, now, reason=reason)
             self.store.events.append(conn, events)
@@ -205,6 +208,9 @@ class Casework:
                 lifecycle.finding_event("overdue", row, units[row.host_id], now) for row in overdue
             ]
             counts.overdue = len(overdue)
+            watched = watch_hosts(conn, self.store, policy, now)
+            counts.host_events = len(watched)
+            events += watched
             self.store.events.append(conn, events)
         return counts
 

@@ -70,7 +70,7 @@ class FindingRow(NewFinding):
         """Whether a waiver excuses it: it does not count against its host."""
         return self.waiver_id is not None
 
-    def overdue(self, now: datetime) -> bool:
+    def is_overdue(self, now: datetime) -> bool:
         """Open, not waived, and past its due date."""
         return (
             self.resolved_at is None

@@ -49,7 +49,7 @@ class WaiverRow(NewWaiver):
     expiring_announced_at: datetime | None = None
     expired_announced_at: datetime | None = None
 
-    def in_force(self, now: datetime) -> bool:
+    def is_in_force(self, now: datetime) -> bool:
         """Neither revoked nor expired at ``now``."""
         return self.revoked_at is None and now < self.expires_at
 

@@ -72,7 +72,7 @@ def _units(svc: CollectorService, principal: Principal) -> list[UnitView]:
                 declared=name in policy.declared_units,
                 hosts=sorted(h for h, u in unit_of.items() if u == name),
                 open_findings=sum(1 for r in rows if not r.waived),
-                overdue_findings=sum(1 for r in rows if r.overdue(now)),
+                overdue_findings=sum(1 for r in rows if r.is_overdue(now)),
                 waived_findings=sum(1 for r in rows if r.waived),
             )
         )
@@ -161,7 +161,7 @@ async def set_due(
 
 
 def _waiver_view(row: WaiverRow, now: datetime) -> WaiverView:
-    return WaiverView.model_validate(row).model_copy(update={"in_force": row.in_force(now)})
+    return WaiverView.model_validate(row).model_copy(update={"in_force": row.is_in_force(now)})
 
 
 @router.get("/api/v1/waivers", response_model=list[WaiverView], tags=["response"])

@@ -70,7 +70,7 @@ class FindingView(BaseModel):
     @classmethod
     def of(cls, row: FindingRow, now: datetime) -> FindingView:
         """A finding as it stands at ``now`` (overdue or not)."""
-        return cls.model_validate(row).model_copy(update={"overdue": row.overdue(now)})
+        return cls.model_validate(row).model_copy(update={"overdue": row.is_overdue(now)})
 
 
 class SectionView(BaseModel):

@@ -312,7 +312,7 @@ class TestTime:
         assert service.casework.tick(T0 + timedelta(days=8)).overdue == 1
         assert service.casework.tick(T0 + timedelta(days=9)).overdue == 0
         (row,) = findings(service)
-        assert row.overdue(T0 + timedelta(days=9))
+        assert row.is_overdue(T0 + timedelta(days=9))
         assert kinds(service, kind="overdue") == ["overdue"]
 
     def test_a_waived_finding_is_never_overdue(self, service: CollectorService) -> None:
@@ -371,3 +371,38 @@ expires = 2099-01-01
         assert [(e.actor, e.detail["name"], e.unit) for e in created] == [
             ("policy", "vendor-port", "parks")
         ]
+
+
+class TestSilentHosts:
+    def test_a_host_that_never_reports_is_announced_once_after_its_grace(
+        self, service: CollectorService
+    ) -> None:
+        """Enrolled, no report: nothing within ``max_report_age`` of enrolling, then one
+        `host_never_reported` with its unit."""
+        now = datetime.now(UTC)
+        service.casework.tick(now)
+        assert kinds(service, kind="host_never_reported") == []
+        service.casework.tick(now + timedelta(minutes=16))
+        service.casework.tick(now + timedelta(minutes=17))
+        with service.store.read() as conn:
+            events = service.store.events.query(conn, kind="host_never_reported")
+        assert sorted((e.host_id, e.unit) for e in events) == [
+            ("web-01", "parks"),
+            ("web-02", "water"),
+        ]
+
+    def test_a_stale_host_is_announced_once_and_its_return_once(
+        self, service: CollectorService
+    ) -> None:
+        """`host_stale` once while silent, `host_back` once when it reports again."""
+        host = Host(service, "web-01")
+        host.report(FIXED, 0)
+        service.casework.tick(T0 + timedelta(minutes=10))
+        assert kinds(service, host_id="web-01") == []
+        service.casework.tick(T0 + timedelta(minutes=20))
+        service.casework.tick(T0 + timedelta(minutes=21))
+        assert kinds(service, host_id="web-01") == ["host_stale"]
+        host.report(FIXED, 25)
+        service.casework.tick(T0 + timedelta(minutes=26))
+        service.casework.tick(T0 + timedelta(minutes=27))
+        assert kinds(service, host_id="web-01") == ["host_stale", "host_back"]
