@@ -205,6 +205,11 @@ class CollectorSettings(BaseSettings):
         description="Failed attempts in a row of one delivery after which its target shows "
         "as failing in the status.",
     )
+    notify_retention_days: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Days a sent or failed delivery is kept (for the status and to look up "
+        "what was sent).",
+    )
     notify_digest_time: time = Field(
         default=time(7, 0),
         description="Time of day (UTC) when daily digests go out.",

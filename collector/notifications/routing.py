@@ -25,6 +25,15 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# (unit, target) pairs already warned about: a storm of events would repeat each warning
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(message: str, unit: str, target: str) -> None:
+    if (unit, target) not in _warned:
+        _warned.add((unit, target))
+        log.warning(message, unit=unit, target=target)
+
 
 @dataclass(frozen=True)
 class Destination:
@@ -48,14 +57,12 @@ def destinations(
             if notifications.smtp is not None:
                 add(email_target(unit.name), daily=daily)
             else:
-                log.warning("unit has e-mail contacts but no [smtp] is configured", unit=unit.name)
+                _warn_once("unit has e-mail contacts but no [smtp] is configured", unit.name, "")
         for name in unit.targets:
             if name in notifications.targets:
                 add(name, daily=daily)
             else:
-                log.warning(
-                    "unit names a target the notifications file lacks", unit=unit.name, target=name
-                )
+                _warn_once("unit names a target the notifications file lacks", unit.name, name)
     for route in notifications.routes:
         if route.matches(event.kind, event.unit, event.severity, event.rule):
             for name in route.targets:

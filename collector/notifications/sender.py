@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 LEASE_NAME = "notifications"
+PRUNE_EVERY = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Sender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._holding = False
+        self._next_prune: datetime | None = None
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -170,10 +172,22 @@ class Sender:
                 break
         digests = self.digest(now)
         sent, failed = self.send_due(now)
+        if self._next_prune is None or now >= self._next_prune:
+            self.prune(now)
+            self._next_prune = now + PRUNE_EVERY
         result = PassResult(events, planned, digests, sent, failed)
         if planned or digests or sent or failed:
             log.info("notifications pass", **vars(result))
         return result
+
+    def prune(self, now: datetime) -> int:
+        """Delete deliveries done with more than ``notify_retention_days`` ago."""
+        cutoff = now - timedelta(days=self.settings.notify_retention_days)
+        with self.store.write() as conn:
+            count = self.store.deliveries.prune(conn, cutoff)
+        if count:
+            log.info("pruned old deliveries", deliveries=count)
+        return count
 
     # -- plan ------------------------------------------------------------------------------
 

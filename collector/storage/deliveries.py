@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, insert, select, tuple_, update
+from sqlalchemy import and_, case, delete, func, insert, select, tuple_, update
 
 from fleetwatch.collector.storage.tables import deliveries, delivery_events, notification_cursor
 
@@ -235,6 +235,21 @@ class Deliveries:
                 next_attempt_at=retry_at if retry_at is not None else at,
             )
         )
+
+    def prune(self, conn: Connection, older_than: datetime) -> int:
+        """Delete deliveries done with (sent or failed) before then, and the records of the
+        events they carried; return how many deliveries. The cursor is past those events, so
+        they are never planned again."""
+        done = and_(
+            deliveries.c.state != PENDING,
+            func.coalesce(deliveries.c.last_attempt_at, deliveries.c.created_at) < older_than,
+        )
+        conn.execute(
+            delete(delivery_events).where(
+                delivery_events.c.delivery_id.in_(select(deliveries.c.id).where(done))
+            )
+        )
+        return int(conn.execute(delete(deliveries).where(done)).rowcount or 0)
 
     def counts(self, conn: Connection) -> list[TargetCounts]:
         """Every target that has deliveries, with its counts by state."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -385,3 +386,25 @@ class TestStatusAndTest:
         unknown = h.sender.send_test("nope")
         assert not unknown.ok
         assert unknown.detail == "no target named 'nope' (known: hook)"
+
+
+class TestPruning:
+    def test_deliveries_done_with_are_pruned_after_retention(
+        self, harness: Make, webhook: WebhookReceiver, tmp_path: Path
+    ) -> None:
+        """Sent deliveries older than notify_retention_days go, with their event records;
+        pending ones stay however old, and nothing is planned again."""
+        h = harness(hook_table(tmp_path, "hook", webhook.url) + route(), notify_retention_days=1)
+        h.events([opened(h, 1)])
+        h.run()
+        webhook.stop()
+        h.events([opened(h, 2)])
+        h.run()
+        assert h.sender.prune(h.now + timedelta(days=2)) == 1
+        with h.store.read() as conn:
+            (left,) = h.store.deliveries.for_target(conn, "hook")
+            assert left.state == "pending"
+            assert h.store.deliveries.events_of(conn, left.id) == [
+                left.content["event"]["event_id"]
+            ]
+        assert h.run(advance=600).events == 0
