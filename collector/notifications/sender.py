@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import requests
 import structlog
 
 from fleetwatch.collector.notifications import messages
@@ -119,6 +120,9 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._holding = False
         self._next_prune: datetime | None = None
+        # kept connections to webhook targets: a storm of messages to one office hook is
+        # one TLS handshake, not one per message (used by the sending thread only)
+        self._http = requests.Session()
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -135,6 +139,7 @@ class Sender:
         self._thread = None
         self._stop.clear()
         self.lease.release()
+        self._http.close()
         self._holding = False
 
     def _run(self) -> None:
@@ -313,6 +318,7 @@ class Sender:
                 smtp=notifications.smtp,
                 external_url=notifications.external_url,
                 now=datetime.now(UTC),
+                http=self._http,
             )
         except DeliveryFailed as exc:
             retry_at = self.retry_at(row, now)

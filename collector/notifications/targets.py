@@ -40,7 +40,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
-def send(
+def send(  # noqa: PLR0913  (the message; then, by keyword, how to send it)
     target_name: str,
     target: Target,
     delivery: int,
@@ -49,8 +49,13 @@ def send(
     smtp: Smtp | None,
     external_url: str,
     now: datetime,
+    http: requests.Session | None = None,
 ) -> str:
-    """Send a message to a target now; what the target answered, or DeliveryFailed."""
+    """Send a message to a target now; what the target answered, or DeliveryFailed.
+
+    ``http``: a session whose connections are kept between messages (the sender's own);
+    without it, a connection for this message alone.
+    """
     if target.kind == "email":
         if smtp is None:
             raise DeliveryFailed("no [smtp] in the notifications file")
@@ -62,7 +67,7 @@ def send(
         body = messages.alertmanager_body(delivery, content, target_name, external_url)
     else:
         body = messages.slack_body(content)
-    return _post(target, body, delivery, content["type"], now)
+    return _post(target, body, delivery, content["type"], now, http)
 
 
 def _where(url: str) -> str:
@@ -71,7 +76,14 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
-def _post(target: Target, body: bytes, delivery: int, kind: str, now: datetime) -> str:
+def _post(
+    target: Target,
+    body: bytes,
+    delivery: int,
+    kind: str,
+    now: datetime,
+    http: requests.Session | None,
+) -> str:
     try:
         url = target.url or read_secret(target.url_file, "url_file")  # type: ignore[arg-type]
         secret = read_secret(target.secret_file, "secret_file") if target.secret_file else None
@@ -90,7 +102,7 @@ def _post(target: Target, body: bytes, delivery: int, kind: str, now: datetime) 
         headers["X-Fleetwatch-Signature"] = signature(secret, timestamp, body)
     where = _where(url)
     try:
-        response = requests.post(
+        response = (http or requests).post(
             url,
             data=body,
             headers=headers,
