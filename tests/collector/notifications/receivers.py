@@ -80,7 +80,8 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keeps connections, as real receivers do
+            # HTTP/1.0: a connection per request, so that stop() takes the receiver down
+            # at once (a kept connection would outlive it)
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
