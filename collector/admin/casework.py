@@ -4,7 +4,9 @@ due dates, waivers and the audit log. Each command asks the API (`admin.client`)
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -196,6 +198,34 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    path = (
+        f"/api/v1/reports/units/{args.name}"
+        if args.report_command == "unit"
+        else "/api/v1/reports/fleet"
+    )
+    text = _client().text(path, since=args.since, until=args.until, format=args.format)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _report_parser(commands: Any) -> None:
+    report = commands.add_parser("report", help="rectification reports: a unit's, or every unit's")
+    kinds = report.add_subparsers(dest="report_command", required=True)
+    unit = kinds.add_parser("unit", help="one unit's report for a period")
+    unit.add_argument("name", help="the unit")
+    fleet = kinds.add_parser("fleet", help="every unit, ranked by overdue critical findings")
+    for parser in (unit, fleet):
+        parser.add_argument("--since", type=moment, help="start (default: 30 days before until)")
+        parser.add_argument("--until", type=moment, help="end (default: now)")
+        parser.add_argument("--format", choices=["csv", "html", "json"], default="csv")
+        parser.add_argument("-o", "--output", type=Path, help="write to this file")
+    report.set_defaults(func=cmd_report)
+
+
 def add_parser(commands: Any) -> None:  # noqa: PLR0915  (one statement per option)
     """The commands of the response to findings, on the `fleetwatch` command's subparsers."""
     units = commands.add_parser("units", help="units, their contacts and their hosts")
@@ -257,6 +287,8 @@ def add_parser(commands: Any) -> None:  # noqa: PLR0915  (one statement per opti
     audit.add_argument("--limit", type=int, default=1000)
     audit.add_argument("--json", action="store_true", help="JSON for scripts")
     audit.set_defaults(func=cmd_audit)
+
+    _report_parser(commands)
 
 
 __all__ = ["add_parser", "moment"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from fleetwatch.collector.storage.tables import events
 
@@ -136,3 +136,14 @@ class Events:
             query = query.where(events.c.at < until)
         rows = conn.execute(query.order_by(events.c.id).limit(limit))
         return [EventRow(**row._mapping) for row in rows]
+
+    def counts(
+        self, conn: Connection, kinds: Sequence[str], since: datetime, until: datetime
+    ) -> dict[tuple[str | None, str], int]:
+        """(unit, kind) -> how many events of these kinds in [since, until)."""
+        rows = conn.execute(
+            select(events.c.unit, events.c.kind, func.count())
+            .where(events.c.kind.in_(kinds), events.c.at >= since, events.c.at < until)
+            .group_by(events.c.unit, events.c.kind)
+        )
+        return {(unit, kind): int(count) for unit, kind, count in rows}

@@ -152,6 +152,27 @@ class Findings:
         row = conn.execute(query).first()
         return None if row is None else FindingRow(**row._mapping)
 
+    def get_many(self, conn: Connection, finding_ids: Iterable[int]) -> list[FindingRow]:
+        """Findings by id, in id order."""
+        wanted = sorted(set(finding_ids))
+        if not wanted:
+            return []
+        query = select(findings).where(findings.c.id.in_(wanted)).order_by(findings.c.id)
+        return [FindingRow(**r._mapping) for r in conn.execute(query)]
+
+    def open_since(self, conn: Connection, moment: datetime) -> list[tuple[str, str, int]]:
+        """(host, severity, count) of findings open at ``moment``, as far as the rows tell
+        (a case reopened since counts from its first opening)."""
+        rows = conn.execute(
+            select(findings.c.host_id, findings.c.severity, func.count())
+            .where(
+                findings.c.first_seen <= moment,
+                or_(findings.c.resolved_at.is_(None), findings.c.resolved_at > moment),
+            )
+            .group_by(findings.c.host_id, findings.c.severity)
+        )
+        return [(h, s, int(c)) for h, s, c in rows]
+
     def live_by_host(
         self, conn: Connection, host_ids: Iterable[str]
     ) -> dict[str, list[FindingRow]]:

@@ -33,6 +33,7 @@ from fleetwatch.collector.web.bearer import (
 )
 from fleetwatch.collector.web.bodies import read_body
 from fleetwatch.collector.web.casework import router as casework_router
+from fleetwatch.collector.web.feedback import router as feedback_router
 from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
@@ -155,7 +156,8 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
             sections[name] = SectionView.of(state, content)
     counts: dict[str, int] = {}
     for finding in findings:
-        counts[finding.severity] = counts.get(finding.severity, 0) + 1
+        if not finding.waived:  # a waived finding does not count against its host
+            counts[finding.severity] = counts.get(finding.severity, 0) + 1
     summary = host_summary(host_id, host, counts, policy, now)
     if not principal.may_see(summary.unit):
         raise NoSuchHost(f"no host {host_id!r}")
@@ -315,3 +317,4 @@ __all__ = ["router"]
 # routes join this router's own list (not an included router), so that the front door and
 # the tests that walk `router.routes` see each of them as the route it is.
 router.routes.extend(casework_router.routes)
+router.routes.extend(feedback_router.routes)  # unit reports (web/feedback.py)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from fleetwatch.collector.compliance.feedback import Feedback
 from fleetwatch.collector.refusals import FindingClosed, InvalidWaiver, NoSuchFinding
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
@@ -406,3 +407,50 @@ class TestSilentHosts:
         service.casework.tick(T0 + timedelta(minutes=26))
         service.casework.tick(T0 + timedelta(minutes=27))
         assert kinds(service, host_id="web-01") == ["host_stale", "host_back"]
+
+
+class TestFeedback:
+    def test_a_unit_report_holds_open_overdue_fixed_verified_and_waived(
+        self, service: CollectorService
+    ) -> None:
+        """Each finding in the section its case puts it in, for the unit's hosts only."""
+        host = Host(service, "web-01")
+        host.report({"ports": ports_section(("tcp", "0.0.0.0", 8081), ("tcp", "0.0.0.0", 9090))}, 0)
+        Host(service, "web-02").report(OPEN, 0)
+        fixed_port = next(f for f in findings(service) if f.key == "tcp/9090")
+        host.report(OPEN, 5)  # 9090 closed: resolved
+        for minutes in (10, 15):
+            host.report(OPEN, minutes)  # verified at the third clean report
+        made, _ = service.casework.create_waiver(
+            waiver(pattern="tcp/8081", created_at=T0 + timedelta(minutes=20))
+        )
+        feedback = Feedback(service.store, service.policy.current)
+        report = feedback.unit("parks", T0, T0 + timedelta(days=9))
+        assert [h.host_id for h in report.hosts] == ["web-01"]
+        assert report.open == []
+        assert [f.subject for f in report.waived] == ["tcp/8081"]
+        assert [f.id for f in report.fixed] == [fixed_port.id]
+        assert [f.id for f in report.verified] == [fixed_port.id]
+        assert [(w.id, w.findings) for w in report.waivers] == [(made.id, 1)]
+        service.casework.revoke_waiver(made.id, "office", None, T0 + timedelta(minutes=30))
+        report = feedback.unit("parks", T0, T0 + timedelta(days=9))
+        assert [(f.subject, f.overdue, f.age_days) for f in report.overdue] == [
+            ("tcp/8081", True, 9.0)
+        ]
+        assert report.open_by_severity == {"high": 1}
+
+    def test_the_fleet_summary_ranks_units_by_overdue_critical_then_overdue(
+        self, service: CollectorService
+    ) -> None:
+        """water (one overdue) above parks (none); opened and fixed counted per period."""
+        Host(service, "web-01").report(FIXED, 0)
+        Host(service, "web-02").report(OPEN, 0)
+        feedback = Feedback(service.store, service.policy.current)
+        summary = feedback.fleet(T0 - timedelta(days=1), T0 + timedelta(days=8))
+        assert [(u.unit, u.overdue, u.opened, u.previous_opened) for u in summary.units] == [
+            ("water", 1, 1, 0),
+            ("parks", 0, 0, 0),
+        ]
+        later = feedback.fleet(T0 + timedelta(days=8), T0 + timedelta(days=17))
+        water = later.units[0]
+        assert (water.opened, water.previous_opened, water.open_at_start) == (0, 1, 1)

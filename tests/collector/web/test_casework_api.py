@@ -4,6 +4,8 @@ fix verified, and the audit log holding every step (SQLite, and PostgreSQL when 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -260,3 +262,45 @@ class TestCaseOverHttp:
             assert fleet.call(admin, method, "/api/v1/audit").status_code == 405
         done = fleet.cli(admin, "ack", "999", "--note", "x")
         assert (done.returncode, done.stderr.strip()) == (1, "fleetwatch: HTTP 404: no finding 999")
+
+
+class TestReportsOverHttp:
+    def test_a_unit_report_as_csv_and_html_escapes_what_hosts_reported(
+        self, fleet: Fleet, tmp_path: Path
+    ) -> None:
+        """`fleetwatch report unit parks`: CSV with a row per finding, HTML with the agent's
+        text escaped (no markup of its own reaches the page)."""
+        hostile = "<script>alert(1)</script>"
+        fleet.report("web-01", OPEN | {"services": {"error": hostile}})
+        parks = fleet.token("parks reader", "read", "parks")
+        done = fleet.cli(parks, "report", "unit", "parks", "--format", "csv")
+        assert done.returncode == 0, done.stderr
+        rows = list(csv.reader(io.StringIO(done.stdout)))
+        assert rows[0][:4] == ["section", "id", "host_id", "rule"]
+        open_rows = {(r[3], r[4]) for r in rows if r and r[0] == "open"}
+        assert ("allowed_ports", "tcp/8081") in open_rows
+        assert ("collection_errors", "services") in open_rows
+        page = tmp_path / "parks.html"
+        done = fleet.cli(parks, "report", "unit", "parks", "--format", "html", "-o", str(page))
+        assert done.returncode == 0, done.stderr
+        html = page.read_text()
+        assert "Parks and Gardens" in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "<script" not in html
+        refused = fleet.cli(parks, "report", "unit", "water", "--format", "csv")
+        assert (refused.returncode, refused.stderr.strip()) == (
+            1,
+            "fleetwatch: HTTP 404: no unit 'water'",
+        )
+
+    def test_the_fleet_summary_is_for_fleet_readers_only(self, fleet: Fleet) -> None:
+        """Admins get every unit ranked; a unit's token is refused."""
+        fleet.report("web-01", OPEN)
+        done = fleet.cli(fleet.collector.admin_token, "report", "fleet", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert [u["unit"] for u in summary["units"]] == ["parks", "water"]
+        assert summary["units"][0]["open"] == 1
+        parks = fleet.token("parks reader", "read", "parks")
+        refused = fleet.call(parks, "GET", "/api/v1/reports/fleet")
+        assert refused.status_code == 403
