@@ -1,12 +1,15 @@
 """The response loop end to end, with a real collector, a real agent and real receivers: a
 finding is opened on the host, its unit is told by e-mail and webhook, it is acknowledged with
 a note, waived until an expiry, told again when the waiver expires, fixed on the host,
-resolved, verified; the audit log holds every step."""
+resolved, verified; it shows in the unit's report for the period, and the audit log holds
+every step."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +20,7 @@ import requests
 
 from tests.collector.notifications.conftest import SECRET, hook_table, smtp_table
 from tests.collector.notifications.receivers import SmtpReceiver, WebhookReceiver
-from tests.helpers import AgentProcess, CollectorProcess, free_port, wait_until
+from tests.helpers import BIN, AgentProcess, CollectorProcess, free_port, wait_until
 from tests.tls import TestCA
 
 HOST = "kiosk-01.parks"
@@ -65,10 +68,12 @@ def test_one_finding_from_flag_to_verified(
     receivers: tuple[WebhookReceiver, SmtpReceiver, TestCA],
 ) -> None:
     """opened -> unit told by mail and webhook -> acknowledged with a note -> waived with an
-    expiry -> the waiver expires -> told again -> fixed on the host -> resolved -> verified;
-    every step is in the audit log, and no message arrived twice."""
+    expiry -> the waiver expires -> told again -> fixed on the host -> resolved -> verified ->
+    in the unit's report for the period (API and CLI, JSON, CSV, HTML); every step is in the
+    audit log, and no message arrived twice."""
     webhook, smtp, ca = receivers
     port = free_port()
+    period_start = datetime.now(UTC) - timedelta(minutes=1)
     policy = tmp_path / "policy.toml"
     policy.write_text(
         f"""
@@ -168,7 +173,28 @@ unit = "parks"
         collector.stop()
     collector.start()
     try:
-        # 6. the audit log holds every step, in order
+        # 6. the unit's report for the period shows it fixed and verified, with its note
+        since = period_start.isoformat()
+        report = collector.api("/api/v1/reports/units/parks", since=since)
+        (verified,) = [f for f in report["verified"] if f["id"] == fid]
+        assert (verified["subject"], verified["state"]) == (CHECK, "verified")
+        assert verified["note"] == "kiosk vendor called; fix due Friday"
+        assert fid in [f["id"] for f in report["fixed"]]
+        assert fid not in [f["id"] for f in report["open"]]
+        assert HOST in [h["host_id"] for h in report["hosts"]]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
+        env.update(FLEETWATCH_API_URL=collector.url, FLEETWATCH_API_TOKEN=collector.admin_token)
+        for fmt, marker in (("csv", f"{HOST}"), ("html", "<html")):
+            shown = subprocess.run(
+                [str(BIN / "fleetwatch"), "report", "unit", "parks", "--since", since,
+                 "--format", fmt],
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            assert marker in shown.stdout
+            assert CHECK in shown.stdout
+
+        # 7. the audit log holds every step, in order
         history = [e["kind"] for e in collector.api("/api/v1/audit", finding_id=fid)]
         for step in ("opened", "acknowledged", "waived", "unwaived", "resolved", "verified"):
             assert step in history, (step, history)
