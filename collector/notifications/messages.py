@@ -138,7 +138,9 @@ def text_lines(content: dict[str, Any]) -> list[str]:
         item = content["event"]
         lines = [item_line(item), "", f"at: {item['at']}", f"by: {clean_line(item['actor'], 255)}"]
         lines += [
-            f"{clean_line(k, 40)}: {clean_line(v)}" for k, v in sorted(item["detail"].items())
+            f"{clean_line(k, 40)}: {clean_line(v)}"
+            for k, v in sorted(item["detail"].items())
+            if v is not None
         ]
         return lines
     lines = [title(content), ""]
