@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 
 from fleetwatch.collector.storage.engine import make_engine, upgrade
 from fleetwatch.collector.storage.events import NewEvent
@@ -163,5 +164,19 @@ def test_status_and_test_commands_over_http(
         unknown = cli(collector, "notify", "test", "nope")
         assert unknown.returncode == 1
         assert "no target named 'nope'" in unknown.stdout
+        # the fleet's targets are not a unit's business, and only admins send tests
+        made = requests.post(
+            collector.url + "/api/v1/tokens",
+            json={"name": "parks-reader", "kind": "read", "unit": "parks"},
+            headers={"Authorization": f"Bearer {collector.admin_token}"},
+            timeout=10,
+        ).json()
+        unit_token = {"Authorization": f"Bearer {made['token']}"}
+        status_answer = requests.get(collector.url + "/api/v1/notifications/status",
+                                     headers=unit_token, timeout=10)  # fmt: skip
+        assert status_answer.status_code == 403
+        test_answer = requests.post(collector.url + "/api/v1/notifications/targets/hook/test",
+                                    headers=unit_token, timeout=10)  # fmt: skip
+        assert test_answer.status_code == 403
     finally:
         collector.stop()
