@@ -296,14 +296,17 @@ class Sender:
         for row in due:
             if row.target in broken:
                 continue
-            if self._send_one(row, now):
+            outcome = self._send_one(row, now)
+            if outcome == "sent":
                 sent += 1
-            else:
-                failed += 1
+                continue
+            failed += 1
+            if outcome == "target failed":  # not when the message itself was at fault
                 broken.add(row.target)
         return sent, failed
 
-    def _send_one(self, row: DeliveryRow, now: datetime) -> bool:
+    def _send_one(self, row: DeliveryRow, now: datetime) -> str:
+        """Send one delivery: "sent", "target failed" or "message failed"."""
         notifications = self.source.current
         target = self.resolve(row.target, notifications)
         try:
@@ -320,22 +323,23 @@ class Sender:
                 now=datetime.now(UTC),
                 http=self._http,
             )
-        except DeliveryFailed as exc:
+        except Exception as exc:  # noqa: BLE001  (one message that cannot be sent, whyever, must not stop the others)
+            error = str(exc) if isinstance(exc, DeliveryFailed) else f"{type(exc).__name__}: {exc}"
             retry_at = self.retry_at(row, now)
             with self.store.write() as conn:
-                self.store.deliveries.mark_failed(conn, row.id, now, str(exc), retry_at)
+                self.store.deliveries.mark_failed(conn, row.id, now, error, retry_at)
             log.warning(
                 "notification not delivered",
                 target=row.target,
                 delivery=row.id,
                 attempts=row.attempts + 1,
-                error=str(exc),
+                error=error,
                 retry_at=retry_at.isoformat() if retry_at else "given up",
             )
-            return False
+            return "target failed" if isinstance(exc, DeliveryFailed) else "message failed"
         with self.store.write() as conn:
             self.store.deliveries.mark_sent(conn, row.id, now)
-        return True
+        return "sent"
 
     def retry_at(self, row: DeliveryRow, now: datetime) -> datetime | None:
         """When to try a delivery again after its latest failure: exponential backoff with

@@ -408,3 +408,22 @@ class TestPruning:
                 left.content["event"]["event_id"]
             ]
         assert h.run(advance=600).events == 0
+
+    def test_a_message_that_cannot_be_made_does_not_hold_up_the_others(
+        self, harness: Make, webhook: WebhookReceiver, tmp_path: Path
+    ) -> None:
+        """A delivery whose sending raises something unexpected is a failed attempt with the
+        error kept; the messages after it are sent in the same pass."""
+        from fleetwatch.collector.storage.deliveries import NewDelivery
+
+        h = harness(hook_table(tmp_path, "hook", webhook.url) + route())
+        with h.store.write() as conn:
+            h.store.deliveries.add(
+                conn, NewDelivery("hook", "parks", "event", {"type": "event"}, h.now)
+            )
+        h.events([opened(h, 1)])
+        result = h.run()
+        assert (result.sent, result.failed) == (1, 1)
+        assert [b["event"]["finding_id"] for b in webhook.bodies()] == [1]
+        (status,) = h.sender.status()
+        assert status.last_error == "KeyError: 'event'"
