@@ -1,4 +1,4 @@
-"""``fleetwatch-agent``: collect this host's facts, and report them to the collector.
+"""Collect this host's facts, and report them to the fleetwatch collector.
 
 fleetwatch-agent collect          print the report as JSON; send nothing
 fleetwatch-agent run --once       collect and deliver one report
@@ -8,7 +8,6 @@ fleetwatch-agent rotate-token     get a new host token now
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
@@ -19,20 +18,20 @@ from fleetwatch import __version__
 from fleetwatch.agent.client import CollectorURLError, DeliveryError
 from fleetwatch.agent.secret_files import check_secret_files
 from fleetwatch.agent.settings import DEFAULT_CONFIG, SettingsError, load_settings
+from fleetwatch.command_line import EXIT_USAGE, CommandParser, quiet_broken_pipe
 from fleetwatch.logs import configure_logging
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
     from types import FrameType
 
     from fleetwatch.agent.cycle import Agent
     from fleetwatch.agent.settings import AgentSettings
 
-EXIT_USAGE = 2
-
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetwatch-agent", description=__doc__.split("\n")[0])
+    parser = CommandParser(prog="fleetwatch-agent", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"fleetwatch-agent {__version__}")
     parser.add_argument(
         "--config",
@@ -79,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fleetwatch.agent.cycle import Agent
 
     try:
-        return _command(Agent(settings), args, settings)
+        agent = Agent(settings)
+        return quiet_broken_pipe(lambda: _command(agent, args, settings))
     except (CollectorURLError, SettingsError) as exc:
         print(f"fleetwatch-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE

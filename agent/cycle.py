@@ -166,10 +166,12 @@ class Agent:
             )
             self.state.token_path.replace(self.state.token_path.with_suffix(".rejected"))
             raise
-        log.info(
-            "report delivered",
+        log.info("report delivered", sequence=report.sequence, status=ack.status)
+        # which sections went as their hash alone, and which the collector asked for again:
+        # how delta delivery works, for whoever debugs it, not for an operator's log
+        log.debug(
+            "report sections",
             sequence=report.sequence,
-            status=ack.status,
             hash_only=hash_only,
             missing=ack.missing,
         )

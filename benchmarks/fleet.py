@@ -322,7 +322,11 @@ def _first_reports(collector: CollectorProcess, hosts: list[Host]) -> None:
     def send(host: Host) -> None:
         host.sequence += 1
         sections = {**fixed, **variants[host.variant], "resources": _resources(rng)}
-        status, _ = poster.post("/api/v1/report", host.token, _body(host, sections))
+        body = _body(host, sections)
+        status, retry_after = poster.post("/api/v1/report", host.token, body)
+        while status in {429, 503}:  # as the agent does: again after Retry-After
+            time.sleep(retry_after or 5.0)
+            status, retry_after = poster.post("/api/v1/report", host.token, body)
         if status != 200:
             msg = f"first report of {host.host_id}: HTTP {status}"
             raise RuntimeError(msg)

@@ -6,10 +6,16 @@ the holder of the housekeeping lease (`storage.lease`), however many workers or 
 hosts share the database:
 
 - after a policy change, evaluating every host against the new policy;
+- after new vulnerability data (imported by hand in any process, or fetched here from
+  ``vulnerability_urls`` every ``vulnerability_refresh_hours``), evaluating every host
+  against it without waiting for their reports;
 - pruning reports and section contents past ``report_retention_days``;
 - every round, the casework time does (`compliance.casework`): the policy's waivers kept in
   the database, waivers expiring and expired, fixes verified by time, findings overdue, each
   announced once in the event log.
+
+Every process follows the vulnerability data too: it loads it again when what is stored
+changed, for the reports it takes.
 
 When the holder dies, another process takes the lease at its next check (every
 ``policy_check_interval`` seconds) and carries on.
@@ -25,6 +31,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from fleetwatch.collector.storage.lease import FleetLease
+from fleetwatch.collector.vulns.model import DataFormatError
+from fleetwatch.collector.vulns.refresh import refresh_from
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
 
     from fleetwatch.collector.compliance.policy import PolicySource
     from fleetwatch.collector.settings import CollectorSettings
+    from fleetwatch.collector.vulns.data import KnownVulnerabilities
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +61,7 @@ class Housekeeper:
         *,
         reevaluate_all: Callable[[], int],
         prune: Callable[[datetime], tuple[int, int]],
+        vulnerabilities: KnownVulnerabilities | None = None,
         tick: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
@@ -62,6 +72,11 @@ class Housekeeper:
         self._tick = tick
         # the policy the hosts were last evaluated against, as far as this process knows
         self.evaluated_digest = policy.current.digest
+        self.vulnerabilities = vulnerabilities
+        # the data the hosts were last evaluated against: none yet, so the first holder
+        # evaluates every host against the data it finds (an import may have happened while
+        # no collector ran)
+        self.evaluated_generation = ""
         self._next_prune = time.monotonic() + FIRST_PRUNE_AFTER
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,8 +105,10 @@ class Housekeeper:
                 log.error("housekeeping failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
     def round(self) -> None:
-        """Follow the policy file; if this process holds the lease, do the fleet's work."""
+        """Follow the policy file and the vulnerability data; if this process holds the lease,
+        do the fleet's work."""
         self.follow_policy()
+        self.follow_vulnerabilities()
         holding = self.lease.held()
         if holding != self._holding:
             self._holding = holding
@@ -102,7 +119,12 @@ class Housekeeper:
         if self._tick is not None:
             # before evaluating again, so that a new policy's waivers are in force for it
             self._tick()
-        if self.policy.current.digest != self.evaluated_digest:
+        if self.vulnerability_fetch_due():
+            self.fetch_vulnerabilities()
+        if (
+            self.policy.current.digest != self.evaluated_digest
+            or self.generation != self.evaluated_generation
+        ):
             self.reevaluate()
         if time.monotonic() >= self._next_prune:
             self.prune()
@@ -118,16 +140,60 @@ class Housekeeper:
             )
         return changed
 
+    @property
+    def generation(self) -> str:
+        """The vulnerability data this process holds."""
+        return self.vulnerabilities.index.generation if self.vulnerabilities else ""
+
+    def follow_vulnerabilities(self) -> bool:
+        """Load the vulnerability data again if what is stored changed; True when it did."""
+        if self.vulnerabilities is None:
+            return False
+        changed = self.vulnerabilities.refresh()
+        if changed:
+            log.info("vulnerability data loaded", generation=self.generation[:12])
+        return changed
+
+    def vulnerability_fetch_due(self) -> bool:
+        """Whether the configured URLs were last imported longer ago than the refresh period."""
+        urls = self.settings.vulnerability_urls
+        if self.vulnerabilities is None or not urls:
+            return False
+        source = ", ".join(urls)
+        fetched = [i.imported_at for i in self.vulnerabilities.status() if i.source == source]
+        period = timedelta(hours=self.settings.vulnerability_refresh_hours)
+        return not fetched or datetime.now(UTC) - min(fetched) >= period
+
+    def fetch_vulnerabilities(self) -> bool:
+        """Fetch and import the configured URLs now; False (and logged) when that failed."""
+        assert self.vulnerabilities is not None  # due only with vulnerability data
+        try:
+            infos = refresh_from(
+                self.vulnerabilities,
+                self.settings.vulnerability_urls,
+                self.settings.vulnerability_max_bytes,
+            )
+        except DataFormatError as exc:
+            log.error("vulnerability data not refreshed; the data held stays", error=str(exc))
+            return False
+        log.info("vulnerability data fetched", datasets=[i.name for i in infos])
+        self.follow_vulnerabilities()
+        return True
+
     def reevaluate(self) -> int:
-        """Evaluate every host against the policy in force now; return how many."""
+        """Evaluate every host against the policy and vulnerability data in force now; return
+        how many."""
         digest = self.policy.current.digest
+        generation = self.generation
         started = time.monotonic()
         count = self._reevaluate_all()
         self.evaluated_digest = digest
+        self.evaluated_generation = generation
         log.info(
-            "policy changed; hosts evaluated again",
+            "policy or vulnerability data changed; hosts evaluated again",
             hosts=count,
             digest=digest[:12],
+            vulnerability_data=generation[:12],
             seconds=round(time.monotonic() - started, 2),
         )
         return count

@@ -21,6 +21,7 @@ from fleetwatch.collector.notifications.units import units_of
 from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.storage.engine import make_engine, upgrade
 from fleetwatch.collector.storage.store import Store
+from fleetwatch.collector.vulns.data import KnownVulnerabilities
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -39,7 +40,8 @@ class CollectorService:
         )
         self.store = Store(self.engine)
         self.policy = PolicySource(settings.policy)
-        self.compliance = Compliance(self.store)
+        self.vulnerabilities = KnownVulnerabilities(self.store)
+        self.compliance = Compliance(self.store, vulnerabilities=self.vulnerabilities)
         self.ingestor = Ingestor(self.store, self.policy, self.compliance)
         self.identity = Identity(self.store, settings, self.policy)
         self.ingest_queue = IngestQueue(
@@ -57,6 +59,7 @@ class CollectorService:
             self.policy,
             reevaluate_all=self.ingestor.reevaluate_all,
             prune=self._prune,
+            vulnerabilities=self.vulnerabilities,
             tick=self.casework.tick,
         )
         self.notifications = NotificationsSource(settings.notifications)
@@ -71,6 +74,7 @@ class CollectorService:
             return
         if migrate:
             upgrade(self.engine)
+        self.vulnerabilities.refresh()
         tune_garbage_collector()
         self.ingest_queue.start()
         self.housekeeper.start()
@@ -101,6 +105,14 @@ class CollectorService:
         if not self.housekeeper.follow_policy():
             return False, 0
         return True, self.housekeeper.reevaluate()
+
+    def follow_vulnerabilities(self) -> int:
+        """Load new vulnerability data now and evaluate every host against it here; return
+        how many hosts were evaluated (0 when the data did not change)."""
+        self.housekeeper.follow_vulnerabilities()
+        if self.housekeeper.generation == self.housekeeper.evaluated_generation:
+            return 0
+        return self.housekeeper.reevaluate()
 
     def prune(self) -> tuple[int, int]:
         """Delete reports and contents past retention now; (reports, contents) deleted."""

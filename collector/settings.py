@@ -214,6 +214,21 @@ class CollectorSettings(BaseSettings):
         default=time(7, 0),
         description="Time of day (UTC) when daily digests go out.",
     )
+    # -- vulnerability data ---------------------------------------------------------------
+    vulnerability_urls: list[str] = Field(
+        default=[],
+        description="URLs of vulnerability data to fetch and import on a schedule (the Debian "
+        "tracker's JSON, an OSV zip, CISA's KEV JSON); empty (the default): data is imported "
+        "by hand with `fleetwatch vulns import`, as air-gapped fleets must.",
+    )
+    vulnerability_refresh_hours: Annotated[float, Field(gt=0)] = Field(
+        default=24.0,
+        description="Hours between fetches of vulnerability_urls (by one process of the fleet).",
+    )
+    vulnerability_max_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=512 * 1024 * 1024,
+        description="Largest vulnerability data file fetched from vulnerability_urls.",
+    )
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> CollectorSettings:

@@ -125,8 +125,28 @@ def policy_text(inventory: Inventory, source: str = "the inventory") -> str:
     return text
 
 
+def inventory_file(path: Path) -> Path:
+    """The inventory file at ``path``: the file itself, or the one ``.py`` file of a directory
+    that also holds ``group_data/`` (``inventory/`` -> ``inventory/fleet.py``)."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        msg = f"{path}: no such inventory file or directory"
+        raise InventoryError(msg)
+    candidates = sorted(p for p in path.glob("*.py") if p.name != "__init__.py")
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        msg = f"{path}: no inventory file (*.py) in this directory"
+    else:
+        names = ", ".join(p.name for p in candidates)
+        msg = f"{path}: several inventory files ({names}); name one"
+    raise InventoryError(msg)
+
+
 def compile_policy(inventory_path: str) -> str:
-    """The policy file for a pyinfra inventory file (and its ``group_data/``)."""
+    """The policy file for a pyinfra inventory (and its ``group_data/``): the inventory file,
+    or the directory that holds it."""
     try:
         with warnings.catch_warnings():
             # pyinfra's command line patches the standard library for gevent on import; we
@@ -139,10 +159,7 @@ def compile_policy(inventory_path: str) -> str:
     except ImportError as exc:
         msg = "compiling an inventory needs pyinfra: pip install 'fleetwatch[deploy]'"
         raise InventoryError(msg) from exc
-    path = Path(inventory_path)
-    if not path.is_file():
-        msg = f"{inventory_path}: no such inventory file"
-        raise InventoryError(msg)
+    path = inventory_file(Path(inventory_path))
     state = State(check_for_changes=False)
     config = Config()
     try:

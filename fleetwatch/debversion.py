@@ -9,6 +9,8 @@ characters, and ``~`` sorts before everything, even the end of the string) and r
 from __future__ import annotations
 
 import functools
+import re
+import string
 
 _DIGITS = frozenset("0123456789")
 
@@ -56,25 +58,86 @@ def _compare_part(a: str, b: str) -> int:  # noqa: C901  (dpkg's algorithm, kept
     return 0
 
 
+# dpkg's parseversion() (lib/dpkg/parsehelp.c) in the C locale: its notion of space, of a
+# letter, and the epoch as strtol() reads it (a sign is allowed, "-0" is zero).
+_SPACE = " \t\n\v\f\r"
+_EPOCH = re.compile(r"[+-]?[0-9]+")
+_EPOCH_MAX = 2**31 - 1  # INT_MAX
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+_UPSTREAM_CHARS = _ALNUM | frozenset(".-+~:")
+_REVISION_CHARS = _ALNUM | frozenset(".+~")
+
+
+def _refuse(version: str, why: str) -> InvalidVersionError:
+    return InvalidVersionError(f"not a Debian version: {version!r}: {why}")
+
+
 @functools.lru_cache(maxsize=65536)
 def parse(version: str) -> tuple[int, str, str]:
-    """Split a version into (epoch, upstream, revision); raise InvalidVersionError if it is none."""
-    text = version.strip()
-    if not text or any(c.isspace() for c in text):
-        msg = f"not a Debian version: {version!r}"
-        raise InvalidVersionError(msg)
-    epoch = 0
-    if ":" in text:
-        epoch_text, text = text.split(":", 1)
-        if not epoch_text.isdigit() or not epoch_text.isascii():
-            msg = f"not a Debian version (epoch must be a number): {version!r}"
-            raise InvalidVersionError(msg)
-        epoch = int(epoch_text)
-    upstream, _, revision = text.rpartition("-") if "-" in text else (text, "", "")
+    """Split a version into (epoch, upstream, revision), as dpkg parses it to compare.
+
+    Raises InvalidVersionError where ``dpkg --compare-versions`` fails ("bad syntax" errors).
+    dpkg only warns of a version that does not start with a digit or has characters outside
+    letters, digits and ``.+~`` (and ``-:`` upstream), and still orders it: so does this. Use
+    `validate` for the strict rule dpkg applies to a version it is asked to check or build.
+    """
+    text = version.strip(_SPACE)
+    if not text:
+        raise _refuse(version, "version string is empty")
+    if any(c in _SPACE for c in text):
+        raise _refuse(version, "version string has embedded spaces")
+    epoch, text = _split_epoch(version, text)
+    upstream, hyphen, revision = text.rpartition("-")
+    if not hyphen:
+        upstream, revision = text, ""
+    elif not revision:
+        raise _refuse(version, "revision number is empty")
     if not upstream:
-        msg = f"not a Debian version (empty upstream part): {version!r}"
-        raise InvalidVersionError(msg)
+        raise _refuse(version, "version number is empty")
     return epoch, upstream, revision
+
+
+def _split_epoch(version: str, text: str) -> tuple[int, str]:
+    epoch_text, colon, rest = text.partition(":")
+    if not colon:
+        return 0, text
+    if not epoch_text:
+        raise _refuse(version, "epoch in version is empty")
+    if _EPOCH.fullmatch(epoch_text) is None:
+        raise _refuse(version, "epoch in version is not number")
+    epoch = int(epoch_text)
+    if epoch > _EPOCH_MAX:
+        raise _refuse(version, "epoch in version is too big")
+    if epoch < 0:
+        raise _refuse(version, "epoch in version is negative")
+    if not rest:
+        raise _refuse(version, "nothing after colon in version number")
+    return epoch, rest
+
+
+def validate(version: str) -> str:
+    """Return ``version`` if ``dpkg --validate-version`` accepts it; raise InvalidVersionError.
+
+    Stricter than `parse`: the upstream part starts with a digit and holds only letters,
+    digits and ``.+-~:``, the revision only letters, digits and ``.+~``.
+    """
+    _epoch, upstream, revision = parse(version)
+    if upstream[0] not in string.digits:
+        raise _refuse(version, "version number does not start with digit")
+    if not set(upstream) <= _UPSTREAM_CHARS:
+        raise _refuse(version, "invalid character in version number")
+    if not set(revision) <= _REVISION_CHARS:
+        raise _refuse(version, "invalid character in revision number")
+    return version
+
+
+def is_valid(version: str) -> bool:
+    """Whether ``dpkg --validate-version`` accepts ``version``."""
+    try:
+        validate(version)
+    except InvalidVersionError:
+        return False
+    return True
 
 
 def compare(a: str, b: str) -> int:

@@ -146,21 +146,57 @@ class PackagesData(_Model):
         return map(Package._make, self.packages)
 
 
+def _unset(value: object) -> bool:
+    """A field added to schema 1 at its default: left out of the JSON (and the hash)."""
+    return value is None or value == []
+
+
 class PendingUpdate(_Model):
-    """An upgrade the package manager would install, and whether it is a security update."""
+    """An upgrade the package manager would install, and whether it is a security update.
+
+    Also an upgrade it would *not* install although a newer version is there: then
+    ``held_back`` says how (held, kept back, pinned) and ``reason`` why.
+    """
 
     name: Name
     architecture: Name
     installed_version: Version | None = None
     candidate_version: Version
-    security: bool
+    security: bool = Field(
+        description="True when a security archive offers a version newer than the installed "
+        "one, whichever archive the candidate comes from."
+    )
     origins: Annotated[list[ShortText], Field(max_length=32)] = []
+    # Additions to schema 1 below: optional, and left out of the JSON while unset, so that the
+    # content hash of a section of today's shape stays what older agents computed.
+    security_version: Version | None = Field(
+        default=None,
+        exclude_if=_unset,
+        description="The newest version above the installed one that a security archive "
+        "offers; null when there is none or the agent did not look.",
+    )
+    held_back: Literal["held", "kept-back", "pinned"] | None = Field(
+        default=None,
+        exclude_if=_unset,
+        description="Set when the package manager will not install this upgrade: held "
+        "(apt-mark hold), kept-back (its resolver will not, e.g. a multi-arch twin cannot "
+        "follow) or pinned (pin priorities keep a newer security version away).",
+    )
+    reason: ShortText | None = Field(
+        default=None, exclude_if=_unset, description="Why the upgrade is held back, in words."
+    )
 
 
 class UpdatesData(_Model):
     manager: Name
     index_refreshed_at: Timestamp | None = None
     updates: Annotated[list[PendingUpdate], Field(max_length=MAX_PACKAGES)]
+    new_installs: Annotated[list[PendingUpdate], Field(max_length=MAX_PACKAGES)] = Field(
+        default=[],
+        exclude_if=_unset,
+        description="Packages an upgrade would newly install (a new kernel ABI package): "
+        "not pending updates. Absent from older reports.",
+    )
 
 
 class Listener(_Model):

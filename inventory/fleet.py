@@ -1,6 +1,6 @@
 """An example fleet: three units (organisations answerable for their own hosts) and the roles
 their hosts play. Group data in group_data/ carries both the deploy settings and the compliance
-baseline; `fleetwatch policy compile inventory/fleet.py` shows what each host is held to.
+baseline; `fleetwatch policy compile inventory/` shows what each host is held to.
 
     pyinfra inventory/fleet.py deploy/recipes/install_collector.py --limit fleetwatch_collectors
     pyinfra inventory/fleet.py deploy/recipes/install_agent.py

@@ -49,7 +49,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]
         ),
     )
     assert (source / "fleetwatch" / "agent").is_symlink()
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp / "out", source)
+    # -v: the build backend's own output, which test_the_build_warns_of_nothing reads
+    built = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", tmp / "out", source)
+    (tmp / "build.log").write_text(built.stdout + built.stderr)
     (built,) = (tmp / "out").glob("fleetwatch-*.whl")
     with zipfile.ZipFile(built) as archive:
         yield archive
@@ -98,6 +100,15 @@ class TestWheel:
             "fleetwatch/collector/examples/policy.toml",
         ]
         assert [name for name in wanted if name not in names] == []
+
+    def test_the_licence_ships_and_the_build_warns_of_nothing(self, wheel: zipfile.ZipFile) -> None:
+        """SPDX licence and license-files: LICENSE in the wheel, no deprecation banner."""
+        assert f"{DIST_INFO}/licenses/LICENSE" in wheel.namelist()
+        metadata = wheel.read(f"{DIST_INFO}/METADATA").decode()
+        assert "License-Expression: Apache-2.0" in metadata
+        log = (Path(wheel.filename or "").parent.parent / "build.log").read_text()
+        assert "adding license file 'LICENSE'" in log  # the backend's output is there
+        assert "deprecat" not in log.lower()
 
     def test_recipes_stay_out(self, wheel: zipfile.ZipFile) -> None:
         """deploy/recipes are run from a checkout; an installed fleetwatch has no use for them."""

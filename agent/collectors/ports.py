@@ -4,6 +4,15 @@ psutil names the process behind a socket when the agent may read that process's
 ``/proc/PID/fd`` (its own, or anyone's with CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE). The user
 owning a socket is in ``/proc/net/*``, which any user may read: so every listener has its user
 even when its process cannot be named.
+
+A UDP socket that is not connected may still be a client's: one that only ``sendto``s is
+given a port by the kernel (autobind) from ``net.ipv4.ip_local_port_range``, and holds it as
+long as it lives. Nothing in ``/proc`` or sock_diag tells an autobound port from one a
+process bound explicitly, so a UDP socket on a port in that range is taken for a client
+unless the port is in ``net.ipv4.ip_local_reserved_ports`` (which the kernel never hands out
+by autobind, and which is how a service that binds a port in that range keeps it free). The
+limit: a UDP service that binds a port in the ephemeral range without reserving it (an RPC
+service bound to port 0 and registered with the portmapper, say) is not reported.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import ipaddress
 import pwd
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +78,36 @@ def socket_owners(proc_net: Path = Path("/proc/net")) -> dict[tuple[str, str, in
     return owners
 
 
+@dataclass(frozen=True)
+class EphemeralPorts:
+    """The ports the kernel hands out by autobind: the local port range less reserved ports."""
+
+    low: int
+    high: int
+    reserved: frozenset[int] = frozenset()
+
+    def autobound(self, port: int) -> bool:
+        """Whether a socket on ``port`` may have been given it by the kernel."""
+        return self.low <= port <= self.high and port not in self.reserved
+
+
+NO_EPHEMERAL_PORTS = EphemeralPorts(1, 0)
+
+
+def ephemeral_ports(proc_sys: Path = Path("/proc/sys/net/ipv4")) -> EphemeralPorts:
+    """The kernel's ephemeral ports (for IPv4 and IPv6 alike); none when unreadable."""
+    try:
+        low_text, high_text = (proc_sys / "ip_local_port_range").read_text().split()
+        reserved_text = (proc_sys / "ip_local_reserved_ports").read_text().strip()
+        reserved: set[int] = set()
+        for part in filter(None, reserved_text.split(",")):
+            first, _, last = part.partition("-")
+            reserved.update(range(int(first), int(last or first) + 1))
+        return EphemeralPorts(int(low_text), int(high_text), frozenset(reserved))
+    except (OSError, ValueError):
+        return NO_EPHEMERAL_PORTS  # report every unconnected UDP socket rather than guess
+
+
 def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -99,24 +139,31 @@ class PortsCollector:
         net_connections: Callable[..., list[Any]] = psutil.net_connections,
         process: ProcessInfo = process_info,
         owners: Callable[[], dict[tuple[str, str, int], int]] = socket_owners,
+        ephemeral: Callable[[], EphemeralPorts] = ephemeral_ports,
     ) -> None:
         self.net_connections = net_connections
         self.process = process
         self.owners = owners
+        self.ephemeral = ephemeral
 
     def collect(self) -> PortsData:
         owners: dict[tuple[str, str, int], int] | None = None
         seen: set[tuple[str, str, int, int | None]] = set()
         processes: dict[int, tuple[str | None, str | None]] = {}
         listeners = []
+        ephemeral = self.ephemeral()
         for conn in self.net_connections(kind="inet"):
+            if not conn.laddr:
+                continue
             if conn.type == socket.SOCK_STREAM and conn.status == psutil.CONN_LISTEN:
                 protocol = "tcp"
-            elif conn.type == socket.SOCK_DGRAM and not conn.raddr:
+            elif (
+                conn.type == socket.SOCK_DGRAM
+                and not conn.raddr  # a connected UDP socket talks to one peer: a client
+                and not ephemeral.autobound(conn.laddr.port)
+            ):
                 protocol = "udp"
             else:
-                continue
-            if not conn.laddr:
                 continue
             key = (protocol, conn.laddr.ip, conn.laddr.port, conn.pid)
             if key in seen:  # one socket per worker of a pre-forked server

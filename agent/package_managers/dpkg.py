@@ -9,11 +9,23 @@ import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetwatch import debversion
 from fleetwatch.agent.commands import CommandRunner, run_command
-from fleetwatch.agent.package_managers.apt import parse_simulation
+from fleetwatch.agent.package_managers.apt import (
+    InstalledPackage,
+    Policy,
+    classify,
+    parse_package_files,
+    parse_policy,
+    parse_simulation,
+    policy_key,
+)
 from fleetwatch.schema import Package, PackagesData, UpdatesData
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # dpkg states in which a package's files are on disk.
 _PRESENT_STATES = frozenset(
@@ -28,26 +40,57 @@ _PRESENT_STATES = frozenset(
 )
 _KERNEL_PREFIX = "linux-image-"
 APT_TIMEOUT = 300.0
+POLICY_BATCH = 5000  # packages per `apt-cache policy` call
+# Part of the updates fingerprint: a new way of reading apt's answer makes an upgraded agent
+# ask again rather than report a cached answer read the old way.
+UPDATES_LOGIC = "apt-policy-1"
 
 
-def parse_status(text: str) -> list[Package]:
-    """The installed packages of a dpkg status file, sorted by name and architecture."""
-    packages: list[Package] = []
+_FIELDS = frozenset({"Package", "Status", "Version", "Architecture", "Source"})
+
+
+def _paragraphs(text: str) -> Iterator[dict[str, str]]:
+    """The fields fleetwatch reads of each paragraph of a dpkg status file."""
     fields: dict[str, str] = {}
     for line in [*text.splitlines(), ""]:
         if not line:
             if fields:
-                package = _package_from_fields(fields)
-                if package is not None:
-                    packages.append(package)
+                yield fields
                 fields = {}
             continue
         if line[0] in " \t":
             continue  # a continuation line of a multi-line field we do not read
         key, sep, value = line.partition(":")
-        if sep and key in {"Package", "Status", "Version", "Architecture", "Source"}:
+        if sep and key in _FIELDS:
             fields[key] = value.strip()
+
+
+def parse_status(text: str) -> list[Package]:
+    """The installed packages of a dpkg status file, sorted by name and architecture."""
+    packages = [p for p in map(_package_from_fields, _paragraphs(text)) if p is not None]
     packages.sort(key=lambda p: (p.name, p.architecture))
+    return packages
+
+
+def installed_for_policy(text: str) -> list[InstalledPackage]:
+    """The installed packages of a dpkg status file and whether each is on hold."""
+    packages = []
+    for fields in _paragraphs(text):
+        # "want flag state": "hold ok installed" for a package on hold
+        status = fields.get("Status", "").split()
+        if (
+            status[-1:]
+            and status[-1] in _PRESENT_STATES
+            and {"Package", "Version"} <= fields.keys()
+        ):
+            packages.append(
+                InstalledPackage(
+                    name=fields["Package"],
+                    architecture=fields.get("Architecture", "all"),
+                    version=fields["Version"],
+                    held=status[0] == "hold",
+                )
+            )
     return packages
 
 
@@ -123,10 +166,23 @@ class Dpkg:
             ],
             APT_TIMEOUT,
         )
+        simulation = parse_simulation(output)
+        installed = installed_for_policy(
+            self.status_path.read_text(encoding="utf-8", errors="replace")
+        )
+        native = self.run(["dpkg", "--print-architecture"], APT_TIMEOUT).strip()
+        files = parse_package_files(self.run(["apt-cache", "policy"], APT_TIMEOUT))
+        keys = sorted({policy_key(p.name, p.architecture, native) for p in installed})
+        policies: dict[str, Policy] = {}
+        for start in range(0, len(keys), POLICY_BATCH):  # argv stays far below ARG_MAX
+            batch = keys[start : start + POLICY_BATCH]
+            policies.update(parse_policy(self.run(["apt-cache", "policy", *batch], APT_TIMEOUT)))
+        updates, new_installs = classify(simulation, installed, policies, files, native)
         return UpdatesData(
             manager="apt",
             index_refreshed_at=self.index_refreshed_at(),
-            updates=parse_simulation(output),
+            updates=updates,
+            new_installs=new_installs,
         )
 
     def index_refreshed_at(self) -> datetime | None:
@@ -147,6 +203,7 @@ class Dpkg:
 
     def updates_signature(self) -> str:
         keys = [
+            UPDATES_LOGIC,
             _stat_key(self.status_path),
             *_tree_keys(self.lists_dir),
             _stat_key(self.apt_config_dir / "sources.list"),

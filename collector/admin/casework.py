@@ -28,19 +28,19 @@ def moment(text: str) -> str:
 
 
 def _client() -> ApiClient:
-    from fleetwatch.collector.admin.cli import _client as client  # noqa: PLC0415
+    from fleetwatch.collector.admin.cli import _client as client
 
     return client()
 
 
 def _print_json_or(args: argparse.Namespace, data: Any, text: str) -> None:
-    from fleetwatch.collector.admin import render  # noqa: PLC0415
+    from fleetwatch.collector.admin import render
 
     print(render.to_json(data) if args.json else text)
 
 
 def cmd_units(args: argparse.Namespace) -> int:
-    from fleetwatch.collector.admin import render  # noqa: PLC0415
+    from fleetwatch.collector.admin import render
 
     units = _client().get("/api/v1/units")
     rows = [
@@ -75,7 +75,7 @@ def _event_rows(events: list[dict[str, Any]]) -> list[list[object]]:
 
 
 def cmd_finding(args: argparse.Namespace) -> int:
-    from fleetwatch.collector.admin import render  # noqa: PLC0415
+    from fleetwatch.collector.admin import render
 
     client = _client()
     finding = client.get(f"/api/v1/findings/{args.id}")
@@ -138,7 +138,7 @@ def cmd_waive(args: argparse.Namespace) -> int:
 
 
 def cmd_waivers(args: argparse.Namespace) -> int:
-    from fleetwatch.collector.admin import render  # noqa: PLC0415
+    from fleetwatch.collector.admin import render
 
     client = _client()
     if args.waivers_command == "revoke":
@@ -167,7 +167,7 @@ def cmd_waivers(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from fleetwatch.collector.admin import render  # noqa: PLC0415
+    from fleetwatch.collector.admin import render
 
     events = _client().get(
         "/api/v1/audit",

@@ -1,4 +1,4 @@
-"""``fleetwatch``: run the collector, and ask it about the fleet.
+"""Run the fleetwatch collector, and ask it about the fleet.
 
 fleetwatch serve                 run the collector service
 fleetwatch db upgrade            apply database migrations
@@ -14,13 +14,16 @@ fleetwatch report unit NAME      a unit's rectification report; `report fleet` f
 fleetwatch reports HOST_ID       reports received from a host
 fleetwatch token ...             API tokens and enrollment secrets
 fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
+fleetwatch bootstrap DIR         a new fleet's CA, collector certificate and secrets
+fleetwatch backup FILE           save the database while the collector serves
+fleetwatch restore FILE          restore a backup into a new database
+fleetwatch vulns ...             vulnerabilities by host, unit or CVE; import and status
 fleetwatch notify ...            notification targets: status, a test message
 fleetwatch demo                  collector + this machine's agent, on SQLite
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -29,15 +32,16 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
-from fleetwatch.collector.admin import casework, notify
+from fleetwatch.collector.admin import casework, notify, vulns
+from fleetwatch.command_line import EXIT_USAGE, CommandParser, quiet_broken_pipe
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Sequence
 
     from fleetwatch.collector.admin.client import ApiClient
+    from fleetwatch.collector.compliance.policy import Policy
     from fleetwatch.collector.settings import CollectorSettings
-
-EXIT_USAGE = 2
 
 
 class CliError(Exception):
@@ -190,7 +194,13 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
     status = "noncompliant" if args.noncompliant else args.status
     hosts = _client().get("/api/v1/hosts", unit=args.unit, status=status)
-    print(render.to_json(hosts) if args.json else render.hosts_table(hosts))
+    if args.json:
+        print(render.to_json(hosts))
+    elif not hosts:
+        filters = {"noncompliant": args.noncompliant, "status": args.status, "unit": args.unit}
+        print(render.nothing_found("hosts", filters))
+    else:
+        print(render.hosts_table(hosts))
     return 0
 
 
@@ -207,8 +217,13 @@ def cmd_host(args: argparse.Namespace) -> int:
         answer = client.post(path + "/revoke")
         print(f"revoked {answer['revoked']} token(s) of {render.clean(args.host_id)}")
         return 0
-    host = client.get(path, data=str(args.json).lower())
-    print(render.to_json(host) if args.json else render.host_text(host))
+    host = client.get(path, data="true")
+    if args.json:
+        print(render.to_json(host))
+    else:
+        from fleetwatch.collector.admin.host_page import host_page
+
+        print(host_page(host))
     return 0
 
 
@@ -226,7 +241,19 @@ def cmd_findings(args: argparse.Namespace) -> int:
         overdue="true" if args.overdue else None,
         waived=None if args.waived is None else str(args.waived).lower(),
     )
-    print(render.to_json(findings) if args.json else render.findings_table(findings))
+    if args.json:
+        print(render.to_json(findings))
+    elif not findings:
+        filters = {
+            "host": args.host,
+            "rule": args.rule,
+            "unit": args.unit,
+            "open": args.open,
+            "resolved": args.resolved,
+        }
+        print(render.nothing_found("findings", filters))
+    else:
+        print(render.findings_table(findings))
     return 0
 
 
@@ -236,6 +263,9 @@ def cmd_reports(args: argparse.Namespace) -> int:
     reports = _client().get(f"/api/v1/hosts/{args.host_id}/reports", limit=args.limit)
     if args.json:
         print(render.to_json(reports))
+        return 0
+    if not reports:
+        print(f"no reports from {render.clean(args.host_id)} yet")
         return 0
     rows = [
         [
@@ -272,24 +302,31 @@ def cmd_token(args: argparse.Namespace) -> int:
         if args.json:
             print(render.to_json(tokens))
         else:
-            rows = [
-                [
-                    t["id"],
-                    t["name"],
-                    t["kind"],
-                    t["unit"] or "-",
-                    t["created_at"][:19],
-                    "revoked" if t["revoked_at"] else "active",
-                ]
-                for t in tokens
-            ]
-            print(render.table(["ID", "NAME", "KIND", "UNIT", "CREATED", "STATE"], rows))
+            print(render.tokens_table(tokens) if tokens else "no tokens")
     else:
         print(render.clean(client.delete(f"/api/v1/tokens/{args.id}")["detail"]))
     return 0
 
 
+def _epoch_warnings(policy: Policy) -> list[str]:
+    """min_versions entries without the epoch their package has on the collector's hosts."""
+    from fleetwatch.collector.compliance.rules.packages import epochless_minimums
+
+    baselines = [policy.defaults, *policy.groups.values(), *policy.hosts.values()]
+    patterns = sorted({p for b in baselines for p, v in b.min_versions.items() if ":" not in v})
+    if not patterns:
+        return []
+    from fleetwatch.collector.admin.client import ApiError
+
+    try:
+        installed = _client().get("/api/v1/packages/installed", name=patterns)["hosts"]
+    except (CliError, ApiError) as exc:
+        return [f"min_versions not checked against the hosts' epochs ({exc}; --offline: skip)"]
+    return epochless_minimums(lambda h: policy.for_host(h).baseline.min_versions, installed)
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
+    from fleetwatch.collector.admin import render
     from fleetwatch.collector.compliance.policy import Policy, PolicyError
 
     if args.policy_command == "check":
@@ -298,6 +335,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             raise CliError(str(exc), 1) from exc
         print(f"{args.file}: {len(policy.hosts)} hosts, {len(policy.groups)} groups; valid")
+        if not args.offline:
+            for warning in _epoch_warnings(policy):
+                print(f"warning: {render.clean(warning)}")
         return 0
     if args.policy_command == "compile":
         from fleetwatch.deploy.baseline import InventoryError, compile_policy
@@ -321,7 +361,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin.demo import run_demo
 
-    return int(run_demo(args.dir, keep=args.keep))
+    return int(
+        run_demo(args.dir, keep=args.keep, port=args.port, vulnerabilities=args.vulnerabilities)
+    )
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -336,7 +378,7 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per option)
-    parser = argparse.ArgumentParser(prog="fleetwatch", description=(__doc__ or "").split("\n")[0])
+    parser = CommandParser(prog="fleetwatch", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--version", action="version", version=f"fleetwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -401,6 +443,10 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
 
     token = commands.add_parser("token", help="API tokens and enrollment secrets")
     token_commands = token.add_subparsers(dest="token_command", required=True)
+    listing = token_commands.add_parser(
+        "list", help="list tokens, and the collector's tokens from its environment"
+    )
+    listing.add_argument("--json", action="store_true")
     create = token_commands.add_parser("create", help="create a token (shown once)")
     create.add_argument("--name", required=True, help="what the token is for")
     create.add_argument("--kind", required=True, choices=["admin", "read", "respond", "enroll"])
@@ -409,8 +455,6 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
         help="limit a read token or enrollment secret to a unit (a respond token: its unit)",
     )
     create.add_argument("--json", action="store_true")
-    listing = token_commands.add_parser("list", help="list tokens")
-    listing.add_argument("--json", action="store_true")
     revoke = token_commands.add_parser("revoke", help="revoke a token")
     revoke.add_argument("id", type=int)
     token.set_defaults(func=cmd_token)
@@ -419,15 +463,28 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser("check", help="validate a policy file")
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="only validate the file; do not ask the collector (FLEETWATCH_API_URL) for the "
+        "package versions its hosts report, to warn of min_versions entries without an epoch",
+    )
     compile_ = policy_commands.add_parser(
         "compile",
         help="print the policy of a pyinfra inventory (needs fleetwatch[deploy])",
     )
-    compile_.add_argument("inventory", help="pyinfra inventory file")
+    compile_.add_argument(
+        "inventory", help="pyinfra inventory: its directory (inventory/) or its file"
+    )
     compile_.add_argument("-o", "--output", type=Path, help="write to this file")
     policy_commands.add_parser("reload", help="make the collector re-read its policy now")
     policy.set_defaults(func=cmd_policy)
 
+    from fleetwatch.collector.admin import backup, bootstrap
+
+    bootstrap.add_parser(commands)
+    backup.add_parser(commands)
+    vulns.add_parser(commands)
     casework.add_parser(commands)
     notify.add_parser(commands)
 
@@ -441,9 +498,21 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
         help="where the demo keeps its database and agent state",
     )
     demo.add_argument(
+        "--port",
+        type=int,
+        default=8470,
+        help="the demo collector's port on 127.0.0.1 (default 8470; 0: any free port)",
+    )
+    demo.add_argument(
         "--keep",
         action="store_true",
         help="keep the collector and agent running until Ctrl-C",
+    )
+    demo.add_argument(
+        "--vulnerabilities",
+        type=Path,
+        metavar="PATH",
+        help="vulnerability data to import first (tracker JSON, OSV, KEV; file or directory)",
     )
     demo.set_defaults(func=cmd_demo)
     return parser
@@ -451,6 +520,10 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return quiet_broken_pipe(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     from fleetwatch.collector.admin.client import ApiError
 

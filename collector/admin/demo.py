@@ -3,6 +3,10 @@
 Everything lives in one directory (``.fleetwatch-demo`` by default): the database, the agent's
 state, the policy and the generated secrets. Running it again reuses them, so the second run
 shows the same host with its history.
+
+Given vulnerability data (``--vulnerabilities PATH``: the Debian tracker's JSON, OSV records,
+CISA's KEV), the demo imports it first and ends with the CVEs this machine carries, by source
+package.
 """
 
 from __future__ import annotations
@@ -19,15 +23,25 @@ import requests
 
 from fleetwatch.collector.admin import render
 from fleetwatch.collector.admin.client import ApiClient
+from fleetwatch.collector.admin.vulns import vulnerabilities_text
+from fleetwatch.collector.storage.engine import make_engine, upgrade
+from fleetwatch.collector.storage.store import Store
+from fleetwatch.collector.vulns.data import KnownVulnerabilities
+from fleetwatch.collector.vulns.model import DataFormatError
 
 # the example policy ships with the collector package (collector/examples/)
 EXAMPLE_POLICY = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
 STARTUP_TIMEOUT = 60.0
 
 
-def _free_port() -> int:
+def _bindable_port(port: int) -> int:
+    """``port`` if nothing holds it on loopback (0: any free port); a clear error if taken."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            msg = f"port {port} on 127.0.0.1 is taken ({exc.strerror}); choose another with --port"
+            raise RuntimeError(msg) from exc
         return int(sock.getsockname()[1])
 
 
@@ -64,13 +78,42 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(msg)
 
 
-def run_demo(directory: Path, *, keep: bool = False) -> int:
+def _import_vulnerabilities(directory: Path, path: Path) -> bool:
+    """Import vulnerability data into the demo's database, before its collector starts."""
+    engine = make_engine(f"sqlite:///{directory / 'fleetwatch.db'}")
+    try:
+        upgrade(engine)
+        infos = KnownVulnerabilities(Store(engine)).import_path(path)
+    except (DataFormatError, OSError) as exc:
+        print(f"fleetwatch demo: vulnerability data not imported: {exc}", file=sys.stderr)
+        return False
+    finally:
+        engine.dispose()
+    for info in infos:
+        counts = ", ".join(f"{v} {k}" for k, v in info.counts.items())
+        print(f"imported vulnerability data {info.name}: {counts}")
+    return True
+
+
+def run_demo(
+    directory: Path,
+    *,
+    keep: bool = False,
+    port: int = 8470,
+    vulnerabilities: Path | None = None,
+) -> int:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
+    if vulnerabilities is not None and not _import_vulnerabilities(directory, vulnerabilities):
+        return 1
     host_id = socket.gethostname()
     admin_token = _secret(directory, "admin-token")
-    port = _free_port()
+    try:
+        port = _bindable_port(port)
+    except RuntimeError as exc:
+        print(f"fleetwatch demo: {exc}", file=sys.stderr)
+        return 1
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -122,15 +165,13 @@ def run_demo(directory: Path, *, keep: bool = False) -> int:
         print()
         findings = client.get("/api/v1/findings", open="true")
         print(render.findings_table(findings) if findings else "no open findings")
-        explore = (
-            f"FLEETWATCH_API_URL={url} FLEETWATCH_API_TOKEN=$(cat "
-            f"{directory / 'admin-token'}) {bin_dir / 'fleetwatch'} host {host_id}"
-        )
+        if vulnerabilities is not None:
+            print()
+            print("vulnerabilities, by source package:")
+            rows = client.get("/api/v1/vulnerabilities", host_id=host_id, limit=100_000)
+            print(vulnerabilities_text(rows))
         if keep:
-            print(
-                f"\nthe collector and the agent (every 60 s) keep running; Ctrl-C stops "
-                f"both. Meanwhile, in another terminal:\n  {explore}"
-            )
+            print(_next_steps(url, directory, bin_dir, host_id))
             _run_agent_until_interrupted(bin_dir, env)
         else:
             print(
@@ -148,6 +189,20 @@ def run_demo(directory: Path, *, keep: bool = False) -> int:
             collector.kill()
         collector_log.close()
     return 0
+
+
+def _next_steps(url: str, directory: Path, bin_dir: Path, host_id: str) -> str:
+    """What to try while the demo keeps running: the command line, the API, the dashboard."""
+    fleetwatch = bin_dir / "fleetwatch"
+    return (
+        "\nthe collector and the agent (every 60 s) keep running; Ctrl-C stops both.\n"
+        "Meanwhile, in another terminal:\n"
+        f"  export FLEETWATCH_API_URL={url}\n"
+        f"  export FLEETWATCH_API_TOKEN=$(cat {directory / 'admin-token'})\n"
+        f"  1. {fleetwatch} findings        (then: {fleetwatch} host {host_id})\n"
+        f"  2. the API and its docs:  {url}/docs\n"
+        f"  3. the dashboard:         {url}/"
+    )
 
 
 def _run_agent_until_interrupted(bin_dir: Path, env: dict[str, str]) -> None:

@@ -30,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
 
 def status_text(status: dict[str, Any]) -> str:
     """The status as a table, with the file's error and the failing targets under it."""
-    from fleetwatch.collector.admin import render  # noqa: PLC0415  (see cli.py)
+    from fleetwatch.collector.admin import render
 
     rows = [
         [
@@ -62,8 +62,8 @@ def status_text(status: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from fleetwatch.collector.admin import render  # noqa: PLC0415
-    from fleetwatch.collector.admin.cli import api_client  # noqa: PLC0415
+    from fleetwatch.collector.admin import render
+    from fleetwatch.collector.admin.cli import api_client
 
     status = api_client().get("/api/v1/notifications/status")
     print(render.to_json(status) if args.json else status_text(status))
@@ -71,10 +71,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from urllib.parse import quote  # noqa: PLC0415
+    from urllib.parse import quote
 
-    from fleetwatch.collector.admin import render  # noqa: PLC0415
-    from fleetwatch.collector.admin.cli import api_client  # noqa: PLC0415
+    from fleetwatch.collector.admin import render
+    from fleetwatch.collector.admin.cli import api_client
 
     answer = api_client().post(f"/api/v1/notifications/targets/{quote(args.target, safe='')}/test")
     word = "sent" if answer["ok"] else "NOT sent"

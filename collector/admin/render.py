@@ -81,6 +81,16 @@ def severity_counts(counts: dict[str, int]) -> str:
     return f"{total} ({', '.join(parts)})"
 
 
+def nothing_found(what: str, filters: dict[str, object]) -> str:
+    """What an empty answer says instead of a bare header: which filters matched nothing."""
+    given = [
+        f"--{name.replace('_', '-')}" + ("" if value is True else f" {clean(value)}")
+        for name, value in filters.items()
+        if value not in (None, False)
+    ]
+    return f"no {what} match {' '.join(given)}" if given else f"no {what}"
+
+
 def hosts_table(hosts: list[dict[str, Any]]) -> str:
     rows = [
         [
@@ -126,32 +136,56 @@ def findings_table(findings: list[dict[str, Any]]) -> str:
     return table(["ID", "HOST", "RULE", "SEVERITY", "STATE", "DUE", "AGE", "DETAIL"], rows)
 
 
-def host_text(host: dict[str, Any]) -> str:
-    lines = [
-        f"host:          {clean(host['host_id'])}",
-        f"unit:          {clean(host.get('unit') or '-')}",
-        f"groups:        {clean(', '.join(host.get('groups') or []) or '-')}",
-        f"status:        {clean(host['status'])}",
-        f"last report:   {ago(host.get('last_report_at'))}",
-        f"agent version: {clean(host.get('agent_version') or '-')}",
-    ]
-    system = ((host.get("sections") or {}).get("system") or {}).get("data") or {}
-    if system:
-        os_info = system.get("os") or {}
-        lines += [
-            f"os:            {clean(os_info.get('pretty_name') or os_info.get('id') or '-')}",
-            f"kernel:        {clean(system.get('kernel'))}",
-            f"reboot needed: {'yes' if system.get('reboot_required') else 'no'}",
+def tokens_table(tokens: list[dict[str, Any]]) -> str:
+    """Tokens kept in the database, and those the collector reads from its environment
+    (``source: environment``: no id, no dates, never the value)."""
+    rows = [
+        [
+            "-" if t.get("id") is None else t["id"],
+            t["name"],
+            t["kind"],
+            t.get("unit") or "-",
+            (t.get("created_at") or "")[:19] or "-",
+            "from environment"
+            if t.get("source") == "environment"
+            else ("revoked" if t.get("revoked_at") else "active"),
         ]
-    if host.get("spool_error"):
-        lines.append(f"spool:         {clean(host['spool_error'])}")
-    if host.get("dropped_reports"):
-        lines.append(f"dropped:       {host['dropped_reports']} reports lost by the agent")
-    for name, section in sorted((host.get("sections") or {}).items()):
-        problem = section.get("error") or section.get("missing")
-        if problem:
-            lines.append(f"section {clean(name)}: {clean(problem)}")
-    findings = host.get("findings") or []
-    lines.append("")
-    lines.append(findings_table(findings) if findings else "no open findings")
-    return "\n".join(lines)
+        for t in tokens
+    ]
+    return table(["ID", "NAME", "KIND", "UNIT", "CREATED", "STATE"], rows)
+
+
+MAX_LISTED_UPDATES = 50
+
+
+def updates_lines(data: dict[str, Any]) -> list[str]:
+    """The pending updates in a line, then each held-back upgrade and new install with why."""
+    pending = data.get("updates") or []
+    held = [u for u in pending if u.get("held_back")]
+    new = data.get("new_installs") or []
+    security = sum(1 for u in pending if u.get("security"))
+    plural = "" if len(new) == 1 else "s"
+    summary = f"{len(pending)} pending ({security} security), {len(held)} held back"
+    lines = [f"updates:       {summary}, {len(new)} new install{plural}"]
+    lines += [_held_line(update) for update in held[:MAX_LISTED_UPDATES]]
+    lines += [
+        f"  {'new':<9} {_arch_name(update)} {clean(update['candidate_version'])}"
+        for update in new[:MAX_LISTED_UPDATES]
+    ]
+    hidden = max(0, len(held) - MAX_LISTED_UPDATES) + max(0, len(new) - MAX_LISTED_UPDATES)
+    if hidden:
+        lines.append(f"  ... and {hidden} more (--json lists them all)")
+    return lines
+
+
+def _held_line(update: dict[str, Any]) -> str:
+    security = " security" if update.get("security") else ""
+    return (
+        f"  {clean(update['held_back']):<9} {_arch_name(update)} "
+        f"{clean(update.get('installed_version'))} -> {clean(update['candidate_version'])}"
+        f"{security}: {clean(update.get('reason') or '-')}"
+    )
+
+
+def _arch_name(update: dict[str, Any]) -> str:
+    return f"{clean(update['name'])}:{clean(update['architecture'])}"

@@ -279,6 +279,16 @@ class Identity:
             )
         return token_id, token
 
+    def settings_tokens(self) -> list[tuple[str, str]]:
+        """(name, kind) of the tokens set in the collector's settings, which the database
+        does not hold: the bootstrap admin token and the fleet's enrollment secret."""
+        found = []
+        if self.settings.admin_token is not None:
+            found.append(("FLEETWATCH_ADMIN_TOKEN", "admin"))
+        if self.settings.enroll_secret is not None:
+            found.append(("FLEETWATCH_ENROLL_SECRET", "enroll"))
+        return found
+
     def list_tokens(self) -> list[ApiTokenRow]:
         with self.store.read() as conn:
             return self.store.api_tokens.all(conn)

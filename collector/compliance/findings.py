@@ -20,12 +20,14 @@ from pydantic import BaseModel, ValidationError
 from fleetwatch.collector.compliance import lifecycle
 from fleetwatch.collector.compliance.response import waiver_covers
 from fleetwatch.collector.compliance.rules import Evaluation, Memo, evaluate
+from fleetwatch.collector.compliance.rules.vulnerabilities import vulnerability_key
 from fleetwatch.collector.storage.findings import NewFinding
+from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerability
 from fleetwatch.collector.storage.text import storable
-from fleetwatch.schema import SECTION_TYPES, SystemData, UpdatesData
+from fleetwatch.schema import SECTION_TYPES, PackagesData, SystemData, UpdatesData
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
     from sqlalchemy import Connection
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from fleetwatch.collector.storage.hosts import Conditions, SectionState
     from fleetwatch.collector.storage.store import Store
     from fleetwatch.collector.storage.waivers import WaiverRow
+    from fleetwatch.collector.vulns.data import KnownVulnerabilities
+    from fleetwatch.collector.vulns.matching import Match, VulnIndex
 
 
 class HostFacts:
@@ -54,6 +58,8 @@ class HostFacts:
         self._conditions = conditions
         self._load = load
         self._data: dict[str, BaseModel | None] = dict(fresh or {})
+        self._vulnerabilities: Sequence[Match] = ()
+        self._vulnerabilities_since: dict[str, datetime] = {}
 
     def section_hash(self, name: str) -> str | None:
         state = self._sections.get(name)
@@ -69,7 +75,17 @@ class HostFacts:
         return {name: state.error for name, state in self._sections.items() if state.error}
 
     def since(self, kind: str, key: str) -> datetime:
+        if kind == "vulnerability":
+            return self._vulnerabilities_since.get(key, self.now)
         return self._conditions.get(kind, {}).get(key, self.now)
+
+    def vulnerabilities(self) -> Sequence[Match]:
+        return self._vulnerabilities
+
+    def carry(self, matches: Sequence[Match], since: dict[str, datetime]) -> None:
+        """The host's vulnerabilities, and since when the host has each."""
+        self._vulnerabilities = matches
+        self._vulnerabilities_since = since
 
 
 def age_conditions(
@@ -114,6 +130,9 @@ class _Changes:
     changed: list[FindingRow] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
     units: dict[str, str | None] = field(default_factory=dict)  # host -> unit, for new ones
+    vulns_added: list[HostVulnerability] = field(default_factory=list)
+    vulns_changed: list[HostVulnerability] = field(default_factory=list)
+    vulns_gone: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def covering_waiver(
@@ -140,9 +159,15 @@ def covering_waiver(
 class Compliance:
     """Applies rules to hosts and writes the resulting findings."""
 
-    def __init__(self, store: Store, memo: Memo | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        memo: Memo | None = None,
+        vulnerabilities: KnownVulnerabilities | None = None,
+    ) -> None:
         self.store = store
         self.memo = memo or Memo()
+        self.vulnerabilities = vulnerabilities
         # decoded sections by hash: the latest reports of a fleet repeat a few contents
         self.load = functools.lru_cache(maxsize=512)(self._decode)
 
@@ -160,13 +185,31 @@ class Compliance:
         """Evaluate these hosts and bring their findings (and the event log) up to date."""
         live_rows = self.store.findings.live_by_host(conn, [u.host_id for u in updates])
         now = max((u.observed_at for u in updates), default=None)
-        waivers = [] if now is None else self.store.waivers.in_force(conn, now)
+        waivers = (
+            []
+            if now is None
+            else self.store.waivers.in_force_over(
+                conn,
+                now,
+                hosts=[u.host_id for u in updates],
+                units=[u.policy.unit for u in updates if u.policy.unit is not None],
+                groups=[g for u in updates for g in u.policy.groups],
+            )
+        )
+        index = self.vulnerabilities.index if self.vulnerabilities else None
+        carried = (
+            self.store.host_vulnerabilities.of_hosts(conn, [u.host_id for u in updates])
+            if index
+            else {}
+        )
         changes = _Changes()
         evaluations = {}
         for update in updates:
             facts = HostFacts(
                 update.observed_at, update.sections, update.conditions, self.load, update.fresh
             )
+            if index:
+                _match(update, facts, index, carried.get(update.host_id, {}), changes)
             evaluation = evaluate(update.policy.baseline, facts, self.memo, update.policy.digest)
             self._reconcile(update, evaluation, live_rows[update.host_id], waivers, changes)
             evaluations[update.host_id] = evaluation
@@ -178,6 +221,9 @@ class Compliance:
             if row.waiver_id is not None:
                 changes.events.append(lifecycle.finding_event("waived", row, unit, row.first_seen))
         self.store.events.append(conn, changes.events)
+        self.store.host_vulnerabilities.apply(
+            conn, changes.vulns_added, changes.vulns_changed, changes.vulns_gone
+        )
         return evaluations
 
     @staticmethod
@@ -235,3 +281,62 @@ class Compliance:
             )
             for (rule, key), f in current.items()
         )
+
+
+def _match(
+    update: HostUpdate,
+    facts: HostFacts,
+    index: VulnIndex,
+    stored: dict[tuple[str, str], HostVulnerability],
+    changes: _Changes,
+) -> None:
+    """Match the host against the data, hand the matches to its facts, and queue the changes
+    to its stored vulnerabilities. With its packages or system unknown, nothing changes."""
+    packages, system = facts.section("packages"), facts.section("system")
+    if not isinstance(packages, PackagesData) or not isinstance(system, SystemData):
+        return
+    updates = facts.section("updates")
+    matches = index.match(
+        system.os.codename,
+        packages,
+        updates if isinstance(updates, UpdatesData) else None,
+        system,
+    )
+    now = update.observed_at
+    rows: dict[tuple[str, str], HostVulnerability] = {}
+    for m in matches:
+        key = (m.vuln, m.source)
+        if key in rows:
+            continue  # the source at two versions (one per architecture): the first counts
+        before = stored.get(key)
+        rows[key] = HostVulnerability(
+            host_id=update.host_id,
+            vuln=m.vuln,
+            source=m.source,
+            release=m.release,
+            installed_version=storable(m.installed_version)[:255],
+            fixed_version=m.fixed_version,
+            status=m.status,
+            severity=m.severity,
+            urgency=m.urgency,
+            cvss=m.cvss,
+            fixable=m.fixable,
+            exploited=m.exploited,
+            flags=list(m.flags),
+            advisories=list(m.advisories),
+            binaries=[storable(b) for b in m.binaries],
+            fix_since=m.fix_since,
+            note=storable(m.note) if m.note else None,
+            first_seen=before.first_seen if before else now,
+        )
+    for key, row in rows.items():
+        before = stored.get(key)
+        if before is None:
+            changes.vulns_added.append(row)
+        elif not row.same_as(before):
+            changes.vulns_changed.append(row)
+    changes.vulns_gone.extend((update.host_id, *key) for key in stored if key not in rows)
+    facts.carry(
+        matches,
+        {vulnerability_key(m): rows[m.vuln, m.source].first_seen for m in matches},
+    )

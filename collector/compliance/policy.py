@@ -48,6 +48,7 @@ from fleetwatch.collector.compliance.rules.resources import ResourcesSettings
 from fleetwatch.collector.compliance.rules.services import ServicesSettings
 from fleetwatch.collector.compliance.rules.system import SystemSettings
 from fleetwatch.collector.compliance.rules.updates import UpdatesSettings
+from fleetwatch.collector.compliance.rules.vulnerabilities import VulnerabilitiesSettings
 from fleetwatch.schema import HostId
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class Baseline(
     ChecksSettings,
     ResourcesSettings,
     SystemSettings,
+    VulnerabilitiesSettings,
     UpdatesSettings,
     PackagesSettings,
     ServicesSettings,

@@ -77,10 +77,10 @@ class IngestQueue:
         return self._queue.qsize()
 
     def expected_wait(self) -> float:
-        """Seconds a report submitted now would wait for its answer, by the recent cost."""
+        """Seconds a report submitted now would wait behind others, by their recent cost."""
         if self.report_cost is None:
             return 0.0
-        return (self._queue.qsize() + 1) * self.report_cost
+        return self._queue.qsize() * self.report_cost
 
     def _retry_after(self, wait: float) -> float:
         """When to come back: past the backlog, spread over a range, within the cap."""

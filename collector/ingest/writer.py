@@ -4,6 +4,14 @@ Reports are taken in batches (see `ingest.queue`): everything a batch changes ha
 transaction, and no report is acknowledged before it committed. An acknowledged report
 is stored; a batch that fails leaves nothing behind. A report is named by (host, agent
 instance, sequence): the same report sent again is acknowledged again, not stored twice.
+
+Most reports change nothing but load, memory and disk figures. Such a report advances the
+host's latest state but gets no row of its own: it extends the row of the report before it
+(see `storage.reports`). A report is given a row only when it brings something to keep -- a
+section content the host did not hold, a section it could not collect or that went missing,
+dropped reports, a spool error, a new agent instance or version, a gap in the sequence, or a
+late arrival. The volatile sections themselves (`INLINE_SECTIONS`) are kept on the host row as
+their latest content, never as one stored content per report.
 """
 
 from __future__ import annotations
@@ -15,14 +23,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
+from pydantic import ValidationError
 
 from fleetwatch.collector.compliance.findings import HostUpdate, age_conditions
 from fleetwatch.collector.refusals import HostMismatch, HostNotEnrolled, Refusal
 from fleetwatch.collector.storage.blobs import NewBlob
-from fleetwatch.collector.storage.hosts import HostChange, SectionState
-from fleetwatch.collector.storage.reports import NewReport
+from fleetwatch.collector.storage.hosts import INLINE_SECTIONS, HostChange, SectionState
+from fleetwatch.collector.storage.reports import Extension, NewReport
 from fleetwatch.collector.storage.text import storable
-from fleetwatch.schema import SECTION_NAMES, Report, ReportAck
+from fleetwatch.schema import SECTION_NAMES, SECTION_TYPES, Report, ReportAck
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -53,6 +62,7 @@ class _Outcome:
     missing: list[str] = field(default_factory=list)  # sent as a hash we do not hold
     errors: dict[str, str] = field(default_factory=dict)  # the agent could not collect it
     fresh: dict[str, BaseModel] = field(default_factory=dict)  # sent in full this time
+    inline: dict[str, str] = field(default_factory=dict)  # INLINE_SECTIONS sent, as JSON
 
 
 @dataclass
@@ -61,6 +71,7 @@ class _Batch:
 
     contents: dict[str, NewBlob] = field(default_factory=dict)  # by hash
     reports: list[NewReport] = field(default_factory=list)
+    extensions: list[Extension] = field(default_factory=list)
     advanced: dict[str, HostUpdate] = field(default_factory=dict)
     released: dict[str, datetime] = field(default_factory=dict)  # hash -> when left behind
 
@@ -77,6 +88,20 @@ def _ack(row: ReportRow, status: str) -> ReportAck:
 
 
 _NEVER_SENT = SectionState()
+
+
+def inline_facts(host: HostRow) -> dict[str, BaseModel]:
+    """The host's inline sections, decoded for the rules (one that no longer parses: left out)."""
+    facts: dict[str, BaseModel] = {}
+    for name, payload in host.inline.items():
+        state = host.sections.get(name)
+        if state is None or state.current is None:
+            continue
+        try:
+            facts[name] = SECTION_TYPES[name].model_validate_json(payload)  # type: ignore[index]
+        except (KeyError, ValidationError):
+            continue
+    return facts
 
 
 def _held(host: HostRow, section: str) -> str | None:
@@ -141,6 +166,7 @@ class Ingestor:
             now = datetime.now(UTC)
             self.store.blobs.add(conn, list(batch.contents.values()), now)
             self.store.reports.add(conn, batch.reports)
+            self.store.reports.extend(conn, batch.extensions)
             self.store.hosts.update(conn, [HostChange(before[h], hosts[h]) for h in batch.advanced])
             # a content some report left behind stays held if a host of the batch holds it
             # (a later report went back to it, or another host has it)
@@ -160,7 +186,7 @@ class Ingestor:
                 log.debug("host has dropped reports", host_id=update.host_id, dropped=dropped)
         return results  # type: ignore[return-value]
 
-    def _take(  # noqa: C901  (one branch per form a section can take)
+    def _take(  # noqa: C901, PLR0912  (one branch per form a section can take)
         self,
         conn: Connection,
         item: Submission,
@@ -177,11 +203,9 @@ class Ingestor:
         name = (report.host_id, report.instance_id, report.sequence)
         if name in in_batch:
             return in_batch[name].model_copy(update={"status": "duplicate"})
-        if host.instance_id != report.instance_id or report.sequence <= (host.last_sequence or 0):
-            # it may have been stored before: only then is the look-up worth its cost
-            existing = self.store.reports.find(conn, *name)
-            if existing is not None:
-                return _ack(existing, "duplicate")
+        duplicate = self._duplicate(conn, host, report)
+        if duplicate is not None:
+            return duplicate
         outcome = _Outcome()
         for section_name in SECTION_NAMES:
             section = getattr(report.sections, section_name)
@@ -191,7 +215,9 @@ class Ingestor:
                 outcome.errors[section_name] = storable(section.error)
             elif section_name in full:
                 content_hash, payload, data = full[section_name]
-                if content_hash not in known:
+                if section_name in INLINE_SECTIONS:
+                    outcome.inline[section_name] = payload.decode()
+                elif content_hash not in known:
                     batch.contents[content_hash] = NewBlob(content_hash, section_name, payload)
                 outcome.accepted[section_name] = content_hash
                 outcome.fresh[section_name] = data
@@ -199,22 +225,26 @@ class Ingestor:
                 outcome.accepted[section_name] = section.hash
             else:
                 outcome.missing.append(section_name)
-        batch.reports.append(
-            NewReport(
-                host_id=report.host_id,
-                instance_id=report.instance_id,
-                sequence=report.sequence,
-                collected_at=report.collected_at,
-                received_at=item.received_at,
-                agent_version=storable(report.agent_version),
-                sections=outcome.accepted,
-                errors=outcome.errors,
-                missing=outcome.missing,
-                dropped=report.delivery.dropped_reports,
-                spool_error=_spool_error(report),
+        newest = self._is_newest(host, report)
+        if self._worth_a_row(host, report, outcome, newest=newest):
+            batch.reports.append(
+                NewReport(
+                    host_id=report.host_id,
+                    instance_id=report.instance_id,
+                    sequence=report.sequence,
+                    collected_at=report.collected_at,
+                    received_at=item.received_at,
+                    agent_version=storable(report.agent_version),
+                    sections=outcome.accepted,
+                    errors=outcome.errors,
+                    missing=outcome.missing,
+                    dropped=report.delivery.dropped_reports,
+                    spool_error=_spool_error(report),
+                )
             )
-        )
-        if self._is_newest(host, report):
+        else:
+            self._extend(report, item.received_at, batch)
+        if newest:
             hosts[host.host_id] = self._advance(host, item, outcome, batch)
         ack = ReportAck.model_validate(
             {
@@ -226,6 +256,56 @@ class Ingestor:
         )
         in_batch[name] = ack
         return ack
+
+    def _duplicate(self, conn: Connection, host: HostRow, report: Report) -> ReportAck | None:
+        """The answer to a report that arrived before, or None for one that is new."""
+        if host.instance_id == report.instance_id and report.sequence > (host.last_sequence or 0):
+            return None  # newer than any that came: no look-up needed
+        existing = self.store.reports.find(
+            conn, report.host_id, report.instance_id, report.sequence
+        )
+        if existing is None:
+            return None
+        return _ack(existing, "duplicate").model_copy(update={"sequence": report.sequence})
+
+    @staticmethod
+    def _extend(report: Report, received_at: datetime, batch: _Batch) -> None:
+        """Let the row before this report stand for it (in this batch, or stored)."""
+        for index in range(len(batch.reports) - 1, -1, -1):
+            pending = batch.reports[index]
+            if (pending.host_id, pending.instance_id) == (report.host_id, report.instance_id) and (
+                pending.through or pending.sequence
+            ) == report.sequence - 1:
+                batch.reports[index] = dataclasses.replace(
+                    pending, through=report.sequence, last_received_at=received_at
+                )
+                return
+        batch.extensions.append(
+            Extension(report.host_id, report.instance_id, report.sequence, received_at)
+        )
+
+    @staticmethod
+    def _worth_a_row(host: HostRow, report: Report, outcome: _Outcome, *, newest: bool) -> bool:
+        """Whether a report brings anything to keep beyond being counted (see the module)."""
+        return bool(
+            not newest
+            or host.instance_id != report.instance_id
+            or host.last_sequence is None
+            or report.sequence != host.last_sequence + 1
+            or host.agent_version != storable(report.agent_version)
+            or outcome.errors
+            or outcome.missing
+            or report.delivery.dropped_reports
+            or report.delivery.spool_error
+            or any(
+                name not in INLINE_SECTIONS and content_hash != _held(host, name)
+                for name, content_hash in outcome.accepted.items()
+            )
+            or any(
+                (state.error or state.missing) and name in outcome.accepted
+                for name, state in host.sections.items()
+            )
+        )
 
     @staticmethod
     def _is_newest(host: HostRow, report: Report) -> bool:
@@ -249,8 +329,11 @@ class Ingestor:
             sections[name] = sections.get(name, _NEVER_SENT).failed(error)
         for name in outcome.missing:
             sections[name] = sections.get(name, _NEVER_SENT).gone_missing()
+        inline = {name: p for name, p in host.inline.items() if name in sections}
+        inline.update(outcome.inline)
         advanced = dataclasses.replace(
             host,
+            inline=inline,
             instance_id=report.instance_id,
             last_sequence=report.sequence,
             last_collected_at=report.collected_at,
@@ -272,7 +355,8 @@ class Ingestor:
             sections,
             advanced.conditions,
             observed_at,
-            {**(earlier.fresh if earlier else {}), **outcome.fresh},
+            # inline sections held but not sent again: the rules read them from the row
+            {**inline_facts(advanced), **(earlier.fresh if earlier else {}), **outcome.fresh},
         )
         return advanced
 
@@ -291,7 +375,12 @@ class Ingestor:
                     conn,
                     [
                         HostUpdate(
-                            h.host_id, policy.for_host(h.host_id), h.sections, h.conditions, now
+                            h.host_id,
+                            policy.for_host(h.host_id),
+                            h.sections,
+                            h.conditions,
+                            now,
+                            inline_facts(h),
                         )
                         for h in chunk.values()
                     ],

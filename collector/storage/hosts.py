@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 MISSING_BASE = "sent as a hash the collector does not hold"
 
+# Sections whose content differs in every report (load, memory and disk figures): the host row
+# keeps their latest content inline, rather than one stored content per report.
+INLINE_SECTIONS = frozenset({"resources"})
+
 
 @dataclass(frozen=True, slots=True)
 class SectionState:
@@ -96,6 +100,7 @@ def _conditions_to_json(conditions: Conditions) -> dict[str, dict[str, str]]:
 _TO_COLUMN: dict[str, Callable[[Any], Any]] = {
     "sections": _sections_to_json,
     "conditions": _conditions_to_json,
+    "inline": dict,
 }
 
 
@@ -116,6 +121,8 @@ class HostRow:
     conditions: Conditions
     dropped_total: int
     spool_error: str | None
+    # latest content (canonical JSON) of INLINE_SECTIONS, by section name
+    inline: Mapping[str, str]
 
     @property
     def observed_at(self) -> datetime | None:
@@ -169,6 +176,7 @@ def _host(row: Row[Any]) -> HostRow:
             **row._mapping,
             "sections": _sections_from_json(row.sections),
             "conditions": _conditions_from_json(row.conditions),
+            "inline": dict(row.inline or {}),
         }
     )
 
@@ -210,6 +218,7 @@ class Hosts:
                 sections={},
                 conditions={},
                 dropped_total=0,
+                inline={},
             )
         )
 

@@ -1,11 +1,17 @@
-"""Reports as received: one row per (host, agent instance, sequence), sections by content hash."""
+"""Reports as received: a row per report that brought something new, sections by content hash.
+
+A report that brings nothing new (the same contents as the one before it, from the same agent
+instance, next in sequence) does not get a row: it extends the row before it, whose
+``through`` then names the last sequence it stands for. So a host whose state does not change
+adds no row however often it reports, and its rows still say which reports arrived.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from fleetwatch.collector.storage.tables import reports
 
@@ -31,17 +37,34 @@ class NewReport:
     missing: list[str]  # sections sent as a hash the collector did not hold
     dropped: int  # reports the agent dropped since its last delivery
     spool_error: str | None
+    # the last sequence this row stands for, when later reports extended it
+    through: int | None = None
+    last_received_at: datetime | None = None  # when the last of those came
 
 
 # what a new row is inserted with (the database gives it its id)
 _NEW_COLUMNS = tuple(f.name for f in fields(NewReport))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportRow(NewReport):
     """A stored report."""
 
     id: int
+
+    def covers(self, sequence: int) -> bool:
+        """Whether this row stands for the report of that sequence."""
+        return self.sequence <= sequence <= (self.through or self.sequence)
+
+
+@dataclass(frozen=True)
+class Extension:
+    """A report that brought nothing new: it extends the host's row before it."""
+
+    host_id: str
+    instance_id: str
+    sequence: int
+    received_at: datetime
 
 
 class Reports:
@@ -55,18 +78,55 @@ class Reports:
                 [{name: getattr(report, name) for name in _NEW_COLUMNS} for report in new],
             )
 
+    def extend(self, conn: Connection, extensions: Sequence[Extension]) -> None:
+        """Let each host's row before these reports stand for them too, in one statement."""
+        if not extensions:
+            return
+        before = reports.alias("before")
+        row_before = (
+            select(before.c.id)
+            .where(
+                before.c.host_id == bindparam("b_host_id"),
+                before.c.instance_id == bindparam("b_instance_id"),
+                before.c.sequence < bindparam("b_sequence"),
+            )
+            .order_by(before.c.sequence.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        conn.execute(
+            update(reports)
+            .where(reports.c.id == row_before)
+            .values(through=bindparam("b_sequence"), last_received_at=bindparam("b_received_at")),
+            [
+                {
+                    "b_host_id": e.host_id,
+                    "b_instance_id": e.instance_id,
+                    "b_sequence": e.sequence,
+                    "b_received_at": e.received_at,
+                }
+                for e in extensions
+            ],
+        )
+
     def find(
         self, conn: Connection, host_id: str, instance_id: str, sequence: int
     ) -> ReportRow | None:
-        """The report of this name, if it was stored."""
+        """The row that stands for the report of this name, if it arrived."""
         row = conn.execute(
-            select(reports).where(
+            select(reports)
+            .where(
                 reports.c.host_id == host_id,
                 reports.c.instance_id == instance_id,
-                reports.c.sequence == sequence,
+                reports.c.sequence <= sequence,
             )
+            .order_by(reports.c.sequence.desc())
+            .limit(1)
         ).first()
-        return None if row is None else ReportRow(**row._mapping)
+        if row is None:
+            return None
+        found = ReportRow(**row._mapping)
+        return found if found.covers(sequence) else None
 
     def of_host(
         self, conn: Connection, host_id: str, limit: int, before_id: int | None = None
@@ -81,7 +141,8 @@ class Reports:
     def prune(self, conn: Connection, older_than: datetime) -> int:
         """Delete reports received before then, except each host's latest; return how many."""
         latest = select(func.max(reports.c.id)).group_by(reports.c.host_id).scalar_subquery()
+        last_came = func.coalesce(reports.c.last_received_at, reports.c.received_at)
         gone = conn.execute(
-            delete(reports).where(reports.c.received_at < older_than, reports.c.id.not_in(latest))
+            delete(reports).where(last_came < older_than, reports.c.id.not_in(latest))
         ).rowcount
         return int(gone or 0)

@@ -19,11 +19,13 @@ from fleetwatch.collector.storage.blobs import Blobs
 from fleetwatch.collector.storage.deliveries import Deliveries
 from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
+from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerabilities
 from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.reports import Reports
 from fleetwatch.collector.storage.silences import Silences
 from fleetwatch.collector.storage.tokens import ApiTokens, HostTokens
 from fleetwatch.collector.storage.transactions import Database
+from fleetwatch.collector.storage.vulnerability_data import VulnerabilityData
 from fleetwatch.collector.storage.waivers import Waivers
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ class Store:
         self.blobs = Blobs(self.database)
         self.findings = Findings()
         self.events = Events()
+        self.vulnerability_data = VulnerabilityData()
+        self.host_vulnerabilities = HostVulnerabilities()
         self.waivers = Waivers()
         self.silences = Silences()
         self.deliveries = Deliveries(self.database)

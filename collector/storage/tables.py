@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -85,6 +88,9 @@ hosts = Table(
     Column("dropped_total", BigInteger(), nullable=False, default=0),
     # the agent's last word on its spool (a full or read-only disk), None when all is well
     Column("spool_error", Text(), nullable=True),
+    # sections whose content changes with every report (load, memory, disk use), kept here
+    # as their latest canonical JSON instead of one stored content per report
+    Column("inline", JSON(), nullable=False, default=dict),
 )
 
 host_tokens = Table(
@@ -150,6 +156,10 @@ reports = Table(
     Column("missing", JSON(), nullable=False),  # sections sent as a hash we did not hold
     Column("dropped", BigInteger(), nullable=False, default=0),
     Column("spool_error", Text(), nullable=True),
+    # the reports after this one, up to `through`, brought nothing new: they extend this row
+    # instead of having rows of their own; `last_received_at` is when the last of them came
+    Column("through", BigInteger(), nullable=True),
+    Column("last_received_at", UTCDateTime(), nullable=True),
     UniqueConstraint("host_id", "instance_id", "sequence"),
     Index(None, "host_id", "received_at"),
     Index(None, "received_at"),
@@ -227,6 +237,53 @@ events = Table(
 )
 
 
+# -- vulnerability data ---------------------------------------------------------------------
+
+# One row per data set (debian-tracker, osv-debian, osv-ubuntu, kev): an import replaces its
+# row in one transaction, so a process reads either the old data set or the new, never half.
+vulnerability_datasets = Table(
+    "vulnerability_datasets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("source", Text(), nullable=False),  # the file, directory or URL imported
+    Column("imported_at", UTCDateTime(), nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the stored payload: names the content
+    Column("counts", JSON(), nullable=False),
+    Column("data", LargeBinary(), nullable=False),  # zstd-compressed JSON rows
+)
+
+# What each host carries now: replaced as its reports (or new data) are evaluated.
+host_vulnerabilities = Table(
+    "host_vulnerabilities",
+    metadata,
+    Column(
+        "host_id",
+        String(253),
+        ForeignKey("hosts.host_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("vuln", String(128), nullable=False),
+    Column("source", String(255), nullable=False),
+    Column("release", String(64), nullable=False),
+    Column("installed_version", String(255), nullable=False),
+    Column("fixed_version", String(255), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("severity", String(16), nullable=True),
+    Column("urgency", String(64), nullable=True),
+    Column("cvss", Float(), nullable=True),
+    Column("fixable", Boolean(), nullable=False),
+    Column("exploited", Boolean(), nullable=False),
+    Column("flags", JSON(), nullable=False),
+    Column("advisories", JSON(), nullable=False),
+    Column("binaries", JSON(), nullable=False),
+    Column("fix_since", UTCDateTime(), nullable=True),
+    Column("note", Text(), nullable=True),
+    Column("first_seen", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("host_id", "vuln", "source"),
+    Index(None, "vuln"),
+)
+
+
 # --- Response: waivers, and what the collector noticed about silent hosts -----------------
 # A waiver excuses findings of one rule whose subject matches a pattern, on a host, a unit's
 # hosts or a group's, until it expires. Waivers from the policy file are kept here too
@@ -251,6 +308,7 @@ waivers = Table(
     Column("expiring_announced_at", UTCDateTime(), nullable=True),
     Column("expired_announced_at", UTCDateTime(), nullable=True),
     Index(None, "expires_at"),
+    Index(None, "scope", "target"),
 )
 
 # A host the housekeeper found silent (never reported, or stale), so that it is announced

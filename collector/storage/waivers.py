@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 
 from fleetwatch.collector.storage.tables import waivers
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from datetime import datetime
 
     from sqlalchemy import Connection
@@ -74,6 +75,28 @@ class Waivers:
         rows = conn.execute(
             select(waivers)
             .where(waivers.c.revoked_at.is_(None), waivers.c.expires_at > now)
+            .order_by(waivers.c.id)
+        )
+        return [WaiverRow(**r._mapping) for r in rows]
+
+    def in_force_over(
+        self,
+        conn: Connection,
+        now: datetime,
+        *,
+        hosts: Iterable[str],
+        units: Iterable[str],
+        groups: Iterable[str],
+    ) -> list[WaiverRow]:
+        """Waivers in force that may cover these hosts (by host, unit or group): what one
+        batch of reports needs, however many waivers the fleet holds."""
+        reach = [
+            and_(waivers.c.scope == scope, waivers.c.target.in_(sorted(set(targets))))
+            for scope, targets in (("host", hosts), ("unit", units), ("group", groups))
+        ]
+        rows = conn.execute(
+            select(waivers)
+            .where(waivers.c.revoked_at.is_(None), waivers.c.expires_at > now, or_(*reach))
             .order_by(waivers.c.id)
         )
         return [WaiverRow(**r._mapping) for r in rows]

@@ -14,16 +14,33 @@ from fleetwatch.collector.refusals import DatabaseUnavailable
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web import answers
+from fleetwatch.collector.web.casework import router as casework_router
+from fleetwatch.collector.web.feedback import router as feedback_router
 from fleetwatch.collector.web.front_door import FrontDoor
+from fleetwatch.collector.web.notifications import router as notifications_router
 from fleetwatch.collector.web.openapi import openapi_document
+from fleetwatch.collector.web.package_versions import router as package_versions_router
 from fleetwatch.collector.web.protocol import guard_connections
 from fleetwatch.collector.web.report_door import ReportDoor
 from fleetwatch.collector.web.routes import router
 from fleetwatch.collector.web.security_log import SecurityLog
+from fleetwatch.collector.web.vulnerabilities import router as vulnerabilities_router
 from fleetwatch.logs import configure_logging
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+
+API_ROUTES = [
+    *router.routes,
+    *package_versions_router.routes,
+    *vulnerabilities_router.routes,
+    *casework_router.routes,
+    *feedback_router.routes,
+    *notifications_router.routes,
+]
+"""Every route of the API, from each router the application includes: the front door guards
+them all (a router added below is added here too)."""
 
 
 def create_app(settings: CollectorSettings | None = None, *, migrate: bool = True) -> FastAPI:
@@ -40,10 +57,15 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
             app.state.security_log.close()
 
     app = FastAPI(title="fleetwatch collector", version=__version__, lifespan=lifespan)
-    app.add_middleware(FrontDoor, service=svc, routes=router.routes)
+    app.add_middleware(FrontDoor, service=svc, routes=API_ROUTES)
     app.add_middleware(ReportDoor, service=svc)  # outermost: reports skip the front door
     app.state.service = svc
     app.include_router(router)
+    app.include_router(package_versions_router)
+    app.include_router(vulnerabilities_router)
+    app.include_router(casework_router)
+    app.include_router(feedback_router)
+    app.include_router(notifications_router)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )

@@ -1,8 +1,4 @@
-"""The notifications API: how each target is doing, and a test message sent now.
-
-`add_routes` puts these routes on the API's router (`web.routes`), where the front door finds
-each one and the access it states.
-"""
+"""The notifications API: how each target is doing, and a test message sent now."""
 
 from __future__ import annotations
 
@@ -22,6 +18,15 @@ def _service(request: Request) -> CollectorService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
+router = APIRouter()
+
+
+@router.get(
+    "/api/v1/notifications/status",
+    response_model=NotificationsStatus,
+    tags=["admin"],
+    dependencies=[Depends(fleet_reader)],
+)
 def notifications_status(request: Request) -> NotificationsStatus:
     """Each notification target: deliveries pending, sent and failed, the latest error, and
     whether it is failing (the fleet's: not for a token limited to a unit)."""
@@ -35,6 +40,12 @@ def notifications_status(request: Request) -> NotificationsStatus:
     )
 
 
+@router.post(
+    "/api/v1/notifications/targets/{target}/test",
+    response_model=TargetTest,
+    tags=["admin"],
+    dependencies=[Depends(admin_write)],
+)
 def test_target(
     request: Request, target: Annotated[str, Path(min_length=1, max_length=300)]
 ) -> TargetTest:
@@ -42,23 +53,3 @@ def test_target(
     target answered."""
     result = _service(request).sender.send_test(target)
     return TargetTest(target=result.target, ok=result.ok, detail=result.detail)
-
-
-def add_routes(router: APIRouter) -> None:
-    """Declare the notifications routes on ``router``."""
-    router.add_api_route(
-        "/api/v1/notifications/status",
-        notifications_status,
-        methods=["GET"],
-        response_model=NotificationsStatus,
-        tags=["admin"],
-        dependencies=[Depends(fleet_reader)],
-    )
-    router.add_api_route(
-        "/api/v1/notifications/targets/{target}/test",
-        test_target,
-        methods=["POST"],
-        response_model=TargetTest,
-        tags=["admin"],
-        dependencies=[Depends(admin_write)],
-    )

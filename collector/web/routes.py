@@ -23,7 +23,7 @@ from fleetwatch.collector.refusals import (
     NoSuchToken,
     SchemaViolation,
 )
-from fleetwatch.collector.web import notifications
+from fleetwatch.collector.storage.hosts import INLINE_SECTIONS
 from fleetwatch.collector.web.bearer import (
     CallingHost,
     Reader,
@@ -32,8 +32,6 @@ from fleetwatch.collector.web.bearer import (
     fleet_reader,
 )
 from fleetwatch.collector.web.bodies import read_body
-from fleetwatch.collector.web.casework import router as casework_router
-from fleetwatch.collector.web.feedback import router as feedback_router
 from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
@@ -151,7 +149,11 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
         for name, state in (host.sections if host else {}).items():
             content = None
             if data and state.hash:
-                payload = svc.store.blobs.get(conn, state.hash)
+                payload = (
+                    host.inline.get(name)
+                    if host is not None and name in INLINE_SECTIONS
+                    else svc.store.blobs.get(conn, state.hash)
+                )
                 content = json.loads(payload) if payload else None
             sections[name] = SectionView.of(state, content)
     counts: dict[str, int] = {}
@@ -174,7 +176,11 @@ def list_reports(
         int | None, Query(ge=1, le=MAX_ID, description="Report id to page back from")
     ] = None,
 ) -> list[ReportView]:
-    """Reports received from a host, newest first: sequence, collection and receive time."""
+    """Reports received from a host, newest first: sequence, collection and receive time.
+
+    Reports that brought nothing new after one that did are not listed one by one: the entry
+    of that report stands for them up to its `through` sequence.
+    """
     svc = service(request)
     summary = next((s for s in _summaries(svc, principal) if s.host_id == host_id), None)
     if summary is None:
@@ -295,8 +301,23 @@ def create_token(request: Request, body: TokenRequest) -> NewToken:
     "/api/v1/tokens", response_model=list[TokenView], tags=["admin"], dependencies=[Depends(admin)]
 )
 def list_tokens(request: Request) -> list[TokenView]:
-    """API tokens and enrollment secrets (never the tokens themselves)."""
-    return [TokenView.model_validate(row) for row in service(request).identity.list_tokens()]
+    """API tokens and enrollment secrets (never the tokens themselves), the collector's own
+    from its settings first."""
+    identity = service(request).identity
+    from_settings = [
+        TokenView(
+            id=None,
+            name=name,
+            kind=kind,
+            unit=None,
+            created_at=None,
+            revoked_at=None,
+            last_used_at=None,
+            source="environment",
+        )
+        for name, kind in identity.settings_tokens()
+    ]
+    return from_settings + [TokenView.model_validate(row) for row in identity.list_tokens()]
 
 
 @router.delete("/api/v1/tokens/{token_id}", tags=["admin"], dependencies=[Depends(admin_write)])
@@ -309,12 +330,4 @@ def revoke_token(
     return {"detail": f"token {token_id} revoked"}
 
 
-notifications.add_routes(router)
-
 __all__ = ["router"]
-
-# the response to findings: units, cases, waivers, the audit log (web/casework.py). Its
-# routes join this router's own list (not an included router), so that the front door and
-# the tests that walk `router.routes` see each of them as the route it is.
-router.routes.extend(casework_router.routes)
-router.routes.extend(feedback_router.routes)  # unit reports (web/feedback.py)

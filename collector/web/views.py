@@ -132,6 +132,14 @@ class ReportView(BaseModel):
     missing: list[str]
     dropped: int
     spool_error: str | None
+    through: int | None = Field(
+        default=None,
+        description="The reports after this one up to this sequence arrived and brought "
+        "nothing new: this entry stands for them too.",
+    )
+    last_received_at: datetime | None = Field(
+        default=None, description="When the last report this entry stands for arrived."
+    )
 
 
 class RotatedToken(BaseModel):
@@ -166,13 +174,18 @@ class TokenView(BaseModel):
     # built from an ApiTokenRow: TokenView.model_validate(row)
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
+    id: int | None = Field(description="null for a token the collector reads from its settings")
     name: str
     kind: str
     unit: str | None
-    created_at: datetime
+    created_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    source: Literal["database", "environment"] = Field(
+        default="database",
+        description="environment: FLEETWATCH_ADMIN_TOKEN or FLEETWATCH_ENROLL_SECRET (or their "
+        "_FILE forms); it cannot be revoked through the API",
+    )
 
 
 class NewToken(BaseModel):

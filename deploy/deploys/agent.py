@@ -97,6 +97,8 @@ def install_agent() -> None:
     for key in ("fleetwatch_collector_url", "fleetwatch_enroll_secret"):
         if not data.get(key):
             msg = f"{host.name}: {key} is not set in the inventory's data"
+            if key != "fleetwatch_collector_url":
+                msg += " (`fleetwatch bootstrap` makes the fleet's secrets: docs/deploy.md)"
             raise DeployError(msg)
     user = data.fleetwatch_agent_user
     prefix = data.fleetwatch_prefix

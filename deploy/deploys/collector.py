@@ -11,6 +11,11 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files
 
 from fleetwatch.deploy.baseline import InventoryError, policy_text
+from fleetwatch.deploy.deploys.database import (
+    POSTGRESQL_DEFAULTS,
+    collector_postgresql,
+    local_database_url,
+)
 from fleetwatch.deploy.deploys.runtime import host_runtime, install_fleetwatch, system_account
 from fleetwatch.deploy.deploys.service import run_service
 from fleetwatch.deploy.operations import secret_file
@@ -30,6 +35,7 @@ COLLECTOR_DEFAULTS: dict[str, Any] = {
     "fleetwatch_log_level": "info",
     "fleetwatch_prefix": "/opt/fleetwatch",
     "fleetwatch_python": "python3",
+    **POSTGRESQL_DEFAULTS,
 }
 
 SERVICE = "fleetwatch-collector"
@@ -44,7 +50,7 @@ def _environment(data: Any, port: int, tls: bool) -> str:
         "FLEETWATCH_PORT": str(port),
         "FLEETWATCH_WORKERS": str(data.fleetwatch_collector_workers),
         "FLEETWATCH_DATA_DIR": DATA_DIR,
-        "FLEETWATCH_DATABASE_URL": data.fleetwatch_database_url,
+        "FLEETWATCH_DATABASE_URL": data.fleetwatch_database_url or local_database_url(data),
         "FLEETWATCH_POLICY": f"{CONFIG_DIR}/policy.toml",
         "FLEETWATCH_ADMIN_TOKEN_FILE": f"{CONFIG_DIR}/admin-token",
         "FLEETWATCH_ENROLL_SECRET_FILE": f"{CONFIG_DIR}/enroll-secret",
@@ -75,6 +81,9 @@ def install_collector() -> None:
     + fleetwatch_enroll_secret: the fleet-wide enrollment secret (required)
     + fleetwatch_tls_cert, fleetwatch_tls_key: PEM certificate chain and key, for https://
     + fleetwatch_database_url: a postgresql:// URL; SQLite in /var/lib/fleetwatch by default
+    + fleetwatch_postgresql_database: make this PostgreSQL database on the collector's host
+      and use it (see ``collector_postgresql``); fleetwatch_postgresql_install: install the
+      server package too
     + fleetwatch_collector_workers: collector processes (one per CPU core at most)
     + fleetwatch_collector_open_files: the unit's LimitNOFILE (65536)
 
@@ -91,11 +100,16 @@ def install_collector() -> None:
     for key in ("fleetwatch_collector_url", "fleetwatch_admin_token", "fleetwatch_enroll_secret"):
         if not data.get(key):
             msg = f"{host.name}: {key} is not set in the inventory's data"
+            if key != "fleetwatch_collector_url":
+                msg += " (`fleetwatch bootstrap` makes the fleet's secrets: docs/deploy.md)"
             raise DeployError(msg)
     url = urlsplit(data.fleetwatch_collector_url)
     tls = url.scheme == "https"
     if tls and not (data.fleetwatch_tls_cert and data.fleetwatch_tls_key):
-        msg = f"{host.name}: an https:// collector needs fleetwatch_tls_cert and fleetwatch_tls_key"
+        msg = (
+            f"{host.name}: an https:// collector needs fleetwatch_tls_cert and fleetwatch_tls_key"
+            " (`fleetwatch bootstrap` makes them: docs/deploy.md)"
+        )
         raise DeployError(msg)
     port = url.port or (443 if tls else 80)
     try:
@@ -107,6 +121,8 @@ def install_collector() -> None:
     prefix = data.fleetwatch_prefix
     runtime = host_runtime(data.fleetwatch_python)
     system_account(user=user, home=DATA_DIR, label="the collector's")
+    if data.fleetwatch_postgresql_database and not data.fleetwatch_database_url:
+        collector_postgresql()
     files.directory(
         name=f"Create {CONFIG_DIR}", path=CONFIG_DIR, user="root", group=user, mode="750"
     )

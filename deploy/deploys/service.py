@@ -76,6 +76,26 @@ def unit_text(
     return "\n".join(lines)
 
 
+def logrotate_text(log: str) -> str:
+    """logrotate's configuration for a supervised service's log (hosts without systemd; with
+    systemd the output goes to the journal, which rotates it itself)."""
+    return (
+        "# Written by fleetwatch's pyinfra deploy. start-stop-daemon appends the service's\n"
+        "# output to this file (O_APPEND) and never reopens it: copytruncate, so the next\n"
+        "# line lands at the start of the truncated file.\n"
+        f"{log} {{\n"
+        "    weekly\n"
+        "    maxsize 50M\n"
+        "    rotate 8\n"
+        "    compress\n"
+        "    delaycompress\n"
+        "    missingok\n"
+        "    notifempty\n"
+        "    copytruncate\n"
+        "}\n"
+    )
+
+
 def run_service(  # noqa: PLR0913
     *,
     service: str,
@@ -122,6 +142,12 @@ def run_service(  # noqa: PLR0913
         )
         return
     pidfile = f"/run/{service}.pid"
+    files.put(
+        name=f"Rotate the {service} log (logrotate)",
+        src=StringIO(logrotate_text(log)),
+        dest=f"/etc/logrotate.d/{service}",
+        mode="644",
+    )
     daemon(
         name=f"Restart {service} (its code or settings changed)",
         pidfile=pidfile,
@@ -154,6 +180,11 @@ def stop_service(*, service: str, systemd_host: bool) -> None:
         )
         systemd.daemon_reload(name="Reload systemd", _if=any_changed(removed))
         return
+    files.file(
+        name=f"Remove the {service} log rotation",
+        path=f"/etc/logrotate.d/{service}",
+        present=False,
+    )
     daemon(
         name=f"Stop {service}",
         pidfile=f"/run/{service}.pid",

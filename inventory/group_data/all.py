@@ -6,15 +6,24 @@ from pathlib import Path
 # Deploy settings
 fleetwatch_collector_url = "https://fleetwatch-01.ops.example.org:8470"
 fleetwatch_interval = 300
-# Secrets come from the environment of whoever runs pyinfra, never from this repository.
-fleetwatch_enroll_secret = os.environ.get("FLEETWATCH_ENROLL_SECRET")
-fleetwatch_admin_token = os.environ.get("FLEETWATCH_ADMIN_TOKEN")
-# FLEETWATCH_CA_CERT names the file of the CA that signed the collector's certificate.
-fleetwatch_ca_cert = (
-    Path(os.environ["FLEETWATCH_CA_CERT"]).read_text()
-    if os.environ.get("FLEETWATCH_CA_CERT")
-    else None
+
+# Secrets never live in this repository. `fleetwatch bootstrap DIR --name
+# fleetwatch-01.ops.example.org` makes them (docs/deploy.md); they are read from DIR, named by
+# FLEETWATCH_BOOTSTRAP_DIR (fleet-secrets/ beside inventory/ by default). The environment
+# variables FLEETWATCH_ENROLL_SECRET, FLEETWATCH_ADMIN_TOKEN and FLEETWATCH_CA_CERT (a file
+# name), when set, take precedence. Names with two leading underscores are not group data.
+__made = Path(
+    os.environ.get("FLEETWATCH_BOOTSTRAP_DIR")
+    or Path(__file__).resolve().parent.parent.parent / "fleet-secrets"
 )
+__ca = Path(os.environ.get("FLEETWATCH_CA_CERT") or __made / "ca.crt")
+fleetwatch_enroll_secret = os.environ.get("FLEETWATCH_ENROLL_SECRET") or (
+    (__made / "enroll-secret").read_text().strip() if (__made / "enroll-secret").is_file() else None
+)
+fleetwatch_admin_token = os.environ.get("FLEETWATCH_ADMIN_TOKEN") or (
+    (__made / "admin-token").read_text().strip() if (__made / "admin-token").is_file() else None
+)
+fleetwatch_ca_cert = __ca.read_text() if __ca.is_file() else None
 
 # Baseline
 fleetwatch_allowed_ports = ["tcp/22"]

@@ -29,7 +29,12 @@ from fleetwatch.agent.collectors.checks import (
     run_tcp,
 )
 from fleetwatch.agent.collectors.packages import InstalledPackages, PackagesCollector
-from fleetwatch.agent.collectors.ports import PortsCollector, socket_owners
+from fleetwatch.agent.collectors.ports import (
+    EphemeralPorts,
+    PortsCollector,
+    ephemeral_ports,
+    socket_owners,
+)
 from fleetwatch.agent.collectors.resources import ResourcesCollector
 from fleetwatch.agent.collectors.services import (
     ServicesCollector,
@@ -148,6 +153,8 @@ class TestUpdatesCache:
         calls = []
 
         def apt(argv: Sequence[str], timeout: float) -> str:
+            if argv[0] != "apt-get":
+                return "amd64\n" if argv[0] == "dpkg" else ""  # apt's policy: nothing to add
             calls.append(argv)
             return (FIXTURES / "apt" / "dist-upgrade-security.txt").read_text()
 
@@ -305,6 +312,76 @@ class TestPorts:
         assert len(mine) == 1
         assert mine[0].address == "0.0.0.0"
         assert mine[0].pid == os.getpid()
+
+    def test_autobound_udp_client_is_not_a_listener(self) -> None:
+        """A UDP socket that only sent (the kernel gave it an ephemeral port) is left out."""
+        ephemeral = ephemeral_ports()
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        ):
+            client.sendto(b"ping", ("127.0.0.1", 9))  # discard: nobody needs to answer
+            client_port = client.getsockname()[1]
+            server_port = _bind_below(server, ephemeral.low)
+            data = PortsCollector().collect()
+        assert ephemeral.autobound(client_port)
+        udp = {x.port: x for x in data.listeners if x.protocol == "udp"}
+        assert client_port not in udp
+        assert udp[server_port].pid == os.getpid()
+        assert udp[server_port].user is not None
+
+    def test_tcp_client_connection_is_not_a_listener(self) -> None:
+        """Both ends of an established TCP connection stay out; the listener is in."""
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            with socket.create_connection(server.getsockname()) as client:
+                accepted, _ = server.accept()
+                with accepted:
+                    data = PortsCollector().collect()
+                    client_port = client.getsockname()[1]
+            tcp = {x.port for x in data.listeners if x.protocol == "tcp"}
+            assert server.getsockname()[1] in tcp
+        assert client_port not in tcp
+
+    def test_reserved_port_in_the_ephemeral_range_is_a_listener(self) -> None:
+        """A UDP port the kernel keeps out of autobind (reserved) is a service's: reported."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+            server.bind(("0.0.0.0", 0))
+            port = server.getsockname()[1]
+            unreserved = EphemeralPorts(port - 1, port + 1)
+            reserved = EphemeralPorts(port - 1, port + 1, frozenset({port}))
+            ranges = (unreserved, reserved)
+            found = [
+                any(
+                    x.port == port
+                    for x in PortsCollector(ephemeral=lambda r=r: r).collect().listeners
+                )
+                for r in ranges
+            ]
+        assert found == [False, True]
+
+    def test_ephemeral_ports_from_sysctl_files(self, tmp_path: Path) -> None:
+        """The port range and reserved ports are read as the kernel writes them."""
+        (tmp_path / "ip_local_port_range").write_text("32768\t60999\n")
+        (tmp_path / "ip_local_reserved_ports").write_text("40000-40002,51820\n")
+        ports = ephemeral_ports(tmp_path)
+        assert ports.autobound(32768)
+        assert not ports.autobound(40001)
+        assert not ports.autobound(51820)
+        assert not ports.autobound(1024)
+        assert not ephemeral_ports(tmp_path / "absent").autobound(40000)
+
+
+def _bind_below(sock: socket.socket, limit: int) -> int:
+    """Bind ``sock`` to a free port below ``limit``, explicitly, as a service does."""
+    for port in range(limit - 1, 1024, -97):
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return port
+    pytest.skip(f"no free UDP port below {limit}")
 
 
 @pytest.fixture

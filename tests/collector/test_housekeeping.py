@@ -101,7 +101,6 @@ class TestFleetLease:
             holder.kill()
             holder.wait(timeout=10)
 
-
     def test_fleets_in_two_schemas_of_one_database_each_have_one(self, database_url: str) -> None:
         """PostgreSQL's advisory locks span the database: the schema is part of the key, so a
         second fleet in another schema is not kept from its housekeeping."""

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.debversion import InvalidVersionError, compare, parse, sort_key
+from fleetwatch.debversion import (
+    InvalidVersionError,
+    compare,
+    is_valid,
+    parse,
+    sort_key,
+    validate,
+)
 
 ORDERED = [
     # (lower, higher)
@@ -31,7 +38,15 @@ ORDERED = [
     ("2.35-0ubuntu3.1", "2.35-0ubuntu3.4"),
     ("1:2.34.1-1ubuntu1.10", "1:2.34.1-1ubuntu1.11"),
 ]
-EQUAL = [("1.0", "1.0-0"), ("0:1.0", "1.0"), ("1.0", "1.00"), ("1.01", "1.1")]
+EQUAL = [
+    ("1.0", "1.0-0"),
+    ("0:1.0", "1.0"),
+    ("1.0", "1.00"),
+    ("1.01", "1.1"),
+    ("+1:1.0", "1:1.0"),  # dpkg reads the epoch with strtol(): a sign is allowed
+    ("-0:1.0", "1.0"),
+    (" 1.0\t", "1.0"),  # leading and trailing space is no part of the version
+]
 
 
 class TestCompare:
@@ -51,11 +66,24 @@ class TestCompare:
         versions = ["1.0", "1.0~rc1", "1:0.5", "1.0-2", "0.9"]
         assert sorted(versions, key=sort_key) == ["0.9", "1.0~rc1", "1.0", "1.0-2", "1:0.5"]
 
-    @pytest.mark.parametrize("bad", ["", " ", "1 0", "a:1.0", "1:", "-1"])
+    @pytest.mark.parametrize(
+        "bad",
+        ["", " ", "1 0", "a:1.0", "1:", "-1", "1.0-", "1:1.0-", "-1:1.0", "2147483648:1", ":1"],
+    )
     def test_rejects_what_is_not_a_version(self, bad: str) -> None:
-        """Empty strings, spaces, non-numeric epochs and empty upstream parts are refused."""
+        """What dpkg calls bad syntax (an error, not a warning) is refused, with its reason."""
         with pytest.raises(InvalidVersionError):
             parse(bad)
+
+    @pytest.mark.parametrize(("text", "why"), [("a1.0", "start with digit"),
+                                               ("1.0_1", "version number"),
+                                               ("1.0-a_b", "revision number")])  # fmt: skip
+    def test_strict_validation_refuses_what_dpkg_warns_of(self, text: str, why: str) -> None:
+        """dpkg orders a version it only warns of, but --validate-version refuses it."""
+        parse(text)
+        assert not is_valid(text)
+        with pytest.raises(InvalidVersionError, match=why):
+            validate(text)
 
 
 version_text = st.from_regex(r"\A([0-9]:)?[0-9][0-9a-z.+~]{0,6}(-[0-9a-z.+~]{1,4})?\Z")
@@ -72,3 +100,27 @@ class TestAgainstDpkg:
         equal = subprocess.run(["dpkg", "--compare-versions", a, "eq", b], check=False)
         dpkg = -1 if lower.returncode == 0 else 0 if equal.returncode == 0 else 1
         assert (mine > 0) - (mine < 0) == dpkg
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet=" \t:-+~._0123456789abzAZ\u00e9\u00a0\u0661", max_size=10))
+    def test_valid_and_invalid_exactly_as_dpkg_says(self, text: str) -> None:
+        """`dpkg --validate-version`: 0 is valid, 1 a warning only, 2 bad syntax; and what
+        `dpkg --compare-versions` refuses to compare is what `parse` refuses."""
+        dpkg = subprocess.run(
+            ["dpkg", "--validate-version", "--", text], check=False, capture_output=True
+        ).returncode
+        assert is_valid(text) == (dpkg == 0)
+        try:
+            parse(text)
+        except InvalidVersionError:
+            refused = True
+        else:
+            refused = False
+        assert refused == (dpkg == 2)  # dpkg's exit status for bad syntax
+        if text.strip(" \t\n\v\f\r"):  # compare-versions takes "" for "no version"
+            compared = subprocess.run(
+                ["dpkg", "--compare-versions", "--", text, "eq", text],
+                check=False,
+                capture_output=True,
+            ).returncode
+            assert refused == (compared != 0)

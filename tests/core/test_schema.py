@@ -12,7 +12,9 @@ from fleetwatch.schema import (
     SECTION_NAMES,
     SECTION_TYPES,
     SUPPORTED_SCHEMA_VERSIONS,
+    PendingUpdate,
     Report,
+    UpdatesData,
     section_hash,
 )
 from tests.helpers import BASE_REPORT, FIXTURES
@@ -74,3 +76,38 @@ class TestBounds:
         body["host_id"] = host_id
         with pytest.raises(ValidationError):
             Report.model_validate(body)
+
+
+class TestHeldBackAndNewInstalls:
+    def test_todays_updates_section_parses_with_the_new_fields_unset(self) -> None:
+        """An updates section without held_back/new_installs parses, and hashes as before."""
+        data = UpdatesData.model_validate(BASE_REPORT["sections"]["updates"]["data"])
+        assert data.new_installs == []
+        assert all(u.held_back is None and u.security_version is None for u in data.updates)
+        assert section_hash(data) == BASE_REPORT["sections"]["updates"]["hash"]
+        assert "held_back" not in data.model_dump_json()
+
+    def test_held_back_update_and_new_install_cross_the_wire(self) -> None:
+        """The new fields survive a round trip through JSON when they are set."""
+        held = PendingUpdate(
+            name="passwd",
+            architecture="amd64",
+            installed_version="1:4.13+dfsg1-1",
+            candidate_version="1:4.13+dfsg1-1+deb12u1",
+            security=True,
+            security_version="1:4.13+dfsg1-1+deb12u1",
+            held_back="held",
+            reason="on hold",
+        )
+        new = PendingUpdate(name="linux-image-6.1.0-57-amd64", architecture="amd64",
+                            candidate_version="6.1.193-1", security=True)  # fmt: skip
+        data = UpdatesData(manager="apt", updates=[held], new_installs=[new])
+        again = UpdatesData.model_validate_json(data.model_dump_json())
+        assert again == data
+        assert again.updates[0].held_back == "held"
+
+    def test_unknown_held_back_kind_is_refused(self) -> None:
+        """held_back is one of held, kept-back, pinned."""
+        with pytest.raises(ValidationError, match="held_back"):
+            PendingUpdate(name="x", architecture="all", candidate_version="1",
+                          security=False, held_back="frozen")  # type: ignore[arg-type]  # fmt: skip

@@ -25,8 +25,19 @@ def collector(tmp_path: Path, database_url: str) -> Iterator[CollectorProcess]:
 
 
 def stored(collector: CollectorProcess, host: str = HOST) -> list[dict[str, Any]]:
-    """Reports stored for a host, oldest first."""
-    return list(reversed(collector.api(f"/api/v1/hosts/{host}/reports", limit=10000)))
+    """Reports received from a host, oldest first, one per sequence.
+
+    An entry that stands for later reports too (``through``) is spread out: the reports after
+    the first brought nothing new (no drops, no errors, no spool error).
+    """
+    received = []
+    for entry in reversed(collector.api(f"/api/v1/hosts/{host}/reports", limit=10000)):
+        received.append(entry)
+        received.extend(
+            {**entry, "sequence": sequence, "dropped": 0, "through": None}
+            for sequence in range(entry["sequence"] + 1, (entry["through"] or 0) + 1)
+        )
+    return received
 
 
 def delivered_everything(collector: CollectorProcess, agent: AgentProcess) -> bool:

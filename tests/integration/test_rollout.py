@@ -163,7 +163,7 @@ def newer_source(directory: Path) -> tuple[Path, str]:
     copy = directory / "newer-source"
     for part in ("fleetwatch", "agent", "collector", "deploy"):
         shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
-    for part in ("pyproject.toml", "README.md"):
+    for part in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / part, copy / part)
     init = copy / "fleetwatch" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{__version__}"', f'"{version}"'))

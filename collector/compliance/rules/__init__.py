@@ -16,6 +16,7 @@ from fleetwatch.collector.compliance.rules import (
     services,
     packages,
     updates,
+    vulnerabilities,
     system,
     resources,
     checks,
@@ -59,4 +60,5 @@ __all__ = [
     "services",
     "system",
     "updates",
+    "vulnerabilities",
 ]

@@ -11,15 +11,13 @@ from fleetwatch.collector.compliance.rules.patterns import NamePattern, name_mat
 from fleetwatch.collector.compliance.rules.registry import rule, unique
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
     from fleetwatch.collector.compliance.rules.registry import Finding, RuleInput
 
 
-def _version(value: str) -> str:
-    debversion.parse(value)
-    return value
-
-
-MinVersion = Annotated[str, Field(max_length=255), AfterValidator(_version)]
+MinVersion = Annotated[str, Field(max_length=255), AfterValidator(debversion.validate)]
+"""A version as ``dpkg --validate-version`` accepts it."""
 
 
 class PackagesSettings(BaseModel):
@@ -81,3 +79,49 @@ def min_versions(host: RuleInput) -> list[Finding]:
                     )
                 )
     return unique(findings)
+
+
+def epochless_minimums(
+    min_versions_of: Callable[[str], Mapping[str, str]],
+    installed: Mapping[str, Mapping[str, Sequence[str]]],
+) -> list[str]:
+    """Warnings for ``min_versions`` entries without an epoch where the package has one.
+
+    Any version with an epoch sorts above every version without one, so such an entry is met
+    by every host whatever its version: almost certainly not what was meant.
+    ``min_versions_of`` gives a host's resolved ``min_versions``; ``installed`` the versions
+    each host reported, by package name.
+    """
+    hosts_by_case: dict[tuple[str, str, int], list[str]] = {}
+    for host_id, packages in sorted(installed.items()):
+        minimums = min_versions_of(host_id)
+        for name, versions in packages.items():
+            for pattern, minimum in minimums.items():
+                if ":" not in minimum and name_matches(pattern, name):
+                    _note_epoch(hosts_by_case, host_id, name, minimum, versions)
+    warnings = []
+    for (name, minimum, epoch), host_ids in sorted(hosts_by_case.items()):
+        example = ", ".join(host_ids[:3]) + (", ..." if len(host_ids) > 3 else "")
+        warnings.append(
+            f"min_versions {name} = {minimum!r} has no epoch, but {name} has epoch {epoch} on "
+            f"{len(host_ids)} reporting host{'s' if len(host_ids) != 1 else ''} ({example}): "
+            f"every such version meets it; write {f'{epoch}:{minimum}'!r}"
+        )
+    return warnings
+
+
+def _note_epoch(
+    hosts_by_case: dict[tuple[str, str, int], list[str]],
+    host_id: str,
+    name: str,
+    minimum: str,
+    versions: Sequence[str],
+) -> None:
+    for version in versions:
+        try:
+            epoch = debversion.parse(version)[0]
+        except debversion.InvalidVersionError:
+            continue
+        if epoch:
+            hosts_by_case.setdefault((name, minimum, epoch), []).append(host_id)
+            return

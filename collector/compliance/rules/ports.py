@@ -84,9 +84,8 @@ def _is_loopback(address: str) -> bool:
 
 
 def _who(listener: Listener) -> str:
-    if listener.process is None:
-        return "process unknown"
-    parts = [listener.process]
+    """Process, pid and user as far as the agent knows them (the user even without a process)."""
+    parts = [listener.process or "process unknown"]
     if listener.pid is not None:
         parts.append(f"pid {listener.pid}")
     if listener.user:

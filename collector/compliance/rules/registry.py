@@ -37,11 +37,12 @@ from fleetwatch.schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from datetime import datetime, timedelta
     from typing import TypeAlias
 
     from fleetwatch.collector.compliance.policy import Baseline
+    from fleetwatch.collector.vulns.matching import Match
     from fleetwatch.schema import SectionName
 
     Check: TypeAlias = Callable[["RuleInput"], list["Finding"]]
@@ -84,7 +85,13 @@ class Facts(Protocol):
         ...
 
     def since(self, kind: str, key: str) -> datetime:
-        """When a condition (a pending security update, a wanted reboot) was first seen."""
+        """When a condition (a pending security update, a wanted reboot, a vulnerability) was
+        first seen."""
+        ...
+
+    def vulnerabilities(self) -> Sequence[Match]:
+        """The vulnerabilities the host carries, as the vulnerability data says (none without
+        data)."""
         ...
 
 
@@ -94,9 +101,10 @@ class Rule:
 
     ``on`` says whether a baseline turns the rule on; an off rule is never run, and needs no
     data. ``sections`` are the report sections ``check`` reads: when one is unknown the rule is
-    undetermined. A rule that reads neither the time (``uses_time``) nor the report's
-    collection errors (``reads_errors``) depends on its baseline and sections alone, so its
-    findings are memoised by their content hashes.
+    undetermined. A rule that reads neither the time (``uses_time``), the report's
+    collection errors (``reads_errors``) nor the vulnerability data
+    (``reads_vulnerabilities``) depends on its baseline and sections alone, so its findings
+    are memoised by their content hashes.
     """
 
     id: str
@@ -106,11 +114,12 @@ class Rule:
     check: Check
     uses_time: bool = False
     reads_errors: bool = False
+    reads_vulnerabilities: bool = False
 
     @property
     def memoisable(self) -> bool:
         """Whether the findings follow from the baseline and the sections' contents alone."""
-        return not (self.uses_time or self.reads_errors)
+        return not (self.uses_time or self.reads_errors or self.reads_vulnerabilities)
 
 
 _Section = TypeVar("_Section", bound=BaseModel)
@@ -185,6 +194,15 @@ class RuleInput:
         self._declared(self.rule.reads_errors, "collection errors without reads_errors=True")
         return self.facts.errors()
 
+    @property
+    def vulnerabilities(self) -> Sequence[Match]:
+        """The host's vulnerabilities (rules declared with ``reads_vulnerabilities``)."""
+        self._declared(
+            self.rule.reads_vulnerabilities,
+            "vulnerabilities without reads_vulnerabilities=True",
+        )
+        return self.facts.vulnerabilities()
+
     def _section(self, name: SectionName, kind: type[_Section]) -> _Section:
         self._declared(name in self.rule.sections, f"{name} without sections=(..., {name!r})")
         data = self.sections[name]
@@ -258,7 +276,7 @@ REGISTRY = RuleRegistry()
 """The rules the collector evaluates: every module of this package registers into it."""
 
 
-def rule(
+def rule(  # noqa: PLR0913  (one keyword per part of a declaration)
     rule_id: str,
     *,
     severity: Severity,
@@ -266,6 +284,7 @@ def rule(
     on: Callable[[Baseline], bool],
     uses_time: bool = False,
     reads_errors: bool = False,
+    reads_vulnerabilities: bool = False,
     registry: RuleRegistry = REGISTRY,
 ) -> Callable[[Check], Check]:
     """Register the decorated function as the check of rule ``rule_id``.
@@ -277,6 +296,7 @@ def rule(
         on: whether a baseline turns the rule on.
         uses_time: the check reads ``now`` or ``since`` (its findings are never memoised).
         reads_errors: the check reads the report's collection errors.
+        reads_vulnerabilities: the check reads the host's vulnerabilities.
         registry: where to register; the collector's ``REGISTRY`` unless a test says otherwise.
 
     Example::
@@ -288,7 +308,16 @@ def rule(
 
     def register(check: Check) -> Check:
         registry.register(
-            Rule(rule_id, severity, tuple(sections), on, check, uses_time, reads_errors)
+            Rule(
+                rule_id,
+                severity,
+                tuple(sections),
+                on,
+                check,
+                uses_time,
+                reads_errors,
+                reads_vulnerabilities,
+            )
         )
         return check
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from fleetwatch.collector.admin.host_page import host_page
 from fleetwatch.collector.admin.render import (
     clean,
     findings_table,
@@ -82,3 +83,30 @@ class TestTables:
     def test_severity_counts(self) -> None:
         assert severity_counts({"low": 1, "high": 2}) == "3 (2 high, 1 low)"
         assert severity_counts({}) == "0"
+
+
+class TestHostUpdates:
+    def test_held_back_upgrades_and_new_installs_are_listed_escaped(self) -> None:
+        """The host view names each held-back upgrade with its reason, and each new install."""
+        updates = {
+            "manager": "apt",
+            "updates": [
+                {"name": "vim", "architecture": "amd64", "installed_version": "2:9.0-1",
+                 "candidate_version": "2:9.0-2", "security": False},
+                {"name": "passwd", "architecture": "amd64", "installed_version": "1:4.13-1",
+                 "candidate_version": "1:4.13-1+deb12u1", "security": True,
+                 "held_back": "held", "reason": "on hold\x1b[2J"},
+            ],
+            "new_installs": [
+                {"name": "linux-image-6.1.0-57-amd64", "architecture": "amd64",
+                 "candidate_version": "6.1.193-1", "security": True},
+            ],
+        }  # fmt: skip
+        host = {"host_id": "h1", "status": "failing", "sections": {"updates": {"data": updates}}}
+        text = host_page(host)
+        assert "2 pending (1 security) in 2 source packages" in text
+        assert (
+            "held      passwd:amd64 1:4.13-1 -> 1:4.13-1+deb12u1 security: on hold\\x1b[2J" in text
+        )
+        assert "new       linux-image-6.1.0-57-amd64:amd64 6.1.193-1" in text
+        assert "\x1b" not in text

@@ -12,14 +12,17 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 class Facts:
-    """Sections, collection errors and first-seen times, as a test states them."""
+    """Sections, collection errors, first-seen times and vulnerabilities, as a test states
+    them."""
 
     def __init__(
         self,
         sections: Mapping[str, Any] | None = None,
         errors: Mapping[str, str] | None = None,
         since: Mapping[tuple[str, str], datetime] | None = None,
+        vulnerabilities: Any = (),
     ) -> None:
+        self._vulnerabilities = vulnerabilities
         self.now = NOW
         self._sections = {
             name: SECTION_TYPES[name].model_validate(data)  # type: ignore[index]
@@ -42,3 +45,6 @@ class Facts:
 
     def since(self, kind: str, key: str) -> datetime:
         return self._since.get((kind, key), NOW)
+
+    def vulnerabilities(self) -> Any:
+        return self._vulnerabilities

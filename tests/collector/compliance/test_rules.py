@@ -9,6 +9,7 @@ import pytest
 
 from fleetwatch.collector.compliance.policy import Baseline
 from fleetwatch.collector.compliance.rules import Memo, evaluate
+from fleetwatch.collector.vulns.matching import Match
 from tests.collector.compliance.fakes import NOW, Facts
 from tests.helpers import section_data
 
@@ -58,6 +59,16 @@ class TestAllowedPorts:
         assert keys(Baseline(allowed_ports=["tcp/22"]), facts) == set()
         strict = Baseline(allowed_ports=["tcp/22"], ignore_loopback=False)
         assert keys(strict, facts) == {"tcp/5432", "tcp/6379", "tcp/9000"}
+
+    def test_detail_names_the_user_when_the_process_is_unknown(self) -> None:
+        """An agent without capabilities knows the socket's user: the finding says it."""
+        ports = listeners(("udp", "0.0.0.0", 161), ("tcp", "0.0.0.0", 8080))
+        ports["listeners"][0].update(pid=None, process=None, user="snmp")
+        ports["listeners"][1].update(pid=None, process=None, user=None)
+        result = evaluate(Baseline(allowed_ports=["tcp/22"]), Facts({"ports": ports}))
+        details = {f.key: f.detail for f in result.findings}
+        assert "(process unknown user snmp)" in details["udp/161"]
+        assert "(process unknown)" in details["tcp/8080"]
 
     def test_ranges(self) -> None:
         facts = Facts({"ports": listeners(("tcp", "0.0.0.0", 8050))})
@@ -152,6 +163,29 @@ class TestPackages:
         assert "packages" in third.loads
 
 
+def vuln(source: str, **fields: Any) -> Match:
+    """A vulnerability of a source package, as matching would give it."""
+    values: dict[str, Any] = {
+        "vuln": "CVE-2024-0001",
+        "source": source,
+        "release": "bookworm",
+        "installed_version": "1.0",
+        "fixed_version": "1.1",
+        "status": "resolved",
+        "severity": "high",
+        "urgency": "high",
+        "cvss": None,
+        "fixable": False,
+        "exploited": False,
+        "flags": (),
+        "advisories": (),
+        "fix_since": None,
+        "binaries": (source,),
+    }
+    values.update(fields)
+    return Match(**values)
+
+
 def updates(*items: tuple[str, bool]) -> dict[str, Any]:
     return {
         "manager": "apt",
@@ -169,6 +203,17 @@ def updates(*items: tuple[str, bool]) -> dict[str, Any]:
     }
 
 
+SOURCES = {"libssl3": "openssl", "libc6": "glibc"}
+
+
+def installed(*names: str) -> dict[str, Any]:
+    """A packages section of these binaries, from their sources in SOURCES (else their own)."""
+    return {
+        "manager": "dpkg",
+        "packages": [[n, "1.0", "amd64", SOURCES.get(n, n), "1.0"] for n in names],
+    }
+
+
 class TestSecurityUpdates:
     def test_grace_period_counts_from_first_seen(self) -> None:
         """A security update counts only once pending longer than the grace period."""
@@ -177,7 +222,11 @@ class TestSecurityUpdates:
             ("security_update", "curl"): NOW - timedelta(days=2),
         }
         facts = Facts(
-            {"updates": updates(("openssl", True), ("curl", True), ("vim", False))}, since=since
+            {
+                "updates": updates(("openssl", True), ("curl", True), ("vim", False)),
+                "packages": installed("openssl", "curl", "vim"),
+            },
+            since=since,
         )
         baseline = Baseline(max_pending_security_updates=0, security_update_grace_days=7)
         result = evaluate(baseline, facts)
@@ -185,18 +234,81 @@ class TestSecurityUpdates:
         assert "pending for 9.0 days" in result.findings[0].detail
 
     def test_allowed_number_of_pending_updates(self) -> None:
-        facts = Facts({"updates": updates(("a", True), ("b", True))})
+        facts = Facts(
+            {"updates": updates(("a", True), ("b", True)), "packages": installed("a", "b")}
+        )
         assert keys(Baseline(max_pending_security_updates=2), facts) == set()
         assert keys(Baseline(max_pending_security_updates=1), facts) == {"a", "b"}
 
     def test_non_security_updates_never_count(self) -> None:
-        facts = Facts({"updates": updates(("tzdata", False))})
+        facts = Facts({"updates": updates(("tzdata", False)), "packages": installed("tzdata")})
         assert keys(Baseline(max_pending_security_updates=0), facts) == set()
 
     def test_one_finding_per_package_across_architectures(self) -> None:
         data = updates(("libc6", True))
         data["updates"].append({**data["updates"][0], "architecture": "i386"})
-        assert keys(Baseline(max_pending_security_updates=0), Facts({"updates": data})) == {"libc6"}
+        facts = Facts({"updates": data, "packages": installed("libc6")})
+        assert keys(Baseline(max_pending_security_updates=0), facts) == {"glibc"}
+
+    def test_one_finding_per_source_package(self) -> None:
+        """openssl and libssl3 come from one source: one finding names both."""
+        facts = Facts(
+            {
+                "updates": updates(("openssl", True), ("libssl3", True)),
+                "packages": installed("openssl", "libssl3"),
+            }
+        )
+        (finding,) = evaluate(Baseline(max_pending_security_updates=0), facts).findings
+        assert finding.key == "openssl"
+        assert "2 packages (libssl3, openssl)" in finding.detail
+
+    def test_a_fix_published_long_ago_counts_at_once(self) -> None:
+        """With vulnerability data dating the fix, the grace counts from its advisory, not from
+        when a new collector first saw the update pending."""
+        advisory = NOW - timedelta(days=30)
+        facts = Facts(
+            {"updates": updates(("openssl", True)), "packages": installed("openssl")},
+            vulnerabilities=[vuln("openssl", fixable=True, fix_since=advisory)],
+        )
+        baseline = Baseline(max_pending_security_updates=0, security_update_grace_days=7)
+        (finding,) = evaluate(baseline, facts).findings
+        assert "pending for 30 days" in finding.detail
+        undated = Facts(
+            {"updates": updates(("openssl", True)), "packages": installed("openssl")},
+            vulnerabilities=[vuln("openssl", fixable=True, fix_since=None)],
+        )
+        (finding,) = evaluate(baseline, undated).findings
+        assert "published before the vulnerability data was first imported" in finding.detail
+        without_data = Facts(
+            {"updates": updates(("openssl", True)), "packages": installed("openssl")}
+        )
+        assert evaluate(baseline, without_data).findings == []
+
+    def test_held_and_kept_back_security_fixes_count_and_say_why(self) -> None:
+        """A held or kept-back package with a security fix is a finding naming the reason."""
+        data = updates(("passwd", True), ("libfwtwin", True), ("libnghttp2-14", True))
+        data["updates"][0].update(held_back="held", reason="on hold (apt-mark hold)")
+        data["updates"][1].update(held_back="kept-back", reason="kept back: \x1b[2Jtwin")
+        data["updates"][2].update(candidate_version="1.1+u2", security_version="1.1+u1")
+        packages = installed("passwd", "libfwtwin", "libnghttp2-14")
+        facts = Facts({"updates": data, "packages": packages})
+        result = evaluate(Baseline(max_pending_security_updates=0), facts)
+        details = {f.key: f.detail for f in result.findings}
+        assert set(details) == {"passwd", "libfwtwin", "libnghttp2-14"}
+        assert "(passwd held: on hold (apt-mark hold))" in details["passwd"]
+        assert "libfwtwin kept-back: kept back:" in details["libfwtwin"]
+        assert "(libnghttp2-14: security fix 1.1+u1)" in details["libnghttp2-14"]
+
+    def test_new_installs_are_not_pending_updates(self) -> None:
+        """An upgrade's new package (no installed version) is no pending security update."""
+        data = updates(("linux-image-6.1.0-57-amd64", True), ("libc6", True))
+        data["updates"][0]["installed_version"] = None
+        baseline = Baseline(max_pending_security_updates=0)
+        facts = Facts({"updates": data, "packages": installed("libc6")})
+        assert keys(baseline, facts) == {"glibc"}
+        data["new_installs"] = [data["updates"].pop(0)]
+        facts = Facts({"updates": data, "packages": installed("libc6")})
+        assert keys(baseline, facts) == {"glibc"}
 
     def test_stale_package_index(self) -> None:
         data = updates()

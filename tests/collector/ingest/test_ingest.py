@@ -79,7 +79,11 @@ class TestIngest:
         assert second.missing == []
         assert second.sections == ack.sections
         assert count(service, blobs) == blobs_after_first
-        assert count(service, reports) == 2
+        # the second report brought nothing new: the first one's row stands for it
+        assert count(service, reports) == 1
+        with service.store.read() as conn:
+            (row,) = service.store.reports.of_host(conn, "web-01", 10)
+        assert (row.sequence, row.through) == (1, 2)
 
     def test_same_package_list_is_stored_once_across_hosts(self, service: CollectorService) -> None:
         """Content is stored by hash: two hosts with one package list share one copy."""
@@ -169,20 +173,20 @@ class TestFindingLifecycle:
         """A pending security update becomes a finding once it has been pending past the grace."""
         service.identity.enroll("web-01", "s3cret")
         updates = section_data("updates")
+        packages = section_data("packages")
         t0 = datetime.now(UTC) - timedelta(days=10)
-        ingest(
-            service,
-            make_report("web-01", 1, {"updates": full("updates", updates)}, collected_at=t0),
-        )
+        sent = {"updates": full("updates", updates), "packages": full("packages", packages)}
+        ingest(service, make_report("web-01", 1, sent, collected_at=t0))
         assert not any(rule == "security_updates" for rule, _ in open_keys(service, "web-01"))
         # eight days later the same updates are still pending: the report repeats the hash
         with service.store.read() as conn:
             host = service.store.hosts.get(conn, "web-01")
         assert host is not None
-        same = {"updates": {"hash": host.sections["updates"].hash}}
+        same = {name: {"hash": host.sections[name].hash} for name in ("updates", "packages")}
         ingest(service, make_report("web-01", 2, same, collected_at=t0 + timedelta(days=8)))
         overdue = {key for rule, key in open_keys(service, "web-01") if rule == "security_updates"}
-        security = {u["name"] for u in updates["updates"] if u["security"]}
+        sources = {row[0]: row[3] for row in packages["packages"]}
+        security = {sources.get(u["name"], u["name"]) for u in updates["updates"] if u["security"]}
         assert overdue == security
 
     def test_late_old_report_does_not_replace_the_latest(self, service: CollectorService) -> None:
@@ -307,3 +311,71 @@ class TestBatches:
         assert host is not None
         assert host.last_sequence == 3
         assert open_keys(service, "web-01") == {("allowed_ports", "tcp/8081")}
+
+
+def quiet(ack: Any, disk_percent: float) -> dict[str, Any]:
+    """A report that brings nothing new but load, memory and disk figures, as agents send."""
+    sections: dict[str, Any] = {n: {"hash": h} for n, h in ack.sections.items() if n != "resources"}
+    mounts = [{**m, "percent": disk_percent} for m in section_data("resources")["mounts"]]
+    sections["resources"] = full("resources", section_data("resources", mounts=mounts))
+    return sections
+
+
+def rows(svc: CollectorService, host_id: str) -> list[tuple[int, int | None]]:
+    with svc.store.read() as conn:
+        return [
+            (r.sequence, r.through) for r in reversed(svc.store.reports.of_host(conn, host_id, 100))
+        ]
+
+
+class TestQuietReports:
+    def test_a_run_of_quiet_reports_is_one_row_and_a_change_starts_another(
+        self, service: CollectorService
+    ) -> None:
+        """Reports that bring nothing new extend the row before; new content gets a row."""
+        service.identity.enroll("web-01", "s3cret")
+        ack = ingest(service, make_report("web-01", 1))
+        for sequence in range(2, 6):
+            assert (
+                ingest(service, make_report("web-01", sequence, quiet(ack, 20.0))).status
+                == "stored"
+            )
+        changed = quiet(ack, 20.0)
+        changed["ports"] = ports_section(("tcp", "0.0.0.0", 22), ("tcp", "0.0.0.0", 9999))
+        after_change = ingest(service, make_report("web-01", 6, changed))
+        ingest(service, make_report("web-01", 7, quiet(after_change, 21.0)))
+        assert rows(service, "web-01") == [(1, 5), (6, 7)]
+        assert count(service, blobs, blobs.c.section == "resources") == 0
+
+    def test_a_gap_in_the_sequence_starts_a_row(self, service: CollectorService) -> None:
+        """A report after a lost one is not folded into the run: the gap stays visible."""
+        service.identity.enroll("web-01", "s3cret")
+        ack = ingest(service, make_report("web-01", 1))
+        ingest(service, make_report("web-01", 2, quiet(ack, 20.0)))
+        ingest(service, make_report("web-01", 4, quiet(ack, 20.0)))
+        assert rows(service, "web-01") == [(1, 2), (4, None)]
+
+    def test_a_report_sent_again_inside_a_run_is_a_duplicate(
+        self, service: CollectorService
+    ) -> None:
+        """Sending again a report that a row stands for is acknowledged, not stored twice."""
+        service.identity.enroll("web-01", "s3cret")
+        ack = ingest(service, make_report("web-01", 1))
+        for sequence in (2, 3):
+            ingest(service, make_report("web-01", sequence, quiet(ack, 20.0)))
+        again = ingest(service, make_report("web-01", 2, quiet(ack, 20.0)))
+        assert (again.status, again.sequence) == ("duplicate", 2)
+        assert rows(service, "web-01") == [(1, 3)]
+
+    def test_rules_read_inline_resources_after_a_policy_change(
+        self, service: CollectorService, tmp_path: Path
+    ) -> None:
+        """Resources kept on the host row are what the rules see, also on re-evaluation."""
+        service.identity.enroll("web-01", "s3cret")
+        ack = ingest(service, make_report("web-01", 1))
+        ingest(service, make_report("web-01", 2, quiet(ack, 97.0)))
+        assert not any(rule == "disk_usage" for rule, _ in open_keys(service, "web-01"))
+        (tmp_path / "policy.toml").write_text(POLICY + "max_disk_percent = 90\n")
+        service.policy.reload_if_changed()
+        service.ingestor.reevaluate_all()
+        assert any(rule == "disk_usage" for rule, _ in open_keys(service, "web-01"))

@@ -15,10 +15,9 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from fleetwatch.collector.settings import CollectorSettings
-from fleetwatch.collector.web.app import create_app
+from fleetwatch.collector.web.app import API_ROUTES, create_app
 from fleetwatch.collector.web.bearer import Access, admin_write, responder
 from fleetwatch.collector.web.front_door import FrontDoor
-from fleetwatch.collector.web.routes import router
 
 ADMIN = "admin-token-for-front-door-tests"
 SECRET = "enroll-secret-for-front-door-tests"
@@ -265,7 +264,7 @@ class TestEveryRouteIsGuarded:
     def test_every_api_operation_is_checked_at_the_door(self, door: Door) -> None:
         """Every operation under /api/v1 but enrollment and the report (which has a door of
         its own) needs a token the front door checks; every write, an admin's."""
-        front = FrontDoor(door.client.app, door.service, router.routes)
+        front = FrontDoor(door.client.app, door.service, API_ROUTES)
         for method, path in _operations(door):
             scope = {"type": "http", "method": method, "path": path, "root_path": ""}
             access = front.access_of(scope)
@@ -288,7 +287,7 @@ class TestEveryRouteIsGuarded:
 
         writes = [
             route
-            for route in router.routes
+            for route in API_ROUTES
             if isinstance(route, APIRoute)
             and route.methods & {"POST", "DELETE", "PUT", "PATCH"}
             and route.path.startswith("/api/v1/")

@@ -1,7 +1,7 @@
 """The response to findings: their lifecycle, waivers, and silent hosts announced once.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-29
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_waivers")),
     )
     op.create_index("ix_waivers_expires_at", "waivers", ["expires_at"])
+    op.create_index("ix_waivers_scope_target", "waivers", ["scope", "target"])
     op.create_table(
         "host_silences",
         sa.Column("host_id", sa.String(253), nullable=False),

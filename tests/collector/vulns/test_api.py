@@ -1,0 +1,184 @@
+"""The vulnerability API and command line against the real collector over real HTTP, on
+SQLite and on PostgreSQL: imports by `fleetwatch vulns import`, reports by HTTP, readers
+scoped to their unit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.collector.vulns.samples import KEV, TRACKER
+from tests.collector.vulns.test_service import OLD, packages
+from tests.helpers import BIN, CollectorProcess, full, make_report, section_data, wait_until
+
+POLICY = """
+[defaults]
+max_vulnerability_severity = "low"
+
+[hosts."web-01"]
+unit = "parks"
+
+[hosts."db-01"]
+unit = "water"
+"""
+
+
+class Fleet:
+    def __init__(self, collector: CollectorProcess, database_url: str) -> None:
+        self.collector = collector
+        self.database_url = database_url
+
+    def fleetwatch(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {
+            "FLEETWATCH_API_URL": self.collector.url,
+            "FLEETWATCH_API_TOKEN": token or self.collector.admin_token,
+            "FLEETWATCH_DATABASE_URL": self.database_url,
+            "PATH": "/usr/bin:/bin",
+        }
+        return subprocess.run(
+            [str(BIN / "fleetwatch"), *args], env=env, capture_output=True, text=True, check=False
+        )
+
+    def get(self, path: str, token: str | None = None, **params: Any) -> requests.Response:
+        return requests.get(
+            self.collector.url + path,
+            params=params,
+            headers={"Authorization": f"Bearer {token or self.collector.admin_token}"},
+            timeout=10,
+        )
+
+    def report(self, host_id: str, **versions: str) -> None:
+        url = self.collector.url
+        enrolled = requests.post(
+            url + "/api/v1/enroll",
+            json={"host_id": host_id, "enroll_secret": self.collector.enroll_secret},
+            timeout=10,
+        )
+        assert enrolled.status_code == 200, enrolled.text
+        sections = {
+            "system": full("system", section_data("system")),
+            "packages": full("packages", packages(**versions)),
+            "updates": full("updates", section_data("updates", updates=[])),
+        }
+        sent = requests.post(
+            url + "/api/v1/report",
+            json=make_report(host_id, 1, sections),
+            headers={"Authorization": f"Bearer {enrolled.json()['token']}"},
+            timeout=10,
+        )
+        assert sent.status_code == 200, sent.text
+
+
+@pytest.fixture
+def fleet(database_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    collector = CollectorProcess(tmp_path, database_url, policy).start()
+    made = Fleet(collector, database_url)
+    try:
+        for path in (TRACKER, KEV):
+            imported = made.fleetwatch("vulns", "import", str(path))
+            assert imported.returncode == 0, imported.stderr
+        wait_until(
+            "the collector loads the data",
+            lambda: made.get("/api/v1/vulnerability-data").json()["loaded_entries"] > 0,
+        )
+        made.report("web-01", **OLD)
+        made.report("db-01", openssl=OLD["openssl"])
+        yield made
+    finally:
+        collector.stop()
+
+
+def test_listing_filters_and_pages(fleet: Fleet) -> None:
+    """Every filter of the listing narrows it as named; pages follow one stable order."""
+    every = fleet.get("/api/v1/vulnerabilities").json()
+    assert {(r["host_id"], r["source"], r["vuln"]) for r in every} == {
+        ("db-01", "curl", "CVE-2025-0725"),
+        ("db-01", "openssl", "CVE-2024-0727"),
+        ("db-01", "tar", "CVE-2005-2541"),
+        ("web-01", "curl", "CVE-2025-0725"),
+        ("web-01", "glibc", "CVE-2023-4911"),
+        ("web-01", "openssl", "CVE-2024-0727"),
+        ("web-01", "tar", "CVE-2005-2541"),
+    }
+    glibc = next(r for r in every if r["source"] == "glibc")
+    assert glibc["exploited"] is True
+    assert glibc["fixed_version"] == "2.36-9+deb12u3"
+    assert glibc["installed_version"] == "2.36-9+deb12u1"
+    assert glibc["unit"] == "parks"
+    assert "libc6" in glibc["binaries"]
+    by = lambda **params: {  # noqa: E731
+        (r["host_id"], r["vuln"]) for r in fleet.get("/api/v1/vulnerabilities", **params).json()
+    }
+    assert by(host_id="db-01") == {r for r in by() if r[0] == "db-01"}
+    assert by(unit="parks") == {r for r in by() if r[0] == "web-01"}
+    assert by(cve="CVE-2024-0727") == {("db-01", "CVE-2024-0727"), ("web-01", "CVE-2024-0727")}
+    assert by(severity="low") == {(h, "CVE-2025-0725") for h in ("db-01", "web-01")} | {
+        (h, "CVE-2005-2541") for h in ("db-01", "web-01")
+    }
+    assert by(fixable="true") == set()
+    pages = [fleet.get("/api/v1/vulnerabilities", limit=3, offset=o).json() for o in (0, 3, 6)]
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [r for p in pages for r in p] == every
+    assert fleet.get("/api/v1/vulnerabilities", severity="bad").status_code == 422
+
+
+def test_a_cve_and_every_host_carrying_it(fleet: Fleet) -> None:
+    """GET /vulnerabilities/{cve} lists each host, and when CISA listed it as exploited."""
+    answer = fleet.get("/api/v1/vulnerabilities/CVE-2023-4911").json()
+    assert answer["exploited_since"] == "2023-11-21"
+    assert [h["host_id"] for h in answer["hosts"]] == ["web-01"]
+    assert fleet.get("/api/v1/vulnerabilities/CVE-2099-0001").json()["hosts"] == []
+
+
+def test_a_unit_reader_sees_its_units_hosts_only(fleet: Fleet) -> None:
+    """A token limited to a unit sees its hosts' vulnerabilities, never another unit's."""
+    made = fleet.fleetwatch(
+        "token", "create", "--name", "water", "--kind", "read", "--unit", "water"
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    rows = fleet.get("/api/v1/vulnerabilities", token=token).json()
+    assert {r["host_id"] for r in rows} == {"db-01"}
+    assert fleet.get("/api/v1/vulnerabilities", token=token, unit="parks").json() == []
+    hosts = fleet.get("/api/v1/vulnerabilities/CVE-2024-0727", token=token).json()["hosts"]
+    assert [h["host_id"] for h in hosts] == ["db-01"]
+    assert fleet.get("/api/v1/vulnerability-data", token=token).status_code == 403
+
+
+def test_command_line_lists_by_source_package_and_shows_status(fleet: Fleet) -> None:
+    """`fleetwatch vulns` names CVEs with severity under their source package; status says
+    what is loaded."""
+    text = fleet.fleetwatch("vulns", "--host", "web-01")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == "web-01"
+    glibc = lines.index(next(line for line in lines if line.startswith("  glibc ")))
+    assert lines[glibc].startswith("  glibc 2.36-9+deb12u1 (libc-bin, libc-dev-bin,")
+    assert lines[glibc + 1] == "    CVE-2023-4911 (unrated, EXPLOITED, fixed in 2.36-9+deb12u3)"
+    rows = json.loads(fleet.fleetwatch("vulns", "--cve", "CVE-2024-0727", "--json").stdout)
+    assert {r["host_id"] for r in rows} == {"db-01", "web-01"}
+    status = fleet.fleetwatch("vulns", "status")
+    assert status.returncode == 0, status.stderr
+    assert "debian-tracker" in status.stdout
+    assert "kev" in status.stdout
+    assert "7 vulnerabilities on 2 hosts" in status.stdout
+
+
+def test_a_broken_import_changes_nothing(fleet: Fleet, tmp_path: Path) -> None:
+    """A truncated file is refused by the command line, and the data held stays."""
+    before = fleet.get("/api/v1/vulnerability-data").json()
+    broken = tmp_path / "tracker.json"
+    broken.write_bytes(TRACKER.read_bytes()[:-100])
+    refused = fleet.fleetwatch("vulns", "import", str(broken))
+    assert refused.returncode == 1
+    assert "nothing imported" in refused.stderr
+    assert "not complete JSON" in refused.stderr
+    assert fleet.get("/api/v1/vulnerability-data").json() == before
