@@ -18,6 +18,9 @@ from fleetwatch.collector.housekeeping import Housekeeper
 from fleetwatch.collector.ingest.queue import IngestQueue
 from fleetwatch.collector.ingest.readiness import Readiness
 from fleetwatch.collector.ingest.writer import Ingestor
+from fleetwatch.collector.notifications.config import NotificationsSource
+from fleetwatch.collector.notifications.sender import Sender
+from fleetwatch.collector.notifications.units import units_of
 from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.storage.engine import make_engine, upgrade
 from fleetwatch.collector.storage.store import Store
@@ -65,6 +68,10 @@ class CollectorService:
             snapshot=self.fleet_recorder.refresh,
             tick=self.casework.tick,
         )
+        self.notifications = NotificationsSource(settings.notifications)
+        self.sender = Sender(
+            settings, self.store, self.notifications, lambda: units_of(self.policy.current)
+        )
         self._started = False
 
     def start(self, *, migrate: bool = True) -> None:
@@ -77,6 +84,7 @@ class CollectorService:
         tune_garbage_collector()
         self.ingest_queue.start()
         self.housekeeper.start()
+        self.sender.start()
         self._started = True
         log.info(
             "collector started",
@@ -90,6 +98,7 @@ class CollectorService:
             return
         self.ingest_queue.stop()
         self.housekeeper.stop()
+        self.sender.stop()
         self._started = False
         self.engine.dispose()
 

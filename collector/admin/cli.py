@@ -18,6 +18,7 @@ fleetwatch bootstrap DIR         a new fleet's CA, collector certificate and sec
 fleetwatch backup FILE           save the database while the collector serves
 fleetwatch restore FILE          restore a backup into a new database
 fleetwatch vulns ...             vulnerabilities by host, unit or CVE; import and status
+fleetwatch notify ...            notification targets: status, a test message
 fleetwatch demo                  collector + this machine's agent, on SQLite
 """
 
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
-from fleetwatch.collector.admin import casework, sessions, vulns
+from fleetwatch.collector.admin import casework, notify, sessions, vulns
 from fleetwatch.command_line import EXIT_USAGE, CommandParser, quiet_broken_pipe
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ def _serve(args: argparse.Namespace, settings: CollectorSettings) -> int:
     from sqlalchemy.exc import OperationalError
 
     from fleetwatch.collector.compliance.policy import PolicyError, PolicySource
+    from fleetwatch.collector.notifications.config import NotificationsError, NotificationsSource
     from fleetwatch.collector.storage.engine import DatabaseURLError, make_engine, upgrade
     from fleetwatch.collector.web.budget import DescriptorLimitError, plan_budget
     from fleetwatch.logs import configure_logging
@@ -121,8 +123,9 @@ def _serve(args: argparse.Namespace, settings: CollectorSettings) -> int:
         )
     try:
         PolicySource(settings.policy)  # a broken policy stops us here, with its message
+        NotificationsSource(settings.notifications)  # and so does a broken notifications file
         engine = make_engine(settings.resolved_database_url)
-    except (PolicyError, DatabaseURLError) as exc:
+    except (PolicyError, NotificationsError, DatabaseURLError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     try:
         upgrade(engine)  # once, before any worker starts
@@ -173,6 +176,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 # -- asking the API -----------------------------------------------------------------------
+
+
+def api_client() -> ApiClient:
+    """A client of the collector's API from the environment's settings (for subcommand
+    modules)."""
+    return _client()
 
 
 def _client() -> ApiClient:
@@ -497,6 +506,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     backup.add_parser(commands)
     vulns.add_parser(commands)
     casework.add_parser(commands)
+    notify.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start a collector on SQLite, report this machine, show the hosts"

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fleetwatch.collector.storage.blobs import Blobs
+from fleetwatch.collector.storage.deliveries import Deliveries
 from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerabilities
@@ -60,6 +61,7 @@ class Store:
         self.snapshots = Snapshots()
         self.waivers = Waivers()
         self.silences = Silences()
+        self.deliveries = Deliveries(self.database)
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends without an exception."""

@@ -400,3 +400,51 @@ host_silences = Table(
     Column("condition", String(16), nullable=False),  # never_reported, stale or pending
     Column("announced_at", UTCDateTime(), nullable=True),
 )
+
+
+# -- notifications: the sender's place in the event log, and what it sent to whom ---------
+
+# How far the sender has read the event log (one row, name "sender"): advanced in the
+# transaction that records the deliveries of the events it passed.
+notification_cursor = Table(
+    "notification_cursor",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("event_id", BigInteger(), nullable=False),
+)
+
+# One message to one target: an event, a storm's summary, a unit's digest. Its id is the
+# idempotency key the receiver is given.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("target", String(64), nullable=False),
+    Column("unit", String(255), nullable=True),
+    Column("kind", String(16), nullable=False),  # event | summary | digest
+    Column("content", JSON(), nullable=False),  # what the message says, kept as planned
+    Column("state", String(16), nullable=False),  # pending | sent | failed
+    Column("attempts", Integer(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_attempt_at", UTCDateTime(), nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("sent_at", UTCDateTime(), nullable=True),
+    Index(None, "state", "next_attempt_at"),
+    Index(None, "target", "state"),
+)
+
+# Each event meant for a target, once: the key is what makes "never twice for one event" a
+# constraint. delivery_id is the message that carries it (NULL while it waits for a digest).
+delivery_events = Table(
+    "delivery_events",
+    metadata,
+    Column("event_id", BigInteger(), primary_key=True),
+    Column("target", String(64), primary_key=True),
+    Column("unit", String(255), nullable=True),
+    Column("delivery_id", BigInteger(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # the event as a digest will tell it, kept while it waits for one
+    Column("item", JSON(none_as_null=True), nullable=True),
+    Index(None, "delivery_id"),
+)

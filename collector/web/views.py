@@ -228,3 +228,38 @@ def host_summary(
         in_policy=resolved.listed,
         enrolled=host is not None,
     )
+
+
+# -- notifications ------------------------------------------------------------------------
+
+
+class TargetStatusView(BaseModel):
+    """How a notification target is doing: ok, retrying, or failing."""
+
+    target: str
+    kind: str
+    state: Literal["ok", "retrying", "failing"]
+    pending: int
+    sent: int
+    failed: int
+    last_sent_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    oldest_pending_at: datetime | None
+
+
+class NotificationsStatus(BaseModel):
+    """The sender's targets, and the notifications file in force."""
+
+    source: str
+    error: str | None  # why a newer notifications file was not loaded
+    failing: list[str]
+    targets: list[TargetStatusView]
+
+
+class TargetTest(BaseModel):
+    """What sending a test message to a target did."""
+
+    target: str
+    ok: bool
+    detail: str

@@ -132,6 +132,7 @@ ADMIN_WRITES = [
     ("POST", "/api/v1/policy/reload"),
     ("DELETE", "/api/v1/tokens/1"),
     ("DELETE", "/api/v1/sessions/1"),
+    ("POST", "/api/v1/notifications/targets/hook/test"),
     ("POST", "/api/v1/waivers"),
     ("POST", "/api/v1/waivers/1/revoke"),
 ]
