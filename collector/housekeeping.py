@@ -12,6 +12,9 @@ hosts share the database:
 - pruning reports and section contents past ``report_retention_days``;
 - every ``dashboard_snapshot_seconds``, placing hosts by the policy and recording the fleet's
   counts for the dashboard (`compliance.placement`).
+- every round, the casework time does (`compliance.casework`): the policy's waivers kept in
+  the database, waivers expiring and expired, fixes verified by time, findings overdue, each
+  announced once in the event log.
 
 Every process follows the vulnerability data too: it loads it again when what is stored
 changed, for the reports it takes.
@@ -52,7 +55,7 @@ PRUNE_EVERY = 3600.0
 class Housekeeper:
     """A thread doing one round of housekeeping every ``policy_check_interval`` seconds."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  (one keyword per duty the fleet does once)
         self,
         settings: CollectorSettings,
         engine: Engine,
@@ -62,6 +65,7 @@ class Housekeeper:
         prune: Callable[[datetime], tuple[int, int]],
         vulnerabilities: KnownVulnerabilities | None = None,
         snapshot: Callable[[], object] | None = None,
+        tick: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -70,6 +74,7 @@ class Housekeeper:
         self._prune = prune
         self._snapshot = snapshot
         self._next_snapshot = time.monotonic()
+        self._tick = tick
         # the policy the hosts were last evaluated against, as far as this process knows
         self.evaluated_digest = policy.current.digest
         self.vulnerabilities = vulnerabilities
@@ -116,6 +121,9 @@ class Housekeeper:
                 log.info("this process now does the fleet's housekeeping")
         if not holding:
             return
+        if self._tick is not None:
+            # before evaluating again, so that a new policy's waivers are in force for it
+            self._tick()
         if self.vulnerability_fetch_due():
             self.fetch_vulnerabilities()
         if (

@@ -303,3 +303,51 @@ class DatabaseUnavailable(Unavailable):
 
     reason = "database_unavailable"
     default_detail = "database unavailable; try again shortly"
+
+
+# -- the response to findings -------------------------------------------------------------
+
+
+class ResponderRequired(Forbidden):
+    """Acknowledging and setting due dates needs an admin or a respond token of the unit."""
+
+    reason = "responder_required"
+    default_detail = "this needs an admin token or a respond token of the finding's unit"
+
+
+class NoSuchFinding(NotFound):
+    reason = "no_such_finding"
+    default_detail = "no such finding"
+
+
+class NoSuchWaiver(NotFound):
+    reason = "no_such_waiver"
+    default_detail = "no such waiver"
+
+
+class NoSuchUnit(NotFound):
+    reason = "no_such_unit"
+    default_detail = "no such unit"
+
+
+class FindingClosed(Conflict):
+    """The finding is resolved: there is nothing to acknowledge or to make due."""
+
+    reason = "finding_closed"
+    default_detail = "the finding is resolved"
+
+
+class WaiverNotInForce(Conflict):
+    reason = "waiver_not_in_force"
+    default_detail = "the waiver is revoked or expired"
+
+
+class InvalidWaiver(Unprocessable):
+    """A waiver that names no known target or rule, or expires in the past."""
+
+    reason = "invalid_waiver"
+
+
+class RespondTokenWithoutUnit(Unprocessable):
+    reason = "respond_token_without_unit"
+    default_detail = "a respond token answers for one unit: give its unit"

@@ -9,6 +9,7 @@ import structlog
 from fleetwatch.collector import instruments
 from fleetwatch.collector.auth.identity import Identity
 from fleetwatch.collector.auth.sessions import SessionKeeper
+from fleetwatch.collector.compliance.casework import Casework
 from fleetwatch.collector.compliance.findings import Compliance
 from fleetwatch.collector.compliance.placement import FleetRecorder
 from fleetwatch.collector.compliance.policy import PolicySource
@@ -17,6 +18,9 @@ from fleetwatch.collector.housekeeping import Housekeeper
 from fleetwatch.collector.ingest.queue import IngestQueue
 from fleetwatch.collector.ingest.readiness import Readiness
 from fleetwatch.collector.ingest.writer import Ingestor
+from fleetwatch.collector.notifications.config import NotificationsSource
+from fleetwatch.collector.notifications.sender import Sender
+from fleetwatch.collector.notifications.units import units_of
 from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.storage.engine import make_engine, upgrade
 from fleetwatch.collector.storage.store import Store
@@ -53,6 +57,7 @@ class CollectorService:
         self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)
         self.sessions = SessionKeeper(self.store, self.identity, settings)
         self.fleet_recorder = FleetRecorder(self.store, self.policy)
+        self.casework = Casework(self.store, self.policy)
         self.housekeeper = Housekeeper(
             settings,
             self.engine,
@@ -61,6 +66,11 @@ class CollectorService:
             prune=self._prune,
             vulnerabilities=self.vulnerabilities,
             snapshot=self.fleet_recorder.refresh,
+            tick=self.casework.tick,
+        )
+        self.notifications = NotificationsSource(settings.notifications)
+        self.sender = Sender(
+            settings, self.store, self.notifications, lambda: units_of(self.policy.current)
         )
         self._started = False
 
@@ -74,6 +84,7 @@ class CollectorService:
         tune_garbage_collector()
         self.ingest_queue.start()
         self.housekeeper.start()
+        self.sender.start()
         self._started = True
         log.info(
             "collector started",
@@ -87,6 +98,7 @@ class CollectorService:
             return
         self.ingest_queue.stop()
         self.housekeeper.stop()
+        self.sender.stop()
         self._started = False
         self.engine.dispose()
 

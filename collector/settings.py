@@ -6,6 +6,7 @@ Every field reads from ``FLEETWATCH_<NAME>``. Secrets can also come from a file 
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -198,6 +199,52 @@ class CollectorSettings(BaseSettings):
         "(or 0 here) and the overview counts the fleet itself.",
     )
 
+    # -- notifications (docs/notifications.md) --
+    notifications: Path | None = Field(
+        default=None,
+        description="Notifications file (TOML): targets, the SMTP server, routes; secrets in "
+        "files it names. Unset: no targets and no mail server, so nothing is sent.",
+    )
+    notify_interval: Annotated[float, Field(gt=0)] = Field(
+        default=5.0, description="Seconds between the notification sender's passes."
+    )
+    notify_batch: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=5000,
+        description="Events the sender reads from the log in one transaction, and deliveries "
+        "it sends in one pass.",
+    )
+    notify_storm_threshold: Annotated[int, Field(ge=1)] = Field(
+        default=20,
+        description="Events for one unit and target in one pass beyond which they go as one "
+        "summary instead of one message each.",
+    )
+    notify_retry_first: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Seconds before the first retry of a failed delivery; each "
+        "further retry waits twice as long (half of it random), up to notify_retry_max.",
+    )
+    notify_retry_max: Annotated[float, Field(gt=0)] = Field(
+        default=3600.0, description="Longest wait between two attempts of one delivery."
+    )
+    notify_give_up_after: Annotated[float, Field(gt=0)] = Field(
+        default=3 * 86400.0,
+        description="Seconds after a delivery is recorded when the sender stops retrying it "
+        "and marks it failed.",
+    )
+    notify_failing_after: Annotated[int, Field(ge=1)] = Field(
+        default=3,
+        description="Failed attempts in a row of one delivery after which its target shows "
+        "as failing in the status.",
+    )
+    notify_retention_days: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="Days a sent or failed delivery is kept (for the status and to look up "
+        "what was sent).",
+    )
+    notify_digest_time: time = Field(
+        default=time(7, 0),
+        description="Time of day (UTC) when daily digests go out.",
+    )
     # -- vulnerability data ---------------------------------------------------------------
     vulnerability_urls: list[str] = Field(
         default=[],

@@ -4,6 +4,13 @@ The inventory is loaded with pyinfra's own loader, so group and host data resolv
 in a deploy. Every inventory host gets a table with its unit (``fleetwatch_unit``), its groups
 and its resolved baseline: each policy key read from the data key of the same name with the
 ``fleetwatch_`` prefix (``fleetwatch_allowed_ports``, ``fleetwatch_required_services``...).
+
+The response to findings comes from the data too: a unit's contacts from
+``fleetwatch_unit_contacts`` beside its ``fleetwatch_unit`` (a dict: ``title``, ``emails``,
+``targets``, ``digest``), and for the whole fleet ``fleetwatch_due_days``,
+``fleetwatch_verification``, ``fleetwatch_waiver_warning_days`` and ``fleetwatch_waivers``
+(a dict of named waivers; each group's and the ``all`` group's are gathered, so a waiver
+lives in the group data of the hosts it concerns, reviewed like the rest of the inventory).
 """
 
 from __future__ import annotations
@@ -33,6 +40,46 @@ def _present(values: dict[str, Any]) -> dict[str, Any]:
 
 def _baseline(data: dict[str, Any]) -> dict[str, Any]:
     return _present({key: data.get(PREFIX + key) for key in BASELINE_KEYS})
+
+
+def _sources(inventory: Inventory) -> list[tuple[str, dict[str, Any]]]:
+    """The data of the ``all`` group and of each group, by name."""
+    found = [("all", dict(inventory.get_data()))]
+    found += [(name, dict(inventory.get_group_data(name))) for name in sorted(inventory.groups)]
+    return found
+
+
+def _response(inventory: Inventory, source: str) -> dict[str, Any]:
+    """The policy's units, due days, verification and waivers, from the inventory's data."""
+    units: dict[str, dict[str, Any]] = {}
+    for host in inventory:
+        data = dict(host.data.dict())
+        unit, contacts = data.get(PREFIX + "unit"), data.get(PREFIX + "unit_contacts")
+        if unit is None or contacts is None:
+            continue
+        if unit in units and units[unit] != contacts:
+            msg = f"{source}: unit {unit!r} has two different fleetwatch_unit_contacts"
+            raise InventoryError(msg)
+        units[unit] = dict(contacts)
+    waivers: dict[str, dict[str, Any]] = {}
+    for group, data in _sources(inventory):
+        for name, entry in (data.get(PREFIX + "waivers") or {}).items():
+            if name in waivers and waivers[name] != entry:
+                msg = f"{source}: waiver {name!r} is declared twice (again in group {group!r})"
+                raise InventoryError(msg)
+            waivers[name] = dict(entry)
+    fleet = dict(inventory.get_data())
+    document: dict[str, Any] = _present(
+        {
+            "units": dict(sorted(units.items())) or None,
+            "due_days": fleet.get(PREFIX + "due_days"),
+            "verification": fleet.get(PREFIX + "verification"),
+            "waivers": dict(sorted(waivers.items())) or None,
+        }
+    )
+    if fleet.get(PREFIX + "waiver_warning_days") is not None:
+        document["response"] = {"waiver_warning_days": fleet[PREFIX + "waiver_warning_days"]}
+    return document
 
 
 def policy_text(inventory: Inventory, source: str = "the inventory") -> str:
@@ -65,6 +112,7 @@ def policy_text(inventory: Inventory, source: str = "the inventory") -> str:
         document["groups"] = {group: {} for group in sorted(groups)}
     if hosts:
         document["hosts"] = hosts
+    document.update(_response(inventory, source))  # after the hosts: units, due days, waivers
     text = (
         f"# Compiled from {source} by fleetwatch; edit the inventory's data, not this file.\n"
         "# Each host's table holds its whole resolved baseline.\n\n"

@@ -4,7 +4,13 @@ fleetwatch serve                 run the collector service
 fleetwatch db upgrade            apply database migrations
 fleetwatch hosts                 hosts and their status
 fleetwatch host HOST_ID          one host's latest state and open findings
-fleetwatch findings              findings, filtered
+fleetwatch findings              findings, filtered (--overdue, --state, --waived)
+fleetwatch finding ID            one finding and its history
+fleetwatch ack ID --note ...     acknowledge a finding [--due DATE]; `due ID DATE` moves it
+fleetwatch waive ... / waivers   make, list and revoke waivers
+fleetwatch units                 units, their contacts and their hosts
+fleetwatch audit                 the audit log
+fleetwatch report unit NAME      a unit's rectification report; `report fleet` for all
 fleetwatch reports HOST_ID       reports received from a host
 fleetwatch token ...             API tokens and enrollment secrets
 fleetwatch policy ...            check, compile (from a pyinfra inventory) or reload
@@ -12,6 +18,7 @@ fleetwatch bootstrap DIR         a new fleet's CA, collector certificate and sec
 fleetwatch backup FILE           save the database while the collector serves
 fleetwatch restore FILE          restore a backup into a new database
 fleetwatch vulns ...             vulnerabilities by host, unit or CVE; import and status
+fleetwatch notify ...            notification targets: status, a test message
 fleetwatch demo                  collector + this machine's agent, on SQLite
 """
 
@@ -26,7 +33,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from fleetwatch import __version__
-from fleetwatch.collector.admin import sessions, vulns
+from fleetwatch.collector.admin import casework, notify, sessions, vulns
 from fleetwatch.command_line import EXIT_USAGE, CommandParser, quiet_broken_pipe
 
 if TYPE_CHECKING:
@@ -95,6 +102,7 @@ def _serve(args: argparse.Namespace, settings: CollectorSettings) -> int:
     from sqlalchemy.exc import OperationalError
 
     from fleetwatch.collector.compliance.policy import PolicyError, PolicySource
+    from fleetwatch.collector.notifications.config import NotificationsError, NotificationsSource
     from fleetwatch.collector.storage.engine import DatabaseURLError, make_engine, upgrade
     from fleetwatch.collector.web.budget import DescriptorLimitError, plan_budget
     from fleetwatch.logs import configure_logging
@@ -115,8 +123,9 @@ def _serve(args: argparse.Namespace, settings: CollectorSettings) -> int:
         )
     try:
         PolicySource(settings.policy)  # a broken policy stops us here, with its message
+        NotificationsSource(settings.notifications)  # and so does a broken notifications file
         engine = make_engine(settings.resolved_database_url)
-    except (PolicyError, DatabaseURLError) as exc:
+    except (PolicyError, NotificationsError, DatabaseURLError) as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     try:
         upgrade(engine)  # once, before any worker starts
@@ -167,6 +176,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 # -- asking the API -----------------------------------------------------------------------
+
+
+def api_client() -> ApiClient:
+    """A client of the collector's API from the environment's settings (for subcommand
+    modules)."""
+    return _client()
 
 
 def _client() -> ApiClient:
@@ -242,6 +257,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
         rule=args.rule,
         unit=args.unit,
         open=None if is_open is None else str(is_open).lower(),
+        state=args.state,
+        overdue="true" if args.overdue else None,
+        waived=None if args.waived is None else str(args.waived).lower(),
     )
     if args.json:
         print(render.to_json(findings))
@@ -425,6 +443,15 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     state = findings.add_mutually_exclusive_group()
     state.add_argument("--open", action="store_true", help="only open findings")
     state.add_argument("--resolved", action="store_true", help="only resolved findings")
+    findings.add_argument(
+        "--state", choices=["open", "acknowledged", "resolved", "verified"], help="only this state"
+    )
+    findings.add_argument(
+        "--overdue", action="store_true", help="only open, unwaived findings past their due date"
+    )
+    waived = findings.add_mutually_exclusive_group()
+    waived.add_argument("--waived", action="store_true", default=None, help="only waived ones")
+    waived.add_argument("--not-waived", dest="waived", action="store_false", help="only unwaived")
     findings.add_argument("--json", action="store_true", help="JSON for scripts")
     findings.set_defaults(func=cmd_findings)
 
@@ -442,8 +469,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     listing.add_argument("--json", action="store_true")
     create = token_commands.add_parser("create", help="create a token (shown once)")
     create.add_argument("--name", required=True, help="what the token is for")
-    create.add_argument("--kind", required=True, choices=["admin", "read", "enroll"])
-    create.add_argument("--unit", help="limit a read token or enrollment secret to a unit")
+    create.add_argument("--kind", required=True, choices=["admin", "read", "respond", "enroll"])
+    create.add_argument(
+        "--unit",
+        help="limit a read token or enrollment secret to a unit (a respond token: its unit)",
+    )
     create.add_argument("--json", action="store_true")
     revoke = token_commands.add_parser("revoke", help="revoke a token")
     revoke.add_argument("id", type=int)
@@ -475,6 +505,8 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     bootstrap.add_parser(commands)
     backup.add_parser(commands)
     vulns.add_parser(commands)
+    casework.add_parser(commands)
+    notify.add_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="start a collector on SQLite, report this machine, show the hosts"

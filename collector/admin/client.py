@@ -45,6 +45,21 @@ class ApiClient:
             raise ApiError(error_message(response))
         return response.json()
 
+    def text(self, path: str, **params: Any) -> str:
+        """A GET answered with text (CSV, HTML), not JSON."""
+        clean = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self.session.get(
+                self.url + path, params=clean, timeout=self.timeout, verify=self.verify
+            )
+        except requests.RequestException as exc:
+            msg = f"cannot reach the collector at {self.url}: {type(exc).__name__}"
+            raise ApiError(msg) from exc
+        if response.status_code >= 400:
+            raise ApiError(error_message(response))
+        response.encoding = "utf-8"
+        return response.text
+
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", path, params=clean)

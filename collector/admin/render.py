@@ -106,19 +106,34 @@ def hosts_table(hosts: list[dict[str, Any]]) -> str:
     return table(["HOST", "UNIT", "STATUS", "LAST REPORT", "AGENT", "OPEN FINDINGS"], rows)
 
 
+def finding_state(f: dict[str, Any]) -> str:
+    """A finding's state as one word or two: its case, waived, overdue."""
+    state = f.get("state") or ("open" if f["open"] else "resolved")
+    if not f["open"]:
+        when = f.get("verified_at") if state == "verified" else f.get("resolved_at")
+        return f"{state} {ago(when)}"
+    if f.get("waived"):
+        return f"{state}, waived"
+    if f.get("overdue"):
+        return f"{state}, OVERDUE"
+    return str(state)
+
+
 def findings_table(findings: list[dict[str, Any]]) -> str:
     rows = [
         [
+            f["id"],
             f["host_id"],
             f["rule"],
             f["severity"],
-            "open" if f["open"] else f"resolved {ago(f.get('resolved_at'))}",
+            finding_state(f),
+            (f.get("due_at") or "-")[:10],
             ago(f["first_seen"]).replace(" ago", ""),
             f["detail"],
         ]
         for f in findings
     ]
-    return table(["HOST", "RULE", "SEVERITY", "STATE", "AGE", "DETAIL"], rows)
+    return table(["ID", "HOST", "RULE", "SEVERITY", "STATE", "DUE", "AGE", "DETAIL"], rows)
 
 
 def tokens_table(tokens: list[dict[str, Any]]) -> str:

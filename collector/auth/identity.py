@@ -30,6 +30,7 @@ from fleetwatch.collector.refusals import (
     AlreadyEnrolled,
     EnrollSecretRejected,
     EnrollUnitMismatch,
+    RespondTokenWithoutUnit,
     RotationRateLimited,
     UnknownToken,
 )
@@ -44,16 +45,17 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-TokenKind = Literal["admin", "read", "enroll"]
+TokenKind = Literal["admin", "read", "respond", "enroll"]
 TOKEN_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An API caller: an admin, or a reader of every unit or of one."""
+    """An API caller: an admin, a reader of every unit or of one, or a responder for one
+    unit (reads it, acknowledges its findings and sets their due dates)."""
 
     name: str
-    kind: Literal["admin", "read"]
+    kind: Literal["admin", "read", "respond"]
     unit: str | None = None
     # The API token's id; None for the bootstrap admin token of the settings.
     token_id: int | None = None
@@ -69,6 +71,11 @@ class Principal:
 
     def may_see(self, unit: str | None) -> bool:
         return self.unit is None or self.unit == unit
+
+    @property
+    def may_respond(self) -> bool:
+        """Whether this caller may acknowledge findings and set due dates (of its unit)."""
+        return self.is_admin or self.kind == "respond"
 
 
 class Identity:
@@ -237,7 +244,7 @@ class Identity:
             return None
         with self.store.read() as conn:
             row = self.store.api_tokens.active(conn, token_hash(token))
-        if row is None or row.kind not in {"admin", "read"}:
+        if row is None or row.kind not in {"admin", "read", "respond"}:
             return None
         return Principal(
             name=row.name,
@@ -258,6 +265,8 @@ class Identity:
     ) -> tuple[int, str]:
         if kind == "admin" and unit is not None:
             raise AdminTokenWithUnit
+        if kind == "respond" and unit is None:
+            raise RespondTokenWithoutUnit
         token = new_token(ENROLL_PREFIX if kind == "enroll" else API_PREFIX)
         with self.store.write() as conn:
             token_id = self.store.api_tokens.add(

@@ -1,21 +1,27 @@
 """Holding hosts' latest state against their baselines, and keeping their findings current.
 
 A finding opens when a rule first finds a problem, stays open (``last_seen`` moving on) while
-the problem is still there, and is resolved when a later evaluation no longer finds it.
-Hosts are evaluated in batches: a few statements serve every host of a batch.
+the problem is still there, and is resolved when a later evaluation no longer finds it; a
+resolved finding is verified when the fix held, or reopened (the same case) if the problem
+comes back first (`compliance.lifecycle`). A finding a waiver in force covers is waived.
+Each change writes its event. Hosts are evaluated in batches: a few statements serve every
+host of a batch, whatever the number of findings that change.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from fleetwatch.collector.compliance import lifecycle
+from fleetwatch.collector.compliance.response import waiver_covers
 from fleetwatch.collector.compliance.rules import Evaluation, Memo, evaluate
 from fleetwatch.collector.compliance.rules.vulnerabilities import vulnerability_key
-from fleetwatch.collector.storage.findings import FindingChange, NewFinding
+from fleetwatch.collector.storage.findings import NewFinding
 from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerability
 from fleetwatch.collector.storage.hosts import SectionState
 from fleetwatch.collector.storage.text import storable
@@ -28,9 +34,11 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from fleetwatch.collector.compliance.policy import HostPolicy
+    from fleetwatch.collector.storage.events import NewEvent
     from fleetwatch.collector.storage.findings import FindingRow
     from fleetwatch.collector.storage.hosts import Conditions
     from fleetwatch.collector.storage.store import Store
+    from fleetwatch.collector.storage.waivers import WaiverRow
     from fleetwatch.collector.vulns.data import KnownVulnerabilities
     from fleetwatch.collector.vulns.matching import Match, VulnIndex
 
@@ -131,10 +139,33 @@ class HostUpdate:
 @dataclass
 class _Changes:
     added: list[NewFinding] = field(default_factory=list)
-    changed: list[FindingChange] = field(default_factory=list)
+    changed: list[FindingRow] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    units: dict[str, str | None] = field(default_factory=dict)  # host -> unit, for new ones
     vulns_added: list[HostVulnerability] = field(default_factory=list)
     vulns_changed: list[HostVulnerability] = field(default_factory=list)
     vulns_gone: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def covering_waiver(
+    waivers: list[WaiverRow], policy: HostPolicy, rule: str, key: str
+) -> int | None:
+    """The waiver in force that excuses a finding (the one that lasts longest), if any."""
+    best: WaiverRow | None = None
+    for waiver in waivers:
+        if waiver_covers(
+            waiver.scope,
+            waiver.target,
+            waiver.rule,
+            waiver.pattern,
+            host_id=policy.host_id,
+            unit=policy.unit,
+            groups=policy.groups,
+            finding_rule=rule,
+            key=key,
+        ) and (best is None or waiver.expires_at > best.expires_at):
+            best = waiver
+    return None if best is None else best.id
 
 
 class Compliance:
@@ -167,8 +198,20 @@ class Compliance:
             return None  # stored by an older schema that no longer parses: unknown
 
     def apply(self, conn: Connection, updates: list[HostUpdate]) -> dict[str, Evaluation]:
-        """Evaluate these hosts and bring their findings up to date."""
-        open_rows = self.store.findings.open_by_host(conn, [u.host_id for u in updates])
+        """Evaluate these hosts and bring their findings (and the event log) up to date."""
+        live_rows = self.store.findings.live_by_host(conn, [u.host_id for u in updates])
+        now = max((u.observed_at for u in updates), default=None)
+        waivers = (
+            []
+            if now is None
+            else self.store.waivers.in_force_over(
+                conn,
+                now,
+                hosts=[u.host_id for u in updates],
+                units=[u.policy.unit for u in updates if u.policy.unit is not None],
+                groups=[g for u in updates for g in u.policy.groups],
+            )
+        )
         index = self.vulnerabilities.index if self.vulnerabilities else None
         states = {u.host_id: self._match_state(u, index) for u in updates} if index else {}
         stale = [h for h, state in states.items() if self._matched.get(h, (None,))[0] != state]
@@ -182,10 +225,16 @@ class Compliance:
             if index:
                 self._vulnerabilities(update, facts, index, states, carried, changes)
             evaluation = evaluate(update.policy.baseline, facts, self.memo, update.policy.digest)
-            self._reconcile(update, evaluation, open_rows[update.host_id], changes)
+            self._reconcile(update, evaluation, live_rows[update.host_id], waivers, changes)
             evaluations[update.host_id] = evaluation
-        self.store.findings.change(conn, changes.changed)
-        self.store.findings.add(conn, changes.added)
+        self.store.findings.save(conn, changes.changed)
+        opened = self.store.findings.open_new(conn, changes.added)
+        for row in opened:
+            unit = changes.units[row.host_id]
+            changes.events.append(lifecycle.finding_event("opened", row, unit, row.first_seen))
+            if row.waiver_id is not None:
+                changes.events.append(lifecycle.finding_event("waived", row, unit, row.first_seen))
+        self.store.events.append(conn, changes.events)
         self.store.host_vulnerabilities.apply(
             conn, changes.vulns_added, changes.vulns_changed, changes.vulns_gone
         )
@@ -221,34 +270,45 @@ class Compliance:
 
     @staticmethod
     def _reconcile(
-        update: HostUpdate, evaluation: Evaluation, open_rows: list[FindingRow], changes: _Changes
+        update: HostUpdate,
+        evaluation: Evaluation,
+        live_rows: list[FindingRow],
+        waivers: list[WaiverRow],
+        changes: _Changes,
     ) -> None:
         now = update.observed_at
+        policy = update.policy
+        verification = policy.response.verification
+        unit = policy.unit
         current = {(f.rule, storable(f.key)[:512]): f for f in evaluation.findings}
-        for row in open_rows:
+        for row in sorted(live_rows, key=lambda r: r.resolved_at is not None):
             finding = current.pop((row.rule, row.key), None)
             if finding is None:
                 if row.rule in evaluation.undetermined:
                     continue  # unknown now: neither confirmed nor cleared
-                changes.changed.append(
-                    FindingChange(
-                        id=row.id,
-                        severity=row.severity,
-                        detail=row.detail,
-                        last_seen=row.last_seen,
-                        resolved_at=now,
-                    )
+                after = (
+                    lifecycle.count_clean(row, now, verification)
+                    if row.state == "resolved"
+                    else lifecycle.resolve(row, now, verification)
                 )
             else:
-                changes.changed.append(
-                    FindingChange(
-                        id=row.id,
-                        severity=finding.severity,
-                        detail=storable(finding.detail),
-                        last_seen=now,
-                        resolved_at=None,
+                severity, detail = finding.severity, storable(finding.detail)
+                if row.state == "resolved":
+                    after = lifecycle.reopen(row, now, severity, detail)
+                else:
+                    after = dataclasses.replace(
+                        row, severity=severity, detail=detail, last_seen=now
                     )
-                )
+                waiver_id = covering_waiver(waivers, policy, row.rule, row.key)
+                if waiver_id != row.waiver_id:
+                    after = lifecycle.waive(after, waiver_id)
+            changes.changed.append(after)
+            changes.events.extend(
+                lifecycle.finding_event(kind, after, unit, now)
+                for kind in lifecycle.moves(row, after)
+            )
+        changes.units[update.host_id] = unit
+        due_days = policy.response.due_days
         changes.added.extend(
             NewFinding(
                 host_id=update.host_id,
@@ -258,6 +318,8 @@ class Compliance:
                 detail=storable(f.detail),
                 first_seen=now,
                 last_seen=now,
+                due_at=due_days.due(f.severity, now),
+                waiver_id=covering_waiver(waivers, policy, rule, key),
             )
             for (rule, key), f in current.items()
         )

@@ -11,6 +11,9 @@
     unit = "parks"
     groups = ["web"]
 
+Units, due dates, verification and waivers (``[units.NAME]``, ``[due_days]``,
+``[verification]``, ``[response]``, ``[waivers.NAME]``) are described in `compliance.response`.
+
 A host's baseline is the built-in defaults, then ``[defaults]``, then each of its groups in
 the order it lists them, then its own table. Later tables override earlier ones key by key,
 as pyinfra's group and host data do.
@@ -27,6 +30,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
+from fleetwatch.collector.compliance.response import (
+    DueDays,
+    ResponsePolicy,
+    ResponseSettings,
+    Unit,
+    UnitEntry,
+    Verification,
+    WaiverEntry,
+)
 from fleetwatch.collector.compliance.rules import REGISTRY, Severity
 from fleetwatch.collector.compliance.rules.checks import ChecksSettings
 from fleetwatch.collector.compliance.rules.collection import CollectionSettings
@@ -117,6 +129,11 @@ class _PolicyFile(BaseModel):
     defaults: Baseline = Baseline()
     groups: dict[str, Baseline] = {}
     hosts: dict[HostId, HostEntry] = {}
+    units: dict[Annotated[str, Field(min_length=1, max_length=255)], UnitEntry] = {}
+    due_days: DueDays = DueDays()
+    verification: Verification = Verification()
+    response: ResponseSettings = ResponseSettings()
+    waivers: dict[Annotated[str, Field(min_length=1, max_length=255)], WaiverEntry] = {}
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,7 @@ class HostPolicy:
     groups: tuple[str, ...]
     baseline: Baseline
     listed: bool
+    response: ResponsePolicy = field(default_factory=ResponsePolicy)
 
     @functools.cached_property
     def digest(self) -> str:
@@ -136,11 +154,11 @@ class HostPolicy:
 
 def _where(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
-    if parts and parts[0] in {"groups", "hosts"} and len(parts) >= 2:
+    if parts and parts[0] in {"groups", "hosts", "units", "waivers"} and len(parts) >= 2:
         table = f'[{parts[0]}."{parts[1]}"]'
         rest = parts[2:]
-    elif parts and parts[0] == "defaults":
-        table, rest = "[defaults]", parts[1:]
+    elif parts and parts[0] in {"defaults", "due_days", "verification", "response"}:
+        table, rest = f"[{parts[0]}]", parts[1:]
     else:
         table, rest = "top level", parts
     key = rest[0] if rest else ""
@@ -158,6 +176,11 @@ class Policy:
     defaults: Baseline = field(default_factory=Baseline)
     groups: dict[str, Baseline] = field(default_factory=dict)
     hosts: dict[str, HostEntry] = field(default_factory=dict)
+    # every unit the policy declares or a host names (one named only on hosts: no contacts)
+    units: dict[str, Unit] = field(default_factory=dict)
+    declared_units: frozenset[str] = frozenset()  # those with a [units.NAME] table
+    waivers: dict[str, WaiverEntry] = field(default_factory=dict)
+    response: ResponsePolicy = field(default_factory=ResponsePolicy)
     _resolved: dict[str, HostPolicy] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -165,7 +188,7 @@ class Policy:
         return cls(source="(no policy file)", digest=hashlib.sha256(b"").hexdigest())
 
     @classmethod
-    def from_text(cls, text: str, source: str = "policy") -> Policy:
+    def from_text(cls, text: str, source: str = "policy") -> Policy:  # noqa: C901  (a check per table)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -185,12 +208,28 @@ class Policy:
                 if group not in parsed.groups:
                     msg = f'{source}: [hosts."{host_id}"] groups: no table [groups.{group}]'
                     raise PolicyError(msg)
+        for name, waiver in parsed.waivers.items():
+            if waiver.group is not None and waiver.group not in parsed.groups:
+                msg = f'{source}: [waivers."{name}"] group: no table [groups.{waiver.group}]'
+                raise PolicyError(msg)
+        units = {name: entry.unit(name) for name, entry in parsed.units.items()}
+        for entry in parsed.hosts.values():
+            if entry.unit is not None and entry.unit not in units:
+                units[entry.unit] = Unit(name=entry.unit, title=entry.unit)
         return cls(
             source=source,
             digest=hashlib.sha256(text.encode()).hexdigest(),
             defaults=parsed.defaults,
             groups=parsed.groups,
             hosts=parsed.hosts,
+            units=dict(sorted(units.items())),
+            declared_units=frozenset(parsed.units),
+            waivers=parsed.waivers,
+            response=ResponsePolicy(
+                due_days=parsed.due_days,
+                verification=parsed.verification,
+                response=parsed.response,
+            ),
         )
 
     @classmethod
@@ -201,6 +240,10 @@ class Policy:
             msg = f"{path}: cannot read: {exc.strerror}"
             raise PolicyError(msg) from exc
         return cls.from_text(text, str(path))
+
+    def hosts_of_unit(self, unit: str) -> list[str]:
+        """The hosts the policy places in a unit."""
+        return sorted(h for h, entry in self.hosts.items() if entry.unit == unit)
 
     def for_host(self, host_id: str) -> HostPolicy:
         cached = self._resolved.get(host_id)
@@ -220,6 +263,7 @@ class Policy:
             groups=tuple(entry.groups) if entry else (),
             baseline=Baseline.model_validate(merged),
             listed=entry is not None,
+            response=self.response,
         )
         self._resolved[host_id] = resolved
         return resolved

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from fleetwatch.collector.storage.tables import events
 
@@ -104,3 +104,46 @@ class Events:
             select(events).where(events.c.finding_id == finding_id).order_by(events.c.id)
         )
         return [EventRow(**row._mapping) for row in rows]
+
+    def query(  # noqa: PLR0913  (one parameter per filter)
+        self,
+        conn: Connection,
+        *,
+        kind: str | None = None,
+        unit: str | None = None,
+        host_id: str | None = None,
+        finding_id: int | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: int = 0,
+        limit: int = 1000,
+    ) -> list[EventRow]:
+        """Events matching every filter given, oldest first, from after the id ``after``."""
+        query = select(events).where(events.c.id > after)
+        for column, value in (
+            (events.c.kind, kind),
+            (events.c.unit, unit),
+            (events.c.host_id, host_id),
+            (events.c.finding_id, finding_id),
+            (events.c.actor, actor),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(events.c.at >= since)
+        if until is not None:
+            query = query.where(events.c.at < until)
+        rows = conn.execute(query.order_by(events.c.id).limit(limit))
+        return [EventRow(**row._mapping) for row in rows]
+
+    def counts(
+        self, conn: Connection, kinds: Sequence[str], since: datetime, until: datetime
+    ) -> dict[tuple[str | None, str], int]:
+        """(unit, kind) -> how many events of these kinds in [since, until)."""
+        rows = conn.execute(
+            select(events.c.unit, events.c.kind, func.count())
+            .where(events.c.kind.in_(kinds), events.c.at >= since, events.c.at < until)
+            .group_by(events.c.unit, events.c.kind)
+        )
+        return {(unit, kind): int(count) for unit, kind, count in rows}

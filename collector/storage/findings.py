@@ -1,6 +1,8 @@
 """Findings: a problem a rule found on a host, from when it opened until it was resolved.
 
 At most one finding per host, rule and key is open at a time (a unique index says so).
+A finding's response (``state``: open, acknowledged, resolved, verified; its due date, its
+waiver) is kept on its row; `compliance.lifecycle` says how it moves.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from fleetwatch.collector.storage.tables import findings
 
@@ -30,23 +32,71 @@ class NewFinding:
     detail: str
     first_seen: datetime
     last_seen: datetime
+    due_at: datetime | None = None
+    waiver_id: int | None = None
 
+
+# the states of a finding's case; "live" ones may still change by a report
+STATES = ("open", "acknowledged", "resolved", "verified")
+ACTIVE_STATES = ("open", "acknowledged")
+LIVE_STATES = ("open", "acknowledged", "resolved")
 
 # what a new finding is inserted with: the database gives it its id, and it is open
 _NEW_COLUMNS = tuple(f.name for f in fields(NewFinding))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FindingRow(NewFinding):
     """A stored finding."""
 
     id: int
     resolved_at: datetime | None
+    state: str = "open"
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    note: str | None = None
+    overdue_at: datetime | None = None
+    clean_reports: int = 0
+    verified_at: datetime | None = None
+    reopened: int = 0
 
     @property
     def open(self) -> bool:
         """Whether the problem is still there."""
         return self.resolved_at is None
+
+    @property
+    def waived(self) -> bool:
+        """Whether a waiver excuses it: it does not count against its host."""
+        return self.waiver_id is not None
+
+    def is_overdue(self, now: datetime) -> bool:
+        """Open, not waived, and past its due date."""
+        return (
+            self.resolved_at is None
+            and self.waiver_id is None
+            and self.due_at is not None
+            and self.due_at <= now
+        )
+
+
+# the columns a finding's life changes, written back by `Findings.save`
+_MUTABLE = (
+    "severity",
+    "detail",
+    "last_seen",
+    "resolved_at",
+    "state",
+    "acknowledged_by",
+    "acknowledged_at",
+    "note",
+    "due_at",
+    "overdue_at",
+    "waiver_id",
+    "clean_reports",
+    "verified_at",
+    "reopened",
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +120,112 @@ class Findings:
                 insert(findings),
                 [{name: getattr(finding, name) for name in _NEW_COLUMNS} for finding in new],
             )
+
+    def open_new(self, conn: Connection, new: Sequence[NewFinding]) -> list[FindingRow]:
+        """Open findings, all in one statement, and return them with their ids (in no
+        particular order: asking for the order costs a statement per row on SQLite)."""
+        if not new:
+            return []
+        rows = conn.execute(
+            insert(findings).returning(*findings.c),
+            [{name: getattr(finding, name) for name in _NEW_COLUMNS} for finding in new],
+        )
+        return [FindingRow(**row._mapping) for row in rows]
+
+    def save(self, conn: Connection, rows: Sequence[FindingRow]) -> None:
+        """Write back what changed in these findings (every mutable column), in one statement."""
+        if rows:
+            conn.execute(
+                update(findings)
+                .where(findings.c.id == bindparam("b_id"))
+                .values({name: bindparam(f"b_{name}") for name in _MUTABLE}),
+                [
+                    {"b_id": row.id} | {f"b_{name}": getattr(row, name) for name in _MUTABLE}
+                    for row in rows
+                ],
+            )
+
+    def get(self, conn: Connection, finding_id: int, *, lock: bool = False) -> FindingRow | None:
+        query = select(findings).where(findings.c.id == finding_id)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return None if row is None else FindingRow(**row._mapping)
+
+    def get_many(self, conn: Connection, finding_ids: Iterable[int]) -> list[FindingRow]:
+        """Findings by id, in id order."""
+        wanted = sorted(set(finding_ids))
+        if not wanted:
+            return []
+        query = select(findings).where(findings.c.id.in_(wanted)).order_by(findings.c.id)
+        return [FindingRow(**r._mapping) for r in conn.execute(query)]
+
+    def open_since(self, conn: Connection, moment: datetime) -> list[tuple[str, str, int]]:
+        """(host, severity, count) of findings open at ``moment``, as far as the rows tell
+        (a case reopened since counts from its first opening)."""
+        rows = conn.execute(
+            select(findings.c.host_id, findings.c.severity, func.count())
+            .where(
+                findings.c.first_seen <= moment,
+                or_(findings.c.resolved_at.is_(None), findings.c.resolved_at > moment),
+            )
+            .group_by(findings.c.host_id, findings.c.severity)
+        )
+        return [(h, s, int(c)) for h, s, c in rows]
+
+    def live_by_host(
+        self, conn: Connection, host_ids: Iterable[str]
+    ) -> dict[str, list[FindingRow]]:
+        """Each host's findings that a report may still change: open, and resolved but not
+        yet verified (a problem that comes back then reopens its case)."""
+        wanted = sorted(set(host_ids))
+        found: dict[str, list[FindingRow]] = {h: [] for h in wanted}
+        if not wanted:
+            return found
+        rows = conn.execute(
+            select(findings).where(
+                findings.c.host_id.in_(wanted),
+                or_(findings.c.resolved_at.is_(None), findings.c.state == "resolved"),
+            )
+        )
+        for row in rows:
+            found[row.host_id].append(FindingRow(**row._mapping))
+        return found
+
+    def open_where(
+        self,
+        conn: Connection,
+        *,
+        host_ids: Iterable[str] | None = None,
+        rule: str | None = None,
+        waiver_id: int | None = None,
+    ) -> list[FindingRow]:
+        """Open findings of these hosts, of a rule, or excused by a waiver."""
+        query = select(findings).where(findings.c.resolved_at.is_(None))
+        if host_ids is not None:
+            query = query.where(findings.c.host_id.in_(sorted(set(host_ids))))
+        if rule is not None:
+            query = query.where(findings.c.rule == rule)
+        if waiver_id is not None:
+            query = query.where(findings.c.waiver_id == waiver_id)
+        return [FindingRow(**r._mapping) for r in conn.execute(query.order_by(findings.c.id))]
+
+    def newly_overdue(self, conn: Connection, now: datetime) -> list[FindingRow]:
+        """Open, unwaived findings past their due date not yet announced as overdue."""
+        query = select(findings).where(
+            findings.c.state.in_(ACTIVE_STATES),
+            findings.c.due_at <= now,
+            findings.c.overdue_at.is_(None),
+            findings.c.waiver_id.is_(None),
+        )
+        return [FindingRow(**r._mapping) for r in conn.execute(query.order_by(findings.c.id))]
+
+    def resolved_since(self, conn: Connection, before: datetime) -> list[FindingRow]:
+        """Findings resolved (not yet verified) at or before ``before``."""
+        query = select(findings).where(
+            findings.c.state == "resolved", findings.c.resolved_at <= before
+        )
+        return [FindingRow(**r._mapping) for r in conn.execute(query.order_by(findings.c.id))]
 
     def change(self, conn: Connection, changes: Sequence[FindingChange]) -> None:
         """Update findings by id, all in one statement."""
@@ -115,10 +271,10 @@ class Findings:
         return self.open_by_host(conn, [host_id])[host_id]
 
     def open_counts(self, conn: Connection) -> dict[str, dict[str, int]]:
-        """host -> severity -> number of open findings."""
+        """host -> severity -> number of open findings that count (waived ones do not)."""
         rows = conn.execute(
             select(findings.c.host_id, findings.c.severity, func.count())
-            .where(findings.c.resolved_at.is_(None))
+            .where(findings.c.resolved_at.is_(None), findings.c.waiver_id.is_(None))
             .group_by(findings.c.host_id, findings.c.severity)
         )
         counts: dict[str, dict[str, int]] = {}
@@ -126,18 +282,38 @@ class Findings:
             counts.setdefault(host_id, {})[severity] = int(count)
         return counts
 
-    def query(
+    def query(  # noqa: PLR0913  (one parameter per filter)
         self,
         conn: Connection,
         *,
         host_ids: list[str] | None = None,
         rule: str | None = None,
         is_open: bool | None = None,
+        state: str | None = None,
+        waived: bool | None = None,
+        overdue_at: datetime | None = None,
         limit: int = 1000,
         offset: int = 0,
     ) -> list[FindingRow]:
-        """Findings by host, rule and state, in a stable order for paging."""
+        """Findings by host, rule and state, in a stable order for paging.
+
+        ``overdue_at``: only findings overdue at that time.
+        """
         query = select(findings)
+        if state is not None:
+            query = query.where(findings.c.state == state)
+        if waived is True:
+            query = query.where(findings.c.waiver_id.is_not(None))
+        elif waived is False:
+            query = query.where(findings.c.waiver_id.is_(None))
+        if overdue_at is not None:
+            query = query.where(
+                and_(
+                    findings.c.resolved_at.is_(None),
+                    findings.c.waiver_id.is_(None),
+                    findings.c.due_at <= overdue_at,
+                )
+            )
         if host_ids is not None:
             query = query.where(findings.c.host_id.in_(host_ids))
         if rule is not None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fleetwatch.collector.storage.blobs import Blobs
+from fleetwatch.collector.storage.deliveries import Deliveries
 from fleetwatch.collector.storage.events import Events
 from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerabilities
@@ -23,10 +24,12 @@ from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.placements import Placements
 from fleetwatch.collector.storage.reports import Reports
 from fleetwatch.collector.storage.sessions import Sessions
+from fleetwatch.collector.storage.silences import Silences
 from fleetwatch.collector.storage.snapshots import Snapshots
 from fleetwatch.collector.storage.tokens import ApiTokens, HostTokens
 from fleetwatch.collector.storage.transactions import Database
 from fleetwatch.collector.storage.vulnerability_data import VulnerabilityData
+from fleetwatch.collector.storage.waivers import Waivers
 
 if TYPE_CHECKING:
     import contextlib
@@ -56,6 +59,9 @@ class Store:
         self.sessions = Sessions()
         self.placements = Placements()
         self.snapshots = Snapshots()
+        self.waivers = Waivers()
+        self.silences = Silences()
+        self.deliveries = Deliveries(self.database)
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends without an exception."""

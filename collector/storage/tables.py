@@ -182,7 +182,22 @@ findings = Table(
     Column("first_seen", UTCDateTime(), nullable=False),
     Column("last_seen", UTCDateTime(), nullable=False),
     Column("resolved_at", UTCDateTime(), nullable=True),
+    # the response to it (compliance/lifecycle.py): open, acknowledged, resolved, verified
+    Column("state", String(16), nullable=False, server_default="open"),
+    Column("acknowledged_by", String(255), nullable=True),
+    Column("acknowledged_at", UTCDateTime(), nullable=True),
+    Column("note", Text(), nullable=True),
+    Column("due_at", UTCDateTime(), nullable=True),
+    # when it was announced overdue (once per due date)
+    Column("overdue_at", UTCDateTime(), nullable=True),
+    # the waiver in force over it, if any: it then does not count against its host
+    Column("waiver_id", BigInteger(), nullable=True),
+    # reports since it was resolved that did not find it again (verification)
+    Column("clean_reports", Integer(), nullable=False, server_default="0"),
+    Column("verified_at", UTCDateTime(), nullable=True),
+    Column("reopened", Integer(), nullable=False, server_default="0"),
     Index(None, "host_id", "resolved_at"),
+    Index(None, "state", "due_at"),
     Index(None, "rule", "resolved_at"),
     # at most one open finding per host, rule and subject
     Index(
@@ -345,4 +360,91 @@ fleet_snapshots = Table(
         "open_medium",
         "open_low",
     ),
+)
+
+
+# --- Response: waivers, and what the collector noticed about silent hosts -----------------
+# A waiver excuses findings of one rule whose subject matches a pattern, on a host, a unit's
+# hosts or a group's, until it expires. Waivers from the policy file are kept here too
+# (source "policy", by their name in the file), so that one table answers what is in force.
+waivers = Table(
+    "waivers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(16), nullable=False),  # "api" or "policy"
+    Column("name", String(255), nullable=True),  # a policy waiver's name in the file
+    Column("scope", String(8), nullable=False),  # host, unit or group
+    Column("target", String(255), nullable=False),  # the host id, unit or group name
+    Column("rule", String(64), nullable=False),
+    Column("pattern", String(512), nullable=False),  # fnmatch-style, on the finding's key
+    Column("reason", Text(), nullable=False),
+    Column("owner", String(255), nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("revoked_by", String(255), nullable=True),
+    Column("expiring_announced_at", UTCDateTime(), nullable=True),
+    Column("expired_announced_at", UTCDateTime(), nullable=True),
+    Index(None, "expires_at"),
+    Index(None, "scope", "target"),
+)
+
+# A host the housekeeper found silent (never reported, or stale), so that it is announced
+# once, and once more when it comes back. Policy hosts that never enrolled have no hosts row.
+host_silences = Table(
+    "host_silences",
+    metadata,
+    Column("host_id", String(253), primary_key=True),
+    Column("noticed_at", UTCDateTime(), nullable=False),
+    Column("condition", String(16), nullable=False),  # never_reported, stale or pending
+    Column("announced_at", UTCDateTime(), nullable=True),
+)
+
+
+# -- notifications: the sender's place in the event log, and what it sent to whom ---------
+
+# How far the sender has read the event log (one row, name "sender"): advanced in the
+# transaction that records the deliveries of the events it passed.
+notification_cursor = Table(
+    "notification_cursor",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("event_id", BigInteger(), nullable=False),
+)
+
+# One message to one target: an event, a storm's summary, a unit's digest. Its id is the
+# idempotency key the receiver is given.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("target", String(64), nullable=False),
+    Column("unit", String(255), nullable=True),
+    Column("kind", String(16), nullable=False),  # event | summary | digest
+    Column("content", JSON(), nullable=False),  # what the message says, kept as planned
+    Column("state", String(16), nullable=False),  # pending | sent | failed
+    Column("attempts", Integer(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_attempt_at", UTCDateTime(), nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("sent_at", UTCDateTime(), nullable=True),
+    Index(None, "state", "next_attempt_at"),
+    Index(None, "target", "state"),
+)
+
+# Each event meant for a target, once: the key is what makes "never twice for one event" a
+# constraint. delivery_id is the message that carries it (NULL while it waits for a digest).
+delivery_events = Table(
+    "delivery_events",
+    metadata,
+    Column("event_id", BigInteger(), primary_key=True),
+    Column("target", String(64), primary_key=True),
+    Column("unit", String(255), nullable=True),
+    Column("delivery_id", BigInteger(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # the event as a digest will tell it, kept while it waits for one
+    Column("item", JSON(none_as_null=True), nullable=True),
+    Index(None, "delivery_id"),
 )

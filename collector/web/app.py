@@ -14,7 +14,10 @@ from fleetwatch.collector.refusals import DatabaseUnavailable
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web import answers, apidocs, dashboard, metrics, metrics_files
+from fleetwatch.collector.web.casework import router as casework_router
+from fleetwatch.collector.web.feedback import router as feedback_router
 from fleetwatch.collector.web.front_door import FrontDoor
+from fleetwatch.collector.web.notifications import router as notifications_router
 from fleetwatch.collector.web.openapi import openapi_document
 from fleetwatch.collector.web.package_versions import router as package_versions_router
 from fleetwatch.collector.web.protocol import guard_connections
@@ -34,6 +37,9 @@ API_ROUTES = [
     *vulnerabilities_router.routes,
     *metrics.router.routes,
     *dashboard.API_ROUTES,
+    *casework_router.routes,
+    *feedback_router.routes,
+    *notifications_router.routes,
 ]
 """Every route of the API, from each router the application includes: the front door guards
 them all (a router added below is added here too)."""
@@ -71,6 +77,9 @@ def create_app(settings: CollectorSettings | None = None, *, migrate: bool = Tru
     app.include_router(apidocs.router)
     metrics.install(app.state, svc)
     dashboard.install(app)
+    app.include_router(casework_router)
+    app.include_router(feedback_router)
+    app.include_router(notifications_router)
     answers.install(
         app, SecurityLog(svc.settings.security_log_lines, svc.settings.security_log_interval)
     )

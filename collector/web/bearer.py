@@ -23,6 +23,7 @@ from fleetwatch.collector.refusals import (
     AdminRequired,
     FleetReaderRequired,
     MissingToken,
+    ResponderRequired,
     UnknownToken,
 )
 
@@ -130,6 +131,18 @@ async def admin_write(
     return principal
 
 
+async def responder(request: Request, principal: Reader) -> Principal:
+    """Dependency: an admin, or a respond token (limited to its unit), changing a finding's
+    case; counted against the same write rate as admins'."""
+    if not principal.may_respond:
+        raise ResponderRequired
+    _identity(request).count_admin_write(principal)
+    return principal
+
+
+Responder = Annotated[Principal, Depends(responder)]
+
+
 async def calling_host(request: Request) -> Host:
     """Dependency: a host with its host token."""
     return await calling_host_of(_identity(request), request.scope)
@@ -144,12 +157,14 @@ class Access(enum.IntEnum):
     NONE = 0
     HOST = 1
     READER = 2
-    ADMIN = 3
+    RESPONDER = 3
+    ADMIN = 4
 
 
 # The dependencies that state a route's access: a route requires the strongest it uses.
 ACCESS: dict[Callable[..., Any], Access] = {
     calling_host: Access.HOST,
     reader: Access.READER,
+    responder: Access.RESPONDER,
     admin: Access.ADMIN,
 }

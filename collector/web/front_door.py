@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.routing import Match
 
-from fleetwatch.collector.refusals import AdminRequired
+from fleetwatch.collector.refusals import AdminRequired, ResponderRequired
 from fleetwatch.collector.web.answers import ANSWERED, answer, as_refusal
 from fleetwatch.collector.web.bearer import ACCESS, Access, calling_host_of, principal_of
 from fleetwatch.collector.web.bodies import chunks_of, read_raw
@@ -94,6 +94,8 @@ class FrontDoor:
             principal = await principal_of(identity, scope)
             if access is Access.ADMIN and not principal.is_admin:
                 raise AdminRequired
+            if access is Access.RESPONDER and not principal.may_respond:
+                raise ResponderRequired
 
 
 def _required(dependant: Dependant | None) -> Access:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
@@ -158,7 +158,8 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
             sections[name] = SectionView.of(state, content)
     counts: dict[str, int] = {}
     for finding in findings:
-        counts[finding.severity] = counts.get(finding.severity, 0) + 1
+        if not finding.waived:  # a waived finding does not count against its host
+            counts[finding.severity] = counts.get(finding.severity, 0) + 1
     summary = host_summary(host_id, host, counts, policy, now)
     if not principal.may_see(summary.unit):
         raise NoSuchHost(f"no host {host_id!r}")
@@ -199,9 +200,14 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
     unit: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    state: Literal["open", "acknowledged", "resolved", "verified"] | None = None,
+    waived: bool | None = None,
+    overdue: bool = False,
 ) -> list[FindingView]:
-    """Findings, open and resolved, filtered by host, rule, state and unit."""
+    """Findings, open and resolved, filtered by host, rule, state, unit, waived or not, and
+    overdue (open, not waived, past the due date)."""
     svc = service(request)
+    now = datetime.now(UTC)
     host_ids = None
     if unit is not None or principal.unit is not None or host_id is not None:
         visible = [
@@ -216,10 +222,13 @@ def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
             host_ids=host_ids,
             rule=rule,
             is_open=is_open,
+            state=state,
+            waived=waived,
+            overdue_at=now if overdue else None,
             limit=limit,
             offset=offset,
         )
-    return [FindingView.model_validate(r) for r in rows]
+    return [FindingView.of(r, now) for r in rows]
 
 
 # -- administration -----------------------------------------------------------------------

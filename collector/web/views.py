@@ -12,7 +12,7 @@ latest report is older than ``max_report_age``), ``noncompliant`` (open findings
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,6 +55,22 @@ class FindingView(BaseModel):
     last_seen: datetime
     resolved_at: datetime | None
     open: bool
+    # the response (compliance/lifecycle.py): open, acknowledged, resolved, verified
+    state: str = "open"
+    waived: bool = False
+    waiver_id: int | None = None
+    due_at: datetime | None = None
+    overdue: bool = False
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    note: str | None = None
+    verified_at: datetime | None = None
+    reopened: int = 0
+
+    @classmethod
+    def of(cls, row: FindingRow, now: datetime) -> FindingView:
+        """A finding as it stands at ``now`` (overdue or not)."""
+        return cls.model_validate(row).model_copy(update={"overdue": row.is_overdue(now)})
 
 
 class SectionView(BaseModel):
@@ -98,7 +114,8 @@ class HostDetail(HostSummary):
             dropped_reports=host.dropped_total if host else 0,
             spool_error=host.spool_error if host else None,
             sections=dict(sections),
-            findings=[FindingView.model_validate(f) for f in findings],
+            # overdue is reckoned now: the host's state is read now
+            findings=[FindingView.of(f, datetime.now(UTC)) for f in findings],
         )
 
 
@@ -150,7 +167,7 @@ class ReenrollRequest(BaseModel):
 
 class TokenRequest(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=255)]
-    kind: Literal["admin", "read", "enroll"]
+    kind: Literal["admin", "read", "respond", "enroll"]
     unit: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
 
@@ -211,3 +228,38 @@ def host_summary(
         in_policy=resolved.listed,
         enrolled=host is not None,
     )
+
+
+# -- notifications ------------------------------------------------------------------------
+
+
+class TargetStatusView(BaseModel):
+    """How a notification target is doing: ok, retrying, or failing."""
+
+    target: str
+    kind: str
+    state: Literal["ok", "retrying", "failing"]
+    pending: int
+    sent: int
+    failed: int
+    last_sent_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    oldest_pending_at: datetime | None
+
+
+class NotificationsStatus(BaseModel):
+    """The sender's targets, and the notifications file in force."""
+
+    source: str
+    error: str | None  # why a newer notifications file was not loaded
+    failing: list[str]
+    targets: list[TargetStatusView]
+
+
+class TargetTest(BaseModel):
+    """What sending a test message to a target did."""
+
+    target: str
+    ok: bool
+    detail: str

@@ -38,3 +38,9 @@ fleetwatch_forbidden_packages = ["telnetd", "rsh-server", "nis"]
 fleetwatch_forbidden_services = ["telnet", "rsh", "tftpd-hpa"]
 fleetwatch_required_services = ["ssh"]
 fleetwatch_checks = [{"name": "ssh", "type": "tcp", "port": 22}]
+
+# The response to findings: days to rectify by severity, when a fix counts as verified, and
+# how long before a waiver ends its owner is told
+fleetwatch_due_days = {"critical": 2, "high": 7, "medium": 30, "low": 90}
+fleetwatch_verification = {"reports": 3, "hours": 24}
+fleetwatch_waiver_warning_days = 7

@@ -63,14 +63,24 @@ class TestCompile:
         assert collector.baseline.allowed_ports == ["tcp/22", "tcp/8470"]
 
     def test_policy_has_defaults_then_groups_then_a_table_per_host(self) -> None:
-        """The file reads as the policy docs show it: [defaults], [groups.X], [hosts."name"]."""
+        """The file reads as the policy docs show it: [defaults], [groups.X], [hosts."name"],
+        then the response's tables ([units.X], [due_days], [waivers."name"]...)."""
         text = compile_policy(str(EXAMPLE))
         headers = [line for line in text.splitlines() if line.startswith("[")]
         groups = ["bastion", "database", "ops", "parks", "water", "web"]
         assert headers[0] == "[defaults]"
         assert headers[1:7] == [f"[groups.{group}]" for group in groups]
-        assert headers[7:] == [f'[hosts."{host}"]' for host in Policy.from_text(text).hosts]
-        assert len(headers[7:]) == 7
+        hosts = [f'[hosts."{host}"]' for host in Policy.from_text(text).hosts]
+        assert headers[7:14] == hosts
+        assert len(hosts) == 7
+        assert headers[14:] == [
+            "[units.parks]",
+            "[units.water]",
+            "[due_days]",
+            "[verification]",
+            "[waivers.water-telemetry-bridge]",
+            "[response]",
+        ]
 
     def test_unset_values_are_left_out(self, tmp_path: Path) -> None:
         """A host without a unit, and a rule no group sets, have no key: TOML has no null."""
@@ -129,3 +139,50 @@ class TestPlacement:
                     if name == "fleetwatch.deploy" or name.startswith("fleetwatch.deploy.")
                 ]
         assert importers == []
+
+
+class TestResponse:
+    def test_units_due_days_and_waivers_come_from_the_inventory(self) -> None:
+        """fleetwatch_unit_contacts makes a unit's table; the all group's due days and
+        verification, and a group's waivers, reach the policy."""
+        policy = Policy.from_text(compile_policy(str(EXAMPLE)))
+        parks = policy.units["parks"]
+        assert (parks.title, parks.emails, parks.digest) == (
+            "Parks and Gardens",
+            ["it@parks.example.org"],
+            "daily",
+        )
+        assert policy.units["ops"].emails == []  # named on hosts, no contacts
+        assert policy.response.due_days.critical == 2
+        assert (policy.response.verification.reports, policy.response.verification.hours) == (
+            3,
+            24,
+        )
+        waiver = policy.waivers["water-telemetry-bridge"]
+        assert (waiver.scope, waiver.target, waiver.subject) == (
+            "host",
+            "web-01.water.example.org",
+            "tcp/8081",
+        )
+
+    def test_a_unit_with_two_sets_of_contacts_is_refused(self, tmp_path: Path) -> None:
+        """The error names the unit."""
+        (tmp_path / "group_data").mkdir()
+        (tmp_path / "fleet.py").write_text("a = ['h1']\nb = ['h2']\n")
+        for group, email in (("a", "x@a.example.org"), ("b", "y@b.example.org")):
+            (tmp_path / "group_data" / f"{group}.py").write_text(
+                f'fleetwatch_unit = "parks"\nfleetwatch_unit_contacts = {{"emails": ["{email}"]}}\n'
+            )
+        with pytest.raises(InventoryError, match="unit 'parks' has two different"):
+            compile_policy(str(tmp_path / "fleet.py"))
+
+    def test_a_waiver_without_expiry_is_a_policy_error_naming_it(self, tmp_path: Path) -> None:
+        """Expiry is mandatory: the message names the waiver and the key."""
+        (tmp_path / "group_data").mkdir()
+        (tmp_path / "fleet.py").write_text("a = ['h1']\n")
+        (tmp_path / "group_data" / "a.py").write_text(
+            'fleetwatch_waivers = {"forever": {"host": "h1", "rule": "allowed_ports",'
+            ' "reason": "r", "owner": "o"}}\n'
+        )
+        with pytest.raises(InventoryError, match=r'\[waivers\."forever"\] expires: Field required'):
+            compile_policy(str(tmp_path / "fleet.py"))

@@ -150,9 +150,9 @@ class TestFindingLifecycle:
         with service.store.read() as conn:
             (row,) = service.store.findings.query(conn, host_ids=["web-01"])
         assert row.resolved_at == t0 + timedelta(minutes=10)
-        # the problem comes back: a new finding, the old one stays resolved in history
+        # the problem comes back before the fix was verified: the same case reopens
         ingest(service, make_report("web-01", 4, sections, collected_at=t0 + timedelta(minutes=15)))
-        assert count(service, findings) == 2
+        assert count(service, findings) == 1
         assert count(service, findings, findings.c.resolved_at.is_(None)) == 1
 
     def test_a_failed_section_keeps_its_findings_open(self, service: CollectorService) -> None:

@@ -68,6 +68,14 @@ STATUSES: dict[type[Refusal], int] = {
     refusals.Unavailable: 503,
     refusals.Overloaded: 503,
     refusals.DatabaseUnavailable: 503,
+    refusals.ResponderRequired: 403,
+    refusals.NoSuchFinding: 404,
+    refusals.NoSuchWaiver: 404,
+    refusals.NoSuchUnit: 404,
+    refusals.FindingClosed: 409,
+    refusals.WaiverNotInForce: 409,
+    refusals.InvalidWaiver: 422,
+    refusals.RespondTokenWithoutUnit: 422,
 }
 
 

@@ -354,6 +354,16 @@ class TestRead:
                     "last_seen": at,
                     "resolved_at": None,
                     "open": True,
+                    "state": "open",
+                    "waived": False,
+                    "waiver_id": None,
+                    "due_at": None,
+                    "overdue": False,
+                    "acknowledged_by": None,
+                    "acknowledged_at": None,
+                    "note": None,
+                    "verified_at": None,
+                    "reopened": 0,
                 }
             ],
         }

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.web.app import API_ROUTES, create_app
-from fleetwatch.collector.web.bearer import Access, admin_write
+from fleetwatch.collector.web.bearer import Access, admin_write, responder
 from fleetwatch.collector.web.front_door import FrontDoor
 
 ADMIN = "admin-token-for-front-door-tests"
@@ -132,6 +132,14 @@ ADMIN_WRITES = [
     ("POST", "/api/v1/policy/reload"),
     ("DELETE", "/api/v1/tokens/1"),
     ("DELETE", "/api/v1/sessions/1"),
+    ("POST", "/api/v1/notifications/targets/hook/test"),
+    ("POST", "/api/v1/waivers"),
+    ("POST", "/api/v1/waivers/1/revoke"),
+]
+# changes to a finding's case: an admin's, or a respond token's within its unit
+RESPONDER_WRITES = [
+    ("POST", "/api/v1/findings/1/acknowledge"),
+    ("POST", "/api/v1/findings/1/due"),
 ]
 
 
@@ -270,7 +278,9 @@ class TestEveryRouteIsGuarded:
                 assert access is Access.NONE, path
             elif path == "/api/v1/token/rotate":
                 assert access is Access.HOST
-            elif method != "GET" or path in {"/api/v1/tokens", "/api/v1/sessions"}:
+            elif (method, path.replace("{finding_id}", "1")) in RESPONDER_WRITES:
+                assert access is Access.RESPONDER, (method, path)
+            elif method != "GET" or path in {"/api/v1/tokens", "/api/v1/sessions", "/api/v1/audit"}:
                 assert access is Access.ADMIN, (method, path)
             else:
                 assert access is Access.READER, (method, path)
@@ -289,6 +299,6 @@ class TestEveryRouteIsGuarded:
             and route.path.startswith("/api/v1/")
             and route.path not in {"/api/v1/enroll", "/api/v1/token/rotate"}
         ]
-        assert len(writes) == len(ADMIN_WRITES)
+        assert len(writes) == len(ADMIN_WRITES) + len(RESPONDER_WRITES)
         for route in writes:
-            assert admin_write in calls(route.dependant), route.path
+            assert {admin_write, responder} & calls(route.dependant), route.path

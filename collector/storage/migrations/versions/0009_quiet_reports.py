@@ -17,13 +17,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("hosts") as batch:
-        batch.add_column(sa.Column("inline", sa.JSON(), nullable=False, server_default="{}"))
-    with op.batch_alter_table("hosts") as batch:
-        batch.alter_column("inline", server_default=None)
-    with op.batch_alter_table("reports") as batch:
-        batch.add_column(sa.Column("through", sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("last_received_at", sa.DateTime(timezone=True), nullable=True))
+    # plain ADD COLUMN, never a batch copy of hosts: on SQLite (foreign keys on) dropping the
+    # old hosts table would cascade to every host's tokens, reports and findings
+    op.add_column("hosts", sa.Column("inline", sa.JSON(), nullable=False, server_default="{}"))
+    if op.get_bind().dialect.name != "sqlite":
+        op.alter_column("hosts", "inline", server_default=None)
+    op.add_column("reports", sa.Column("through", sa.BigInteger(), nullable=True))
+    op.add_column(
+        "reports", sa.Column("last_received_at", sa.DateTime(timezone=True), nullable=True)
+    )
 
 
 def downgrade() -> None:

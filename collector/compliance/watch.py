@@ -1,0 +1,99 @@
+"""Silent hosts: a host that never reported, or stopped reporting, is announced once; when
+it reports again, that is announced once too.
+
+A host is silent when its latest report is older than its ``max_report_age`` (stale), or
+when it has none: an enrolled host ``max_report_age`` after it enrolled, a host only listed
+in the policy ``max_report_age`` after the collector first noticed it (never reported).
+`storage.silences` remembers what was noticed and announced. Run by the housekeeper, once
+per fleet (`Casework.tick`).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from fleetwatch.collector.compliance.lifecycle import iso
+from fleetwatch.collector.storage.events import NewEvent
+from fleetwatch.collector.storage.silences import Silence
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sqlalchemy import Connection
+
+    from fleetwatch.collector.compliance.policy import Policy
+    from fleetwatch.collector.storage.hosts import HostRow
+    from fleetwatch.collector.storage.store import Store
+
+PENDING = "pending"
+
+
+def _condition(
+    host: HostRow | None, noticed: datetime | None, age: timedelta, now: datetime
+) -> str | None:
+    """never_reported, stale, pending (silent, within its grace) or None (reporting)."""
+    if host is not None and host.observed_at is not None:
+        return "stale" if now - host.observed_at > age else None
+    since = host.enrolled_at if host is not None else (noticed or now)
+    return "never_reported" if now - since >= age else PENDING
+
+
+def _host_event(
+    kind: str,
+    *,
+    host_id: str,
+    host: HostRow | None,
+    unit: str | None,
+    age: timedelta,
+    now: datetime,
+) -> NewEvent:
+    detail: dict[str, Any] = {
+        "enrolled": host is not None,
+        "last_report_at": iso(host.observed_at) if host else None,
+        "max_report_age": age.total_seconds(),
+    }
+    return NewEvent(at=now, kind=kind, host_id=host_id, unit=unit, detail=detail)
+
+
+def watch_hosts(conn: Connection, store: Store, policy: Policy, now: datetime) -> list[NewEvent]:
+    """Announce hosts that fell silent, and those that came back; the events to append."""
+    hosts = {h.host_id: h for h in store.hosts.all(conn)}
+    silences = store.silences.all(conn)
+    events: list[NewEvent] = []
+    new: list[Silence] = []
+    back: list[str] = []
+    for host_id in sorted(set(hosts) | set(policy.hosts)):
+        host = hosts.get(host_id)
+        resolved = policy.for_host(host_id)
+        age = timedelta(seconds=resolved.baseline.max_report_age)
+        silence = silences.get(host_id)
+        condition = _condition(host, silence.noticed_at if silence else None, age, now)
+        unit = resolved.unit or (host.unit if host else None)
+
+        event = functools.partial(
+            _host_event, host_id=host_id, host=host, unit=unit, age=age, now=now
+        )
+        announced = silence is not None and silence.announced_at is not None
+        if condition is None or (announced and silence and condition != silence.condition):
+            if silence is not None:
+                back.append(host_id)
+                if announced:
+                    events.append(event("host_back"))
+            if condition is None:
+                continue
+            silence = None
+        if silence is None:
+            if condition == PENDING:
+                new.append(Silence(host_id, now, PENDING))
+            else:
+                new.append(Silence(host_id, now, condition, now))
+                events.append(event(f"host_{condition}"))
+        elif silence.condition == PENDING and condition != PENDING:
+            store.silences.announce(conn, host_id, condition, now)
+            events.append(event(f"host_{condition}"))
+    gone = [h for h in silences if h not in hosts and h not in policy.hosts]
+    store.silences.forget(conn, back + gone)
+    store.silences.add(conn, new)
+    return events

@@ -1,0 +1,159 @@
+"""Waivers: findings of a rule, on a host, a unit or a group, excused until a date.
+
+Both the waivers made through the API and those declared in the policy file live here; the
+housekeeper keeps the policy's in step with the file (`compliance.waivers`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, insert, or_, select, update
+
+from fleetwatch.collector.storage.tables import waivers
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
+    from sqlalchemy import Connection
+
+
+@dataclass(frozen=True)
+class NewWaiver:
+    """A waiver to record."""
+
+    source: str  # "api" or "policy"
+    name: str | None  # a policy waiver's name in the file
+    scope: str  # host, unit or group
+    target: str
+    rule: str
+    pattern: str
+    reason: str
+    owner: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+
+
+_NEW_COLUMNS = tuple(f.name for f in fields(NewWaiver))
+
+
+@dataclass(frozen=True, kw_only=True)
+class WaiverRow(NewWaiver):
+    """A stored waiver."""
+
+    id: int
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    expiring_announced_at: datetime | None = None
+    expired_announced_at: datetime | None = None
+
+    def is_in_force(self, now: datetime) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and now < self.expires_at
+
+
+class Waivers:
+    """The ``waivers`` table."""
+
+    def add(self, conn: Connection, new: NewWaiver) -> WaiverRow:
+        row = conn.execute(
+            insert(waivers)
+            .values({name: getattr(new, name) for name in _NEW_COLUMNS})
+            .returning(*waivers.c)
+        ).one()
+        return WaiverRow(**row._mapping)
+
+    def get(self, conn: Connection, waiver_id: int) -> WaiverRow | None:
+        row = conn.execute(select(waivers).where(waivers.c.id == waiver_id)).first()
+        return None if row is None else WaiverRow(**row._mapping)
+
+    def in_force(self, conn: Connection, now: datetime) -> list[WaiverRow]:
+        """Waivers neither revoked nor expired, oldest first."""
+        rows = conn.execute(
+            select(waivers)
+            .where(waivers.c.revoked_at.is_(None), waivers.c.expires_at > now)
+            .order_by(waivers.c.id)
+        )
+        return [WaiverRow(**r._mapping) for r in rows]
+
+    def in_force_over(
+        self,
+        conn: Connection,
+        now: datetime,
+        *,
+        hosts: Iterable[str],
+        units: Iterable[str],
+        groups: Iterable[str],
+    ) -> list[WaiverRow]:
+        """Waivers in force that may cover these hosts (by host, unit or group): what one
+        batch of reports needs, however many waivers the fleet holds."""
+        reach = [
+            and_(waivers.c.scope == scope, waivers.c.target.in_(sorted(set(targets))))
+            for scope, targets in (("host", hosts), ("unit", units), ("group", groups))
+        ]
+        rows = conn.execute(
+            select(waivers)
+            .where(waivers.c.revoked_at.is_(None), waivers.c.expires_at > now, or_(*reach))
+            .order_by(waivers.c.id)
+        )
+        return [WaiverRow(**r._mapping) for r in rows]
+
+    def of_policy(self, conn: Connection) -> dict[str, WaiverRow]:
+        """The policy's waivers not revoked, by name."""
+        rows = conn.execute(
+            select(waivers).where(waivers.c.source == "policy", waivers.c.revoked_at.is_(None))
+        )
+        return {r.name: WaiverRow(**r._mapping) for r in rows}
+
+    def query(
+        self,
+        conn: Connection,
+        *,
+        now: datetime,
+        include_ended: bool = False,
+        units: list[str] | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[WaiverRow]:
+        """Waivers in force (or every one), newest first; ``units`` limits unit waivers and
+        host waivers to those targets (the caller works out which hosts that means)."""
+        query = select(waivers)
+        if not include_ended:
+            query = query.where(waivers.c.revoked_at.is_(None), waivers.c.expires_at > now)
+        if units is not None:
+            query = query.where(waivers.c.target.in_(units))
+        query = query.order_by(waivers.c.id.desc()).limit(limit).offset(offset)
+        return [WaiverRow(**r._mapping) for r in conn.execute(query)]
+
+    def set(self, conn: Connection, waiver_id: int, **values: Any) -> None:
+        conn.execute(update(waivers).where(waivers.c.id == waiver_id).values(**values))
+
+    def expiring(self, conn: Connection, now: datetime, until: datetime) -> list[WaiverRow]:
+        """Waivers in force that expire by ``until`` and were not yet announced as expiring."""
+        rows = conn.execute(
+            select(waivers)
+            .where(
+                waivers.c.revoked_at.is_(None),
+                waivers.c.expires_at > now,
+                waivers.c.expires_at <= until,
+                waivers.c.expiring_announced_at.is_(None),
+            )
+            .order_by(waivers.c.id)
+        )
+        return [WaiverRow(**r._mapping) for r in rows]
+
+    def expired(self, conn: Connection, now: datetime) -> list[WaiverRow]:
+        """Waivers past their expiry, not revoked, not yet announced as expired."""
+        rows = conn.execute(
+            select(waivers)
+            .where(
+                waivers.c.revoked_at.is_(None),
+                waivers.c.expires_at <= now,
+                or_(waivers.c.expired_announced_at.is_(None)),
+            )
+            .order_by(waivers.c.id)
+        )
+        return [WaiverRow(**r._mapping) for r in rows]
