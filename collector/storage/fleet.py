@@ -41,13 +41,19 @@ class HostPresence:
 @dataclass(frozen=True)
 class OpenFindings:
     """Open findings of one rule and severity, in a unit or of a host: how many, and when
-    the oldest of them was first seen."""
+    the oldest of them was first seen. Waived findings are not counted."""
 
     owner: str | None  # the unit (or host) they are grouped by
     rule: str
     severity: str
     count: int
     oldest: datetime
+
+
+def counting() -> tuple[ColumnElement[bool], ...]:
+    """The findings that count against a host: open and not waived (as
+    `storage.findings.Findings.open_counts`, which the API reads)."""
+    return (findings.c.resolved_at.is_(None), findings.c.waiver_id.is_(None))
 
 
 def _observed() -> ColumnElement[datetime]:
@@ -62,9 +68,7 @@ def _observed() -> ColumnElement[datetime]:
 def host_presence(conn: Connection, cutoffs: Sequence[datetime]) -> Iterator[HostPresence]:
     """Every enrolled host, with what its status needs (one pass over ``hosts``)."""
     observed = _observed()
-    has_open = exists().where(
-        findings.c.host_id == hosts.c.host_id, findings.c.resolved_at.is_(None)
-    )
+    has_open = exists().where(findings.c.host_id == hosts.c.host_id, *counting())
     reported = and_(hosts.c.last_collected_at.is_not(None), hosts.c.last_received_at.is_not(None))
     older = [
         (observed < bindparam(f"cutoff_{i}", cutoff, type_=UTCDateTime())).label(f"older_{i}")
@@ -102,7 +106,7 @@ def open_findings_by_unit(
             func.min(findings.c.first_seen),
         )
         .select_from(findings.join(hosts, hosts.c.host_id == findings.c.host_id))
-        .where(findings.c.resolved_at.is_(None))
+        .where(*counting())
         .group_by(hosts.c.unit, findings.c.rule, findings.c.severity)
     )
     if leaving_out:
@@ -123,7 +127,7 @@ def open_findings_of(conn: Connection, host_ids: Collection[str] | None) -> Iter
             func.count(),
             func.min(findings.c.first_seen),
         )
-        .where(findings.c.resolved_at.is_(None))
+        .where(*counting())
         .group_by(findings.c.host_id, findings.c.rule, findings.c.severity)
     )
     if host_ids is None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import case, func, literal, or_, select, tuple_
 
+from fleetwatch.collector.storage.fleet import counting
 from fleetwatch.collector.storage.tables import UTCDateTime, findings, host_placements, hosts
 
 if TYPE_CHECKING:
@@ -142,12 +143,11 @@ class FleetView:
 
     @staticmethod
     def _has_open() -> ColumnElement[bool]:
-        """The host has an open finding (one probe of the open findings' index)."""
+        """The host has an open finding that counts, not waived (one probe of the open
+        findings' index)."""
         return (
             select(findings.c.id)
-            .where(
-                findings.c.host_id == host_placements.c.host_id, findings.c.resolved_at.is_(None)
-            )
+            .where(findings.c.host_id == host_placements.c.host_id, *counting())
             .exists()
         )
 
@@ -220,7 +220,7 @@ class FleetView:
                 .select_from(
                     findings.join(host_placements, host_placements.c.host_id == findings.c.host_id)
                 )
-                .where(findings.c.resolved_at.is_(None))
+                .where(*counting())
                 .group_by(host_placements.c.unit, column)
             )
             if scope.unit is not None:
@@ -297,13 +297,13 @@ class FleetView:
         return HostPage(lines, next_after)
 
     def open_counts(self, host_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """host -> severity -> open findings, for these hosts only."""
+        """host -> severity -> open findings that count (not waived), for these hosts only."""
         if not host_ids:
             return {}
         counts: dict[str, dict[str, int]] = {}
         for host_id, severity, count in self.conn.execute(
             select(findings.c.host_id, findings.c.severity, func.count())
-            .where(findings.c.host_id.in_(list(host_ids)), findings.c.resolved_at.is_(None))
+            .where(findings.c.host_id.in_(list(host_ids)), *counting())
             .group_by(findings.c.host_id, findings.c.severity)
         ):
             counts.setdefault(host_id, {})[severity] = int(count)
