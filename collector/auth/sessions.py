@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from fleetwatch.collector.auth.identity import Principal
 from fleetwatch.collector.auth.tokens import same_secret, token_hash
@@ -53,8 +53,8 @@ class SessionKeeper:
         self.settings = settings
 
     def sign_in(self, token: str, now: datetime | None = None) -> str:
-        """A new session for the holder of an admin or read API token: its id, for the cookie.
-        Raises `UnknownToken` for any other token."""
+        """A new session for the holder of an admin, read or respond API token: its id, for
+        the cookie. Raises `UnknownToken` for any other token."""
         principal = self.identity.principal_for(token.strip())
         if principal is None:
             raise UnknownToken("API token not accepted")
@@ -86,9 +86,12 @@ class SessionKeeper:
         if now - row.last_seen_at >= TOUCH_EVERY:
             with self.store.write() as conn:
                 self.store.sessions.touch(conn, row.id, now)
+        kind: Literal["admin", "read", "respond"] = (
+            "admin" if row.kind == "admin" else "respond" if row.kind == "respond" else "read"
+        )
         principal = Principal(
             name=row.name,
-            kind="admin" if row.kind == "admin" else "read",
+            kind=kind,
             unit=row.unit,
             token_id=row.token_id,
         )

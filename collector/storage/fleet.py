@@ -2,9 +2,10 @@
 
 Read at scrape time by ``/metrics`` (`web.metrics`). Each statement is one pass over a table
 that holds one row per host (``hosts``) or over the open findings alone (through the partial
-index ``uq_findings_open`` and ``ix_findings_host_id_resolved_at``); none reads the reports
-table, which grows with every report. Times are compared in SQL: a host's row comes back as
-a few booleans, never as datetimes to parse, and findings come back grouped by unit.
+index ``uq_findings_open`` and ``ix_findings_host_id_resolved_at``) or over
+``host_vulnerabilities`` (what each host carries now); none reads the reports table, which
+grows with every report. Times are compared in SQL: a host's row comes back as a few
+booleans, never as datetimes to parse, and findings come back grouped by unit.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, bindparam, case, exists, func, select
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select
 
-from fleetwatch.collector.storage.tables import UTCDateTime, findings, hosts
+from fleetwatch.collector.storage.tables import (
+    UTCDateTime,
+    findings,
+    host_vulnerabilities,
+    hosts,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Sequence
@@ -41,13 +47,40 @@ class HostPresence:
 @dataclass(frozen=True)
 class OpenFindings:
     """Open findings of one rule and severity, in a unit or of a host: how many, and when
-    the oldest of them was first seen."""
+    the oldest of them was first seen. Waived findings are not counted."""
 
     owner: str | None  # the unit (or host) they are grouped by
     rule: str
     severity: str
     count: int
     oldest: datetime
+    overdue: int = 0  # of them, past their due date
+
+
+@dataclass(frozen=True)
+class Vulnerabilities:
+    """Vulnerabilities hosts carry (one per host, CVE and source package), of one severity
+    (None: unrated) and known exploited or not."""
+
+    severity: str | None
+    exploited: bool
+    count: int
+
+
+def counting() -> tuple[ColumnElement[bool], ...]:
+    """The findings that count against a host: open and not waived (as
+    `storage.findings.Findings.open_counts`, which the API reads)."""
+    return (findings.c.resolved_at.is_(None), findings.c.waiver_id.is_(None))
+
+
+def _overdue(now: datetime) -> ColumnElement[int]:
+    """1 for a counting finding past its due date (`FindingRow.is_overdue`), or announced
+    overdue, else 0: summed, the overdue findings of a group."""
+    late = or_(
+        findings.c.overdue_at.is_not(None),
+        findings.c.due_at <= bindparam("now", now, type_=UTCDateTime()),
+    )
+    return func.sum(case((late, 1), else_=0))
 
 
 def _observed() -> ColumnElement[datetime]:
@@ -62,9 +95,7 @@ def _observed() -> ColumnElement[datetime]:
 def host_presence(conn: Connection, cutoffs: Sequence[datetime]) -> Iterator[HostPresence]:
     """Every enrolled host, with what its status needs (one pass over ``hosts``)."""
     observed = _observed()
-    has_open = exists().where(
-        findings.c.host_id == hosts.c.host_id, findings.c.resolved_at.is_(None)
-    )
+    has_open = exists().where(findings.c.host_id == hosts.c.host_id, *counting())
     reported = and_(hosts.c.last_collected_at.is_not(None), hosts.c.last_received_at.is_not(None))
     older = [
         (observed < bindparam(f"cutoff_{i}", cutoff, type_=UTCDateTime())).label(f"older_{i}")
@@ -89,10 +120,11 @@ def last_received(conn: Connection) -> datetime | None:
 
 
 def open_findings_by_unit(
-    conn: Connection, *, leaving_out: Collection[str] = ()
+    conn: Connection, now: datetime, *, leaving_out: Collection[str] = ()
 ) -> Iterator[OpenFindings]:
-    """Open findings grouped by the unit their host enrolled into, rule and severity; the
-    findings of the hosts ``leaving_out`` names are not counted."""
+    """Open findings grouped by the unit their host enrolled into, rule and severity, and how
+    many of them are overdue ``now``; the findings of the hosts ``leaving_out`` names are not
+    counted."""
     query = (
         select(
             hosts.c.unit,
@@ -100,21 +132,24 @@ def open_findings_by_unit(
             findings.c.severity,
             func.count(),
             func.min(findings.c.first_seen),
+            _overdue(now),
         )
         .select_from(findings.join(hosts, hosts.c.host_id == findings.c.host_id))
-        .where(findings.c.resolved_at.is_(None))
+        .where(*counting())
         .group_by(hosts.c.unit, findings.c.rule, findings.c.severity)
     )
     if leaving_out:
         query = query.where(findings.c.host_id.not_in(bindparam("out", expanding=True)))
     params = {"out": sorted(leaving_out)} if leaving_out else {}
-    for unit, rule, severity, count, oldest in conn.execute(query, params):
-        yield OpenFindings(unit, rule, severity, int(count), oldest)
+    for unit, rule, severity, count, oldest, overdue in conn.execute(query, params):
+        yield OpenFindings(unit, rule, severity, int(count), oldest, int(overdue or 0))
 
 
-def open_findings_of(conn: Connection, host_ids: Collection[str] | None) -> Iterator[OpenFindings]:
+def open_findings_of(
+    conn: Connection, host_ids: Collection[str] | None, now: datetime
+) -> Iterator[OpenFindings]:
     """Open findings of the hosts named (None: of every host), grouped by host, rule and
-    severity."""
+    severity, and how many of them are overdue ``now``."""
     query = (
         select(
             findings.c.host_id,
@@ -122,8 +157,9 @@ def open_findings_of(conn: Connection, host_ids: Collection[str] | None) -> Iter
             findings.c.severity,
             func.count(),
             func.min(findings.c.first_seen),
+            _overdue(now),
         )
-        .where(findings.c.resolved_at.is_(None))
+        .where(*counting())
         .group_by(findings.c.host_id, findings.c.rule, findings.c.severity)
     )
     if host_ids is None:
@@ -133,5 +169,16 @@ def open_findings_of(conn: Connection, host_ids: Collection[str] | None) -> Iter
         query = query.where(findings.c.host_id.in_(bindparam("ids", expanding=True)))
         chunks = [{"ids": wanted[i : i + CHUNK]} for i in range(0, len(wanted), CHUNK)]
     for params in chunks:
-        for host_id, rule, severity, count, oldest in conn.execute(query, params):
-            yield OpenFindings(host_id, rule, severity, int(count), oldest)
+        for host_id, rule, severity, count, oldest, overdue in conn.execute(query, params):
+            yield OpenFindings(host_id, rule, severity, int(count), oldest, int(overdue or 0))
+
+
+def vulnerabilities(conn: Connection) -> Iterator[Vulnerabilities]:
+    """The vulnerabilities hosts carry, counted by severity and exploited (one pass over
+    ``host_vulnerabilities``, which holds what each host carries now); nothing without
+    vulnerability data."""
+    query = select(
+        host_vulnerabilities.c.severity, host_vulnerabilities.c.exploited, func.count()
+    ).group_by(host_vulnerabilities.c.severity, host_vulnerabilities.c.exploited)
+    for severity, exploited, count in conn.execute(query):
+        yield Vulnerabilities(severity, bool(exploited), int(count))

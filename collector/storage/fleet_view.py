@@ -12,13 +12,21 @@ last page of 100,000 hosts costs what the first one does.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import case, func, literal, or_, select, tuple_
+from sqlalchemy import and_, case, func, literal, or_, select, tuple_
 
-from fleetwatch.collector.storage.tables import UTCDateTime, findings, host_placements, hosts
+from fleetwatch.collector.storage.fleet import counting
+from fleetwatch.collector.storage.tables import (
+    UTCDateTime,
+    findings,
+    host_placements,
+    hosts,
+    waivers,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,6 +36,10 @@ if TYPE_CHECKING:
 SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("compliant", "noncompliant", "stale", "never_reported")
 HostSort = Literal["host", "unit", "status", "last_report"]
+# What the findings page filters on: open (counting: not waived), acknowledged (open),
+# waived (open), overdue (counting, past due), resolved, all; ``unresolved``: every open one.
+FindingState = Literal["open", "acknowledged", "waived", "overdue", "resolved", "all", "unresolved"]
+FINDING_STATES = ("open", "acknowledged", "waived", "overdue", "resolved", "all")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -76,6 +88,7 @@ class UnitCounts:
     by_status: dict[str, int] = field(default_factory=dict)
     open_by_severity: dict[str, int] = field(default_factory=dict)
     open_by_rule: dict[str, int] = field(default_factory=dict)
+    overdue: int = 0  # open findings past their due date, not waived
 
 
 @dataclass(frozen=True)
@@ -83,9 +96,10 @@ class FindingFilter:
     unit: str | None = None
     rule: str | None = None
     severity: str | None = None
-    state: Literal["open", "resolved", "all"] = "open"
+    state: FindingState = "open"
     older_than_days: int | None = None
     host_id: str | None = None
+    finding_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,27 @@ class FindingLine:
     first_seen: datetime
     last_seen: datetime
     resolved_at: datetime | None
+    state: str = "open"
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    note: str | None = None
+    due_at: datetime | None = None
+    overdue_at: datetime | None = None
+    waiver_id: int | None = None
+    waiver_reason: str | None = None
+    waiver_owner: str | None = None
+    waiver_expires_at: datetime | None = None
+    overdue: bool = False  # open, not waived, past its due date (or announced overdue)
+
+
+def overdue_condition(now: datetime) -> ColumnElement[bool]:
+    """An open finding that counts and is past its due date, or was announced overdue (as
+    `storage.fleet` counts them for /metrics)."""
+    return and_(
+        findings.c.resolved_at.is_(None),
+        findings.c.waiver_id.is_(None),
+        or_(findings.c.overdue_at.is_not(None), findings.c.due_at <= _moment(now)),
+    )
 
 
 def _observed() -> ColumnElement[Any]:
@@ -142,12 +177,11 @@ class FleetView:
 
     @staticmethod
     def _has_open() -> ColumnElement[bool]:
-        """The host has an open finding (one probe of the open findings' index)."""
+        """The host has an open finding that counts, not waived (one probe of the open
+        findings' index)."""
         return (
             select(findings.c.id)
-            .where(
-                findings.c.host_id == host_placements.c.host_id, findings.c.resolved_at.is_(None)
-            )
+            .where(findings.c.host_id == host_placements.c.host_id, *counting())
             .exists()
         )
 
@@ -220,7 +254,7 @@ class FleetView:
                 .select_from(
                     findings.join(host_placements, host_placements.c.host_id == findings.c.host_id)
                 )
-                .where(findings.c.resolved_at.is_(None))
+                .where(*counting())
                 .group_by(host_placements.c.unit, column)
             )
             if scope.unit is not None:
@@ -228,7 +262,23 @@ class FleetView:
             for unit, value, count in self.conn.execute(query):
                 bucket = of(unit).open_by_severity if target == "sev" else of(unit).open_by_rule
                 bucket[value] = int(count)
+        for unit, count in self.overdue_by_unit(scope).items():
+            of(unit).overdue = count
         return sorted(by_unit.values(), key=lambda u: u.unit)
+
+    def overdue_by_unit(self, scope: Scope) -> dict[str, int]:
+        """Overdue findings of each unit in scope (one aggregate over the open findings)."""
+        query = (
+            select(host_placements.c.unit, func.count())
+            .select_from(
+                findings.join(host_placements, host_placements.c.host_id == findings.c.host_id)
+            )
+            .where(overdue_condition(self.now))
+            .group_by(host_placements.c.unit)
+        )
+        if scope.unit is not None:
+            query = query.where(host_placements.c.unit == scope.unit)
+        return {unit or "": int(count) for unit, count in self.conn.execute(query)}
 
     # -- hosts ----------------------------------------------------------------------------
 
@@ -297,13 +347,13 @@ class FleetView:
         return HostPage(lines, next_after)
 
     def open_counts(self, host_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """host -> severity -> open findings, for these hosts only."""
+        """host -> severity -> open findings that count (not waived), for these hosts only."""
         if not host_ids:
             return {}
         counts: dict[str, dict[str, int]] = {}
         for host_id, severity, count in self.conn.execute(
             select(findings.c.host_id, findings.c.severity, func.count())
-            .where(findings.c.host_id.in_(list(host_ids)), findings.c.resolved_at.is_(None))
+            .where(findings.c.host_id.in_(list(host_ids)), *counting())
             .group_by(findings.c.host_id, findings.c.severity)
         ):
             counts.setdefault(host_id, {})[severity] = int(count)
@@ -326,8 +376,20 @@ class FleetView:
             findings.c.first_seen,
             findings.c.last_seen,
             findings.c.resolved_at,
+            findings.c.state,
+            findings.c.acknowledged_by,
+            findings.c.acknowledged_at,
+            findings.c.note,
+            findings.c.due_at,
+            findings.c.overdue_at,
+            findings.c.waiver_id,
+            waivers.c.reason.label("waiver_reason"),
+            waivers.c.owner.label("waiver_owner"),
+            waivers.c.expires_at.label("waiver_expires_at"),
         ).select_from(
-            findings.join(host_placements, host_placements.c.host_id == findings.c.host_id)
+            findings.join(
+                host_placements, host_placements.c.host_id == findings.c.host_id
+            ).outerjoin(waivers, waivers.c.id == findings.c.waiver_id)
         )
         conditions: list[ColumnElement[bool]] = []
         if scope.unit is not None:
@@ -336,14 +398,13 @@ class FleetView:
             conditions.append(host_placements.c.unit == wanted.unit)
         if wanted.host_id is not None:
             conditions.append(findings.c.host_id == wanted.host_id)
+        if wanted.finding_id is not None:
+            conditions.append(findings.c.id == wanted.finding_id)
         if wanted.rule is not None:
             conditions.append(findings.c.rule == wanted.rule)
         if wanted.severity is not None:
             conditions.append(findings.c.severity == wanted.severity)
-        if wanted.state == "open":
-            conditions.append(findings.c.resolved_at.is_(None))
-        elif wanted.state == "resolved":
-            conditions.append(findings.c.resolved_at.is_not(None))
+        conditions.extend(self._state_is(wanted.state))
         if wanted.older_than_days is not None:
             since = self.now - timedelta(days=wanted.older_than_days)
             conditions.append(findings.c.first_seen < since)
@@ -355,8 +416,33 @@ class FleetView:
             )
         )
         more = len(rows) > limit
-        lines = [FindingLine(**r._mapping) for r in rows[:limit]]
+        lines = [self._line(r._mapping) for r in rows[:limit]]
         return lines, (lines[-1].id if more and lines else None)
+
+    def _state_is(self, state: FindingState) -> list[ColumnElement[bool]]:
+        is_open = findings.c.resolved_at.is_(None)
+        conditions: dict[str, list[ColumnElement[bool]]] = {
+            "open": [is_open, findings.c.waiver_id.is_(None)],
+            "acknowledged": [is_open, findings.c.state == "acknowledged"],
+            "waived": [is_open, findings.c.waiver_id.is_not(None)],
+            "overdue": [overdue_condition(self.now)],
+            "resolved": [findings.c.resolved_at.is_not(None)],
+            "unresolved": [is_open],
+            "all": [],
+        }
+        return conditions[state]
+
+    def _line(self, row: Any) -> FindingLine:
+        line = FindingLine(**row)
+        overdue = (
+            line.resolved_at is None
+            and line.waiver_id is None
+            and (
+                line.overdue_at is not None
+                or (line.due_at is not None and _aware(line.due_at) <= self.now)
+            )
+        )
+        return dataclasses.replace(line, overdue=overdue)
 
 
 def _moment(moment: datetime) -> ColumnElement[Any]:

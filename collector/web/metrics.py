@@ -10,11 +10,13 @@ worker, or a process of its own, for figures no more secret than ``GET /api/v1/h
 Two kinds of figures:
 
 - **the fleet** (hosts by status and unit, open findings by unit, rule and severity, the
-  oldest open finding's age, the newest report received), read from the database at scrape
-  time by three statements (`storage.fleet`: one pass over ``hosts``, its newest report,
-  open findings grouped by unit) and kept ``metrics_cache_seconds`` in
-  the process that read them: a Prometheus scraping every 15 s costs the database one read
-  of each kind at most per interval and worker;
+  oldest open finding's age, overdue findings by unit and severity, vulnerabilities by
+  severity and exploited, the newest report received), read from the database at scrape
+  time by four statements (`storage.fleet`: one pass over ``hosts``, its newest report,
+  open findings grouped by unit with their overdue count, ``host_vulnerabilities``
+  grouped) and kept ``metrics_cache_seconds`` in the process that read them: a Prometheus
+  scraping every 15 s costs the database one read of each kind at most per interval and
+  worker;
 - **the collector's own** (`collector.instruments`): counters and histograms every worker
   process adds to. Under ``fleetwatch serve`` they are in prometheus_client's multiprocess
   mode, in the directory ``serve`` made (``metrics_dir``): whichever worker answers a scrape
@@ -58,6 +60,8 @@ router = APIRouter()
 
 # A host without a unit, as a label value (an empty label is the same as no label).
 NO_UNIT = ""
+# The severity label of a vulnerability the data does not rate.
+UNRATED = "unrated"
 # A host id no host can have (ids are DNS names): whose policy is the defaults alone.
 _UNLISTED = "(unlisted)"
 # Hosts moved to another unit by the policy, past which their findings are grouped host by
@@ -72,6 +76,8 @@ class FleetFigures:
     hosts: dict[tuple[str, str], int] = field(default_factory=dict)  # (unit, status)
     open_findings: dict[tuple[str, str, str], int] = field(default_factory=dict)  # unit,rule,sev
     oldest_open: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (unit, severity)
+    overdue: dict[tuple[str, str], int] = field(default_factory=dict)  # (unit, severity)
+    vulnerabilities: dict[tuple[str, bool], int] = field(default_factory=dict)  # sev, exploited
     last_report: datetime | None = None
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     seconds: float = 0.0  # how long reading them took
@@ -89,10 +95,13 @@ def read_fleet_figures(svc: CollectorService, now: datetime | None = None) -> Fl
         last_report = fleet.last_received(conn)
         unit_of, moved = census.unit_of, census.moved
         if len(moved) > MAX_MOVED:  # many hosts changed units: group each host's findings
-            by_unit = _by_unit(fleet.open_findings_of(conn, None), unit_of)
+            by_unit = _by_unit(fleet.open_findings_of(conn, None, now), unit_of)
         else:
-            by_unit = list(fleet.open_findings_by_unit(conn, leaving_out=moved))
-            by_unit += _by_unit(fleet.open_findings_of(conn, moved), unit_of)
+            by_unit = list(fleet.open_findings_by_unit(conn, now, leaving_out=moved))
+            by_unit += _by_unit(fleet.open_findings_of(conn, moved, now), unit_of)
+        vulnerabilities = {
+            (v.severity or UNRATED, v.exploited): v.count for v in fleet.vulnerabilities(conn)
+        }
     hosts = census.hosts
     for host_id, listed in policy.hosts.items():
         if host_id not in unit_of:  # in the policy, never enrolled
@@ -102,15 +111,19 @@ def read_fleet_figures(svc: CollectorService, now: datetime | None = None) -> Fl
             hosts.setdefault((unit, status), 0)
     open_findings: Counter[tuple[str, str, str]] = Counter()
     oldest: dict[tuple[str, str], datetime] = {}
+    overdue: Counter[tuple[str, str]] = Counter()
     for row in by_unit:
         unit = row.owner or NO_UNIT
         open_findings[unit, row.rule, row.severity] += row.count
+        overdue[unit, row.severity] += row.overdue
         if (unit, row.severity) not in oldest or row.oldest < oldest[unit, row.severity]:
             oldest[unit, row.severity] = row.oldest
     return FleetFigures(
         hosts=dict(hosts),
         open_findings=dict(open_findings),
         oldest_open=oldest,
+        overdue=dict(overdue),
+        vulnerabilities=vulnerabilities,
         last_report=last_report,
         taken_at=now,
         seconds=time.perf_counter() - started,
@@ -156,7 +169,7 @@ def _by_unit(
     """Findings grouped by host, put in the unit each host is in now."""
     return [
         fleet.OpenFindings(
-            unit_of.get(r.owner or "", NO_UNIT), r.rule, r.severity, r.count, r.oldest
+            unit_of.get(r.owner or "", NO_UNIT), r.rule, r.severity, r.count, r.oldest, r.overdue
         )
         for r in rows
     ]
@@ -217,6 +230,27 @@ class FleetCollector:
         ):
             oldest.add_metric([unit, severity], (figures.taken_at - since).total_seconds())
         yield oldest
+        overdue = GaugeMetricFamily(
+            "fleetwatch_overdue_findings",
+            "Open findings past their due date by unit and severity (waived ones are not "
+            "overdue); zero where a unit has open findings of that severity, none overdue.",
+            labels=["unit", "severity"],
+        )
+        for (unit, severity), count in sorted(
+            figures.overdue.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], -1))
+        ):
+            overdue.add_metric([unit, severity], count)
+        yield overdue
+        vulnerabilities = GaugeMetricFamily(
+            "fleetwatch_vulnerabilities",
+            "Vulnerabilities the hosts carry (one per host, CVE and source package) by "
+            "severity (unrated: the data gives none) and whether known exploited (KEV); "
+            "absent without vulnerability data.",
+            labels=["severity", "exploited"],
+        )
+        for (severity, exploited), count in sorted(figures.vulnerabilities.items()):
+            vulnerabilities.add_metric([severity, "true" if exploited else "false"], count)
+        yield vulnerabilities
         last = GaugeMetricFamily(
             "fleetwatch_last_report_received_timestamp_seconds",
             "When the collector last stored a report of any host (Unix time; every worker "

@@ -18,7 +18,13 @@ from starlette.concurrency import run_in_threadpool
 
 from fleetwatch import __version__
 from fleetwatch.collector.refusals import UnknownToken
-from fleetwatch.collector.storage.fleet_view import SEVERITIES, STATUSES, FindingFilter, HostFilter
+from fleetwatch.collector.storage.fleet_view import (
+    FINDING_STATES,
+    SEVERITIES,
+    STATUSES,
+    FindingFilter,
+    HostFilter,
+)
 from fleetwatch.collector.web.dashboard import queries
 from fleetwatch.collector.web.dashboard.browser import (
     HEADERS,
@@ -43,6 +49,7 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals["version"] = __version__
 templates.env.globals["severities"] = SEVERITIES
 templates.env.globals["statuses"] = STATUSES
+templates.env.globals["finding_states"] = FINDING_STATES
 
 Text = Annotated[str | None, Query(max_length=255)]
 MAX_ID = 2**62
@@ -231,7 +238,7 @@ def findings_page(  # noqa: PLR0913  (one parameter per control of the page)
     unit: Text = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
     severity: Text = None,
-    state: Literal["open", "resolved", "all"] = "open",
+    state: Literal["open", "acknowledged", "waived", "overdue", "resolved", "all"] = "open",
     older_than_days: Annotated[str | None, Query(max_length=5, pattern=r"^\d*$")] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> HTMLResponse:

@@ -30,12 +30,13 @@ from fleetwatch.collector.web.dashboard.charts import Chart, line_chart
 if TYPE_CHECKING:
     from fleetwatch.collector.auth.identity import Principal
     from fleetwatch.collector.service import CollectorService
+    from fleetwatch.collector.storage.events import EventRow
     from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerability
     from fleetwatch.collector.storage.hosts import HostRow
     from fleetwatch.collector.storage.reports import ReportRow
     from fleetwatch.collector.storage.snapshots import Kind
 
-UNIT_SORTS = ("unit", "hosts", "noncompliant", "stale", "never_reported", *SEVERITIES)
+UNIT_SORTS = ("unit", "hosts", "noncompliant", "stale", "never_reported", "overdue", *SEVERITIES)
 TREND_DAYS = (7, 30, 90)
 TOP_RULES = 10
 REPORTS_SHOWN = 10
@@ -60,6 +61,7 @@ def _total(units: list[UnitCounts]) -> UnitCounts:
     total = UnitCounts(unit="all units")
     for u in units:
         total.hosts += u.hosts
+        total.overdue += u.overdue
         for name, bucket in (
             ("by_status", u.by_status),
             ("open_by_severity", u.open_by_severity),
@@ -76,6 +78,8 @@ def unit_sort_key(sort: str) -> Any:
         return lambda u: u.unit
     if sort == "hosts":
         return lambda u: u.hosts
+    if sort == "overdue":
+        return lambda u: u.overdue
     if sort in SEVERITIES:
         return lambda u: u.open_by_severity.get(sort, 0)
     return lambda u: u.by_status.get(sort, 0)
@@ -91,7 +95,15 @@ def current_counts(svc: CollectorService, scope: Scope) -> tuple[datetime, list[
                 conn, "live", now - timedelta(seconds=max_age), scope.unit
             )
             if live:
-                return live[-1].taken_at, live[-1].units
+                # overdue findings are not in the snapshots: counted now (one aggregate over
+                # the open findings), since a due date passes without a report
+                units = live[-1].units
+                overdue = FleetView(conn, default_age(svc.policy.current), now).overdue_by_unit(
+                    scope
+                )
+                for u in units:
+                    u.overdue = overdue.get(u.unit, 0)
+                return live[-1].taken_at, units
         return now, FleetView(conn, default_age(svc.policy.current), now).unit_counts(scope)
 
 
@@ -231,7 +243,7 @@ def host_view(svc: CollectorService, principal: Principal, host_id: str) -> Host
             if state.error or state.missing:
                 errors[name] = state.error or state.missing or ""
         view = FleetView(conn, default_age(policy))
-        wanted = FindingFilter(host_id=host_id, state="open")
+        wanted = FindingFilter(host_id=host_id, state="unresolved")
         open_findings, _ = view.finding_page(Scope(), wanted, limit=500)
         history, _ = view.finding_page(
             Scope(), FindingFilter(host_id=host_id, state="resolved"), limit=50
@@ -254,6 +266,29 @@ def host_view(svc: CollectorService, principal: Principal, host_id: str) -> Host
         updates=_updates_by_source(sections),
         vulnerabilities=vulnerabilities,
     )
+
+
+@dataclass
+class FindingView:
+    line: FindingLine
+    events: list[EventRow]
+    now: datetime
+
+
+def finding_view(
+    svc: CollectorService, principal: Principal, finding_id: int
+) -> FindingView | None:
+    """A finding and its history (its events, oldest first); None if it does not exist or
+    the reader may not see its host."""
+    now = datetime.now(UTC)
+    with svc.store.read() as conn:
+        lines, _ = FleetView(conn, default_age(svc.policy.current), now).finding_page(
+            scope_of(principal), FindingFilter(finding_id=finding_id, state="all"), limit=1
+        )
+        if not lines:
+            return None
+        events = svc.store.events.for_finding(conn, finding_id)
+    return FindingView(lines[0], events, now)
 
 
 def finding_page(

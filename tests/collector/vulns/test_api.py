@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.collector.vulns.samples import KEV, TRACKER
 from tests.collector.vulns.test_service import OLD, packages
@@ -182,3 +184,26 @@ def test_a_broken_import_changes_nothing(fleet: Fleet, tmp_path: Path) -> None:
     assert "nothing imported" in refused.stderr
     assert "not complete JSON" in refused.stderr
     assert fleet.get("/api/v1/vulnerability-data").json() == before
+
+
+def test_metrics_count_what_the_api_lists(fleet: Fleet) -> None:
+    """fleetwatch_vulnerabilities on /metrics counts the rows the API lists, by severity
+    and exploited (glibc's KEV-listed CVE among them)."""
+    listed = fleet.get("/api/v1/vulnerabilities").json()
+    expected = Counter(
+        (r["severity"] or "unrated", "true" if r["exploited"] else "false") for r in listed
+    )
+    text = fleet.get("/metrics").text
+    exposed = {
+        (s.labels["severity"], s.labels["exploited"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "fleetwatch_vulnerabilities"
+    }
+    assert exposed == expected
+    assert exposed[expected_exploited(listed)] >= 1
+
+
+def expected_exploited(listed: list[dict[str, Any]]) -> tuple[str, str]:
+    glibc = next(r for r in listed if r["source"] == "glibc")
+    return (glibc["severity"] or "unrated", "true")

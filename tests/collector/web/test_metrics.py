@@ -218,8 +218,8 @@ class TestMetricsDirectory:
 
 
 def test_the_fleet_figures_never_read_the_reports_table(client: TestClient) -> None:
-    """Three statements, over hosts and open findings: none names the reports table, which
-    grows with every report."""
+    """Four statements, over hosts, open findings and the vulnerabilities hosts carry: none
+    names the reports table, which grows with every report."""
     report(
         client,
         "web-02",
@@ -238,6 +238,39 @@ def test_the_fleet_figures_never_read_the_reports_table(client: TestClient) -> N
     finally:
         event.remove(svc.engine, "before_cursor_execute", seen)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 3, statements
+    assert len(selects) == 4, statements
     assert not [s for s in selects if re.search(r"\breports\b", s)], selects
     assert sum(figures.open_findings.values()) >= 1
+
+
+class TestOverdueFindings:
+    def test_overdue_by_unit_and_severity_leaves_waived_out(
+        self, client: TestClient, tmp_path: Path
+    ) -> None:
+        """With high findings due in 7 days: none overdue now (0, as the unit has open high
+        findings); eight days on, web-01's is overdue and web-02's, waived, is not; once the
+        housekeeper announced it overdue it counts as such."""
+        (tmp_path / "policy.toml").write_text(POLICY + "\n[due_days]\nhigh = 7\n")
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        assert client.post("/api/v1/policy/reload", headers=admin).json()["changed"] is True
+        for host_id, port in (("web-01", 2323), ("web-02", 2424)):
+            loud = make_report(host_id, 1, {"ports": ports_section(("tcp", "0.0.0.0", port))})
+            report(client, host_id, 1, loud)
+        waiver = {
+            "scope": "host", "target": "web-02", "rule": "allowed_ports", "subject": "*",
+            "reason": "retired this week", "owner": "parks",
+            "expires_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
+        }  # fmt: skip
+        answer = client.post("/api/v1/waivers", json=waiver, headers=admin)
+        assert answer.status_code == 200, answer.text
+
+        assert gauges(client, "fleetwatch_overdue_findings") == {
+            (("severity", "high"), ("unit", "parks")): 0
+        }
+        svc = client.app.state.service  # type: ignore[attr-defined]
+        later = datetime.now(UTC) + timedelta(days=8)
+        assert read_fleet_figures(svc, later).overdue == {("parks", "high"): 1}
+        svc.casework.tick(later)  # announces web-01's finding overdue (sets overdue_at)
+        assert gauges(client, "fleetwatch_overdue_findings") == {
+            (("severity", "high"), ("unit", "parks")): 1
+        }

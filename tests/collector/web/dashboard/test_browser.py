@@ -326,3 +326,57 @@ class TestUnitReader:
         # the 404 pages above log their status to the console; nothing else may
         errors = [e for e in console_errors(driver) if "404" not in e["message"]]
         assert errors == []
+
+
+class TestActions:
+    def test_acknowledge_through_the_form_and_overdue_counts(
+        self, fleet: Fleet, driver: Any
+    ) -> None:
+        """An admin opens a web-01 finding from the findings page and acknowledges it with
+        the form: the page and the API say acknowledged. A db-01 finding given a past due
+        date through the API is overdue: the overview's unit table counts each unit's
+        overdue findings as the API does, and its link lists them."""
+        late = fleet.call("GET", "/api/v1/findings", params={"host_id": "db-01", "open": "true"})[0]
+        past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        fleet.call("POST", f"/api/v1/findings/{late['id']}/due", json={"due_at": past})
+        finding = fleet.call(
+            "GET", "/api/v1/findings", params={"host_id": "web-01", "open": "true"}
+        )[0]
+        sign_in(driver, fleet, fleet.admin)
+        wait_for_hosts(driver, fleet, 6)
+        driver.get(fleet.url + "/dashboard/findings?state=open")
+        row = driver.find_element(By.CSS_SELECTOR, f'tr[data-finding="{finding["id"]}"]')
+        follow(driver, row.find_element(By.CSS_SELECTOR, "td[data-state] a"))
+        assert driver.find_element(By.ID, "finding-state").text == "open"
+        driver.find_element(By.ID, "ack-note").send_keys("parks is on it")
+        follow(driver, driver.find_element(By.ID, "acknowledge"))
+        assert driver.find_element(By.ID, "action-done").text == "Acknowledged."
+        assert driver.find_element(By.ID, "finding-state").text == "acknowledged"
+        assert "parks is on it" in driver.find_element(By.ID, "finding-facts").text
+        assert fleet.call("GET", f"/api/v1/findings/{finding['id']}")["state"] == "acknowledged"
+        shot(driver, "finding-acknowledged")
+
+        driver.get(fleet.url + "/dashboard/")
+        units = {u["name"]: u["overdue_findings"] for u in fleet.call("GET", "/api/v1/units")}
+        shown = {
+            r.get_attribute("data-unit"): int(
+                r.find_element(By.CSS_SELECTOR, "[data-count=overdue]").text
+            )
+            for r in driver.find_elements(By.CSS_SELECTOR, "#units tbody tr")
+        }
+        assert shown == {u: units.get(u, 0) for u in shown}
+        assert shown["water"] == 1
+        follow(driver, driver.find_element(By.CSS_SELECTOR, 'tr[data-unit="water"] a[data-count]'))
+        listed = driver.find_elements(By.CSS_SELECTOR, "#findings tbody tr[data-finding]")
+        assert [r.get_attribute("data-finding") for r in listed] == [str(late["id"])]
+        assert console_errors(driver) == []
+
+    def test_a_unit_reader_has_no_action_buttons(self, fleet: Fleet, driver: Any) -> None:
+        """A parks reader opens a parks finding: no acknowledge or waive form."""
+        finding = fleet.call(
+            "GET", "/api/v1/findings", params={"host_id": "web-01", "open": "true"}
+        )[0]
+        sign_in(driver, fleet, fleet.parks)
+        driver.get(fleet.url + f"/dashboard/findings/{finding['id']}")
+        assert driver.find_element(By.ID, "finding-title")
+        assert driver.find_elements(By.CSS_SELECTOR, "main form") == []
