@@ -54,6 +54,7 @@ class TestTables:
         text = findings_table(
             [
                 {
+                    "id": 7,
                     "host_id": "h1",
                     "rule": "allowed_ports",
                     "severity": "high",
@@ -65,13 +66,16 @@ class TestTables:
         )
         assert "\x1b" not in text
         assert text.splitlines()[0].split() == [
+            "ID",
             "HOST",
             "RULE",
             "SEVERITY",
             "STATE",
+            "DUE",
             "AGE",
             "DETAIL",
         ]
+        assert text.splitlines()[1].split()[0] == "7"  # the id to acknowledge or waive it by
 
     def test_json_output_stays_valid_and_inert(self) -> None:
         data = [{"detail": "x\x1b[2J\u202e\x00"}]
