@@ -182,9 +182,13 @@ class Identity:
             log.info("host token rotated", host_id=host_id)
         keep = self.settings.token_cache_seconds
         if keep > 0:
-            if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
-                self._host_tokens.clear()
-            self._host_tokens[digest] = (host_id, self.clock() + keep)
+            now = self.clock()
+            if digest not in self._host_tokens and len(self._host_tokens) >= TOKEN_CACHE_SIZE:
+                # full: drop what expired (once per so many look-ups); clear only if all live
+                self._host_tokens = {d: e for d, e in self._host_tokens.items() if e[1] > now}
+                if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
+                    self._host_tokens.clear()
+            self._host_tokens[digest] = (host_id, now + keep)
         return host_id
 
     def _forget_host(self, host_id: str) -> None:

@@ -45,6 +45,29 @@ def host_of(identity: Identity, token: str) -> str | None:
     return identity.cached_host(token) or identity.host_for(token)
 
 
+class TestTokenCache:
+    def test_a_full_cache_keeps_the_live_tokens_and_drops_the_expired(
+        self, processes: Processes, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A fleet as large as the cache does not empty it on every look-up: hosts already
+        cached are renewed in place, and a new one makes room by dropping expired tokens."""
+        monkeypatch.setattr("fleetwatch.collector.auth.identity.TOKEN_CACHE_SIZE", 3)
+        one, _ = processes(token_cache_seconds=10)
+        now = [1000.0]
+        one.clock = lambda: now[0]
+        tokens = {h: one.enroll(h, SECRET) for h in ("a", "b", "c", "d")}
+        for host_id in ("a", "b", "c"):
+            assert one.host_for(tokens[host_id]) == host_id
+        now[0] += 5
+        assert one.host_for(tokens["a"]) == "a"  # renewed in place: nothing dropped
+        assert {one.cached_host(tokens[h]) for h in ("a", "b", "c")} == {"a", "b", "c"}
+        now[0] += 6  # b and c expired, a still live
+        assert one.host_for(tokens["d"]) == "d"
+        assert one.cached_host(tokens["a"]) == "a"
+        assert one.cached_host(tokens["d"]) == "d"
+        assert len(one._host_tokens) == 2
+
+
 class TestRevocationAcrossProcesses:
     def test_without_a_cache_a_revoked_token_is_refused_at_once_everywhere(
         self, processes: Processes
