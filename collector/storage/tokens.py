@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 
 from fleetwatch.collector.storage.tables import api_tokens, host_tokens
 
@@ -58,24 +58,26 @@ class HostTokens:
 
     def host_for(self, conn: Connection, token_hash: str) -> tuple[str, bool] | None:
         """The host of an active token, and whether older tokens of that host are active."""
+        # one round trip: a token is checked on every report
+        older = host_tokens.alias("older")
+        older_active = (
+            select(older.c.id)
+            .where(
+                older.c.host_id == host_tokens.c.host_id,
+                older.c.revoked_at.is_(None),
+                older.c.id < host_tokens.c.id,
+            )
+            .exists()
+        )
         row = conn.execute(
-            select(host_tokens.c.id, host_tokens.c.host_id).where(
+            select(host_tokens.c.host_id, older_active.label("older")).where(
                 host_tokens.c.token_hash == token_hash,
                 host_tokens.c.revoked_at.is_(None),
             )
         ).first()
         if row is None:
             return None
-        older = conn.execute(
-            select(func.count())
-            .select_from(host_tokens)
-            .where(
-                host_tokens.c.host_id == row.host_id,
-                host_tokens.c.revoked_at.is_(None),
-                host_tokens.c.id < row.id,
-            )
-        ).scalar_one()
-        return row.host_id, bool(older)
+        return row.host_id, bool(row.older)
 
 
 # every column but the hash, which never leaves this module
