@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from fleetwatch.collector.refusals import NoSuchUnit, NoSuchWaiver
-from fleetwatch.collector.storage.waivers import NewWaiver
 from fleetwatch.collector.web.bearer import Reader, Responder, admin, admin_write
 from fleetwatch.collector.web.casework_views import (
     AcknowledgeRequest,
@@ -198,19 +197,7 @@ async def create_waiver(request: Request, body: WaiverRequest, principal: Reader
     """Excuse findings of a rule whose subject matches a pattern, on a host, a unit's hosts or
     a group's, until a date (admin)."""
     now = datetime.now(UTC)
-    new = NewWaiver(
-        source="api",
-        name=None,
-        scope=body.scope,
-        target=body.target,
-        rule=body.rule,
-        pattern=body.subject,
-        reason=body.reason,
-        owner=body.owner,
-        created_by=principal.name,
-        created_at=now,
-        expires_at=body.expires_at,
-    )
+    new = body.waiver(principal.name, now)
     row, _ = await run_in_threadpool(_service(request).casework.create_waiver, new)
     return _waiver_view(row, now)
 

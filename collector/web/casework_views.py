@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from fleetwatch.collector.storage.waivers import NewWaiver
+
 
 def utc(value: datetime | None) -> datetime | None:
     """A time as UTC; one that names no offset is taken to be UTC."""
@@ -98,6 +100,22 @@ class WaiverRequest(BaseModel):
     reason: Note
     owner: Annotated[str, Field(min_length=1, max_length=255)]
     expires_at: UtcTime
+
+    def waiver(self, created_by: str, now: datetime) -> NewWaiver:
+        """The waiver this asks for, made by ``created_by`` through the API or the dashboard."""
+        return NewWaiver(
+            source="api",
+            name=None,
+            scope=self.scope,
+            target=self.target,
+            rule=self.rule,
+            pattern=self.subject,
+            reason=self.reason,
+            owner=self.owner,
+            created_by=created_by,
+            created_at=now,
+            expires_at=self.expires_at,
+        )
 
 
 class RevokeRequest(BaseModel):

@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fleetwatch.collector.refusals import Refusal
-from fleetwatch.collector.storage.waivers import NewWaiver
 from fleetwatch.collector.web.casework_views import AcknowledgeRequest, WaiverRequest
 from fleetwatch.collector.web.dashboard import queries
 from fleetwatch.collector.web.dashboard.browser import HEADERS, SignedIn, form_of
@@ -148,19 +147,7 @@ async def waive(request: Request, session: SignedIn, finding_id: FindingId) -> R
     except ValueError as exc:
         return _back(finding_id, error=f"expires: {exc}")
     now = datetime.now(UTC)
-    new = NewWaiver(
-        source="api",
-        name=None,
-        scope=body.scope,
-        target=body.target,
-        rule=body.rule,
-        pattern=body.subject,
-        reason=body.reason,
-        owner=body.owner,
-        created_by=principal.name,
-        created_at=now,
-        expires_at=body.expires_at,
-    )
+    new = body.waiver(principal.name, now)
     try:
         waiver, _ = await run_in_threadpool(_service(request).casework.create_waiver, new)
     except Refusal as refusal:
