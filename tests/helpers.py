@@ -270,3 +270,17 @@ def wait_until(what: str, condition: Any, timeout: float = 60, every: float = 0.
         time.sleep(every)
     msg = f"timed out waiting for {what}; last: {last!r}"
     raise AssertionError(msg)
+
+
+def received(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reports as `GET /hosts/{id}/reports` lists them (any order), one entry per sequence,
+    oldest first: an entry that stands for the quiet reports after it (``through``) is spread
+    out over them (they brought nothing new: no drops, no errors)."""
+    spread = []
+    for entry in sorted(reports, key=lambda r: r["sequence"]):
+        spread.append(entry)
+        spread.extend(
+            {**entry, "sequence": n, "dropped": 0, "through": None}
+            for n in range(entry["sequence"] + 1, (entry.get("through") or 0) + 1)
+        )
+    return spread

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fleetwatch.schema import Report
-from tests.helpers import AgentProcess, CollectorProcess, make_report, wait_until
+from tests.helpers import AgentProcess, CollectorProcess, make_report, received, wait_until
 
 HOST = "spool-test-host"
 
@@ -25,19 +25,8 @@ def collector(tmp_path: Path, database_url: str) -> Iterator[CollectorProcess]:
 
 
 def stored(collector: CollectorProcess, host: str = HOST) -> list[dict[str, Any]]:
-    """Reports received from a host, oldest first, one per sequence.
-
-    An entry that stands for later reports too (``through``) is spread out: the reports after
-    the first brought nothing new (no drops, no errors, no spool error).
-    """
-    received = []
-    for entry in reversed(collector.api(f"/api/v1/hosts/{host}/reports", limit=10000)):
-        received.append(entry)
-        received.extend(
-            {**entry, "sequence": sequence, "dropped": 0, "through": None}
-            for sequence in range(entry["sequence"] + 1, (entry["through"] or 0) + 1)
-        )
-    return received
+    """Reports received from a host, one per sequence, oldest first."""
+    return received(collector.api(f"/api/v1/hosts/{host}/reports", limit=10000))
 
 
 def delivered_everything(collector: CollectorProcess, agent: AgentProcess) -> bool:

@@ -18,14 +18,16 @@ import requests
 from sqlalchemy import create_engine, text
 
 from fleetwatch.collector.storage.engine import normalize_url
-from tests.helpers import AgentProcess, CollectorProcess, free_port, wait_until
+from fleetwatch.collector.storage.hosts import INLINE_SECTIONS
+from tests.helpers import AgentProcess, CollectorProcess, free_port, received, wait_until
 
 pytestmark = pytest.mark.slow
 AGENTS = ("kill-test-a", "kill-test-b", "kill-test-c")
 
 
 def stored(collector: CollectorProcess, host: str) -> list[dict[str, Any]]:
-    return list(reversed(collector.api(f"/api/v1/hosts/{host}/reports", limit=10000)))
+    """The host's reports, one per sequence, oldest first."""
+    return received(collector.api(f"/api/v1/hosts/{host}/reports", limit=10000))
 
 
 def consistency_problems(database_url: str) -> list[str]:
@@ -38,17 +40,23 @@ def consistency_problems(database_url: str) -> list[str]:
             text("SELECT host_id, sequence, sections FROM reports")
         ):
             sections = raw if isinstance(raw, dict) else json.loads(raw)
-            missing = set(sections.values()) - blobs
+            # inline sections (resources) are kept on the host row, never as contents
+            missing = {h for n, h in sections.items() if n not in INLINE_SECTIONS} - blobs
             if missing:
                 problems.append(f"report {host_id}#{sequence} refers to missing contents")
         for host_id, last, raw in conn.execute(
             text("SELECT host_id, last_sequence, sections FROM hosts")
         ):
             sections = raw if isinstance(raw, dict) else json.loads(raw)
-            if any(s.get("hash") and s["hash"] not in blobs for s in sections.values()):
+            if any(
+                s.get("hash") and s["hash"] not in blobs and n not in INLINE_SECTIONS
+                for n, s in sections.items()
+            ):
                 problems.append(f"host {host_id} holds missing contents")
             latest = conn.execute(
-                text("SELECT max(sequence) FROM reports WHERE host_id = :h"), {"h": host_id}
+                # a row stands for the quiet reports after it, up to `through`
+                text("SELECT max(coalesce(through, sequence)) FROM reports WHERE host_id = :h"),
+                {"h": host_id},
             ).scalar()
             if latest != last:
                 problems.append(f"host {host_id}: latest sequence {last}, newest stored {latest}")
@@ -112,10 +120,16 @@ def stored_after(database_url: str, host: str) -> list[dict[str, Any]]:
     engine = create_engine(normalize_url(database_url))
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT sequence FROM reports WHERE host_id = :h ORDER BY id"), {"h": host}
+            text("SELECT sequence, through FROM reports WHERE host_id = :h ORDER BY id"),
+            {"h": host},
         ).fetchall()
     engine.dispose()
-    return [{"sequence": row[0]} for row in rows]
+    # a row stands for the quiet reports after it, up to `through`
+    return [
+        {"sequence": n}
+        for sequence, through in rows
+        for n in range(sequence, (through or sequence) + 1)
+    ]
 
 
 # -- a PostgreSQL server of the test's own, to stop and start -----------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import BIN, CollectorProcess
+from tests.helpers import BIN, CollectorProcess, received
 from tests.tls import TestCA
 
 HOST = "tls-test-host"
@@ -74,8 +74,8 @@ class TestTls:
         assert collector.api("/api/v1/hosts") == []
         accepted = run_agent(collector, tmp_path / "agent", ca_bundle=str(ca))
         assert accepted.returncode == 0
-        reports = collector.api(f"/api/v1/hosts/{HOST}/reports")
-        assert sorted(r["sequence"] for r in reports) == [1, 2]
+        reports = received(collector.api(f"/api/v1/hosts/{HOST}/reports"))
+        assert [r["sequence"] for r in reports] == [1, 2]
 
     def test_admin_command_line_over_https(
         self,
@@ -191,7 +191,9 @@ def test_token_command_line(tmp_path: Path) -> None:
         assert token not in listing.stdout
         hosts = json.loads(fleetwatch("hosts", "--json", token=token).stdout)
         assert [h["host_id"] for h in hosts] == ["a-01"]
-        token_id = json.loads(fleetwatch("token", "list", "--json").stdout)[0]["id"]
+        listed = json.loads(fleetwatch("token", "list", "--json").stdout)
+        # the collector's own tokens from its environment are listed too, without an id
+        (token_id,) = [t["id"] for t in listed if t["name"] == "parks staff"]
         assert fleetwatch("token", "revoke", str(token_id)).returncode == 0
         refused = fleetwatch("hosts", token=token)
         assert refused.returncode == 1
@@ -236,7 +238,7 @@ def test_agent_rotates_its_token_without_a_gap(tmp_path: Path) -> None:
             headers={"Authorization": f"Bearer {old}"},
         )
         assert refused.status_code == 401
-        reports = collector.api("/api/v1/hosts/rotating-01/reports")
-        assert [r["sequence"] for r in reports] == [2, 1]
+        reports = received(collector.api("/api/v1/hosts/rotating-01/reports"))
+        assert [r["sequence"] for r in reports] == [1, 2]
     finally:
         collector.stop()
