@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.helpers import BIN, CollectorProcess
+from tests.helpers import BIN, CollectorProcess, received
 
 HOST = "loop-test-host"
 
@@ -47,7 +47,8 @@ def collector(tmp_path: Path, database_url: str) -> Iterator[CollectorProcess]:
 def run_agent(collector: CollectorProcess, state: Path) -> list[dict[str, Any]]:
     done = subprocess.run(
         [str(BIN / "fleetwatch-agent"), "run", "--once"],
-        env=collector.agent_env(state, HOST),
+        # debug: the "report sections" line says which sections went as their hash alone
+        env=collector.agent_env(state, HOST, log_level="debug"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -99,7 +100,7 @@ def test_unallowed_port_is_flagged_then_cleared(
         assert "noncompliant" in table
 
     logs = run_agent(collector, state)
-    delivered = next(line for line in logs if line["event"] == "report delivered")
+    delivered = next(line for line in logs if line["event"] == "report sections")
     assert "packages" in delivered["hash_only"]  # unchanged since the acknowledged report
 
     host = collector.api(f"/api/v1/hosts/{HOST}")
@@ -111,8 +112,8 @@ def test_unallowed_port_is_flagged_then_cleared(
 
     listing = json.loads(fleetwatch(collector, "findings", "--host", HOST, "--json"))
     assert [f["open"] for f in listing] == [False]
-    reports = collector.api(f"/api/v1/hosts/{HOST}/reports")
-    assert [r["sequence"] for r in reports] == [2, 1]
+    reports = received(collector.api(f"/api/v1/hosts/{HOST}/reports"))
+    assert [r["sequence"] for r in reports] == [1, 2]
 
 
 def test_agent_run_loop_stops_cleanly_on_sigterm(
@@ -128,7 +129,7 @@ def test_agent_run_loop_stops_cleanly_on_sigterm(
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            reports = collector.api(f"/api/v1/hosts/{HOST}/reports")
+            reports = received(collector.api(f"/api/v1/hosts/{HOST}/reports"))
             if len(reports) >= 3:
                 break
             time.sleep(0.5)
