@@ -5,10 +5,16 @@ reports it takes). What writes to the whole database runs in one process of the 
 the holder of the housekeeping lease (`storage.lease`), however many workers or collector
 hosts share the database:
 
-- after a policy change, evaluating every host against the new policy;
+- after a policy change, evaluating again the hosts whose baseline, unit or groups it
+  changed (`compliance.reevaluation`), and no other;
 - after new vulnerability data (imported by hand in any process, or fetched here from
   ``vulnerability_urls`` every ``vulnerability_refresh_hours``), evaluating every host
   against it without waiting for their reports;
+- when it takes the lease (at start, or from a holder that died), the same check: hosts
+  whose last evaluation was against another policy or data than those in force are
+  evaluated, which is none when nothing changed while no process held it. After a pass
+  that evaluated hosts, the next round checks once more, for hosts a worker still on the
+  old policy evaluated in between;
 - pruning reports and section contents past ``report_retention_days``;
 - every ``dashboard_snapshot_seconds``, placing hosts by the policy and recording the fleet's
   counts for the dashboard (`compliance.placement`).
@@ -61,7 +67,7 @@ class Housekeeper:
         engine: Engine,
         policy: PolicySource,
         *,
-        reevaluate_all: Callable[[], int],
+        reevaluate: Callable[[], int],
         prune: Callable[[datetime], tuple[int, int]],
         vulnerabilities: KnownVulnerabilities | None = None,
         snapshot: Callable[[], object] | None = None,
@@ -70,7 +76,7 @@ class Housekeeper:
         self.settings = settings
         self.policy = policy
         self.lease = FleetLease(engine, LEASE_NAME)
-        self._reevaluate_all = reevaluate_all
+        self._reevaluate = reevaluate
         self._prune = prune
         self._snapshot = snapshot
         self._next_snapshot = time.monotonic()
@@ -78,10 +84,10 @@ class Housekeeper:
         # the policy the hosts were last evaluated against, as far as this process knows
         self.evaluated_digest = policy.current.digest
         self.vulnerabilities = vulnerabilities
-        # the data the hosts were last evaluated against: none yet, so the first holder
-        # evaluates every host against the data it finds (an import may have happened while
-        # no collector ran)
-        self.evaluated_generation = ""
+        self.evaluated_generation = self.generation
+        # whether hosts may have been evaluated against something else than what is in force:
+        # so at first (a change may have come while no collector ran), and after a pass
+        self._check_due = True
         self._next_prune = time.monotonic() + FIRST_PRUNE_AFTER
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,6 +125,7 @@ class Housekeeper:
             self._holding = holding
             if holding:
                 log.info("this process now does the fleet's housekeeping")
+                self._check_due = True
         if not holding:
             return
         if self._tick is not None:
@@ -126,11 +133,12 @@ class Housekeeper:
             self._tick()
         if self.vulnerability_fetch_due():
             self.fetch_vulnerabilities()
-        if (
-            self.policy.current.digest != self.evaluated_digest
+        due = (
+            self._check_due
+            or self.policy.current.digest != self.evaluated_digest
             or self.generation != self.evaluated_generation
-        ):
-            self.reevaluate()
+        )
+        if due and self.reevaluate():
             self._next_snapshot = time.monotonic()  # place the hosts by the new policy now
         if time.monotonic() >= self._next_prune:
             self.prune()
@@ -190,16 +198,20 @@ class Housekeeper:
         return True
 
     def reevaluate(self) -> int:
-        """Evaluate every host against the policy and vulnerability data in force now; return
-        how many."""
+        """Evaluate the hosts last evaluated against another policy or vulnerability data than
+        those in force now; return how many."""
         digest = self.policy.current.digest
         generation = self.generation
+        changed = (digest, generation) != (self.evaluated_digest, self.evaluated_generation)
         started = time.monotonic()
-        count = self._reevaluate_all()
+        count = self._reevaluate()
         self.evaluated_digest = digest
         self.evaluated_generation = generation
+        self._check_due = count > 0
+        if not count and not changed:
+            return 0
         log.info(
-            "policy or vulnerability data changed; hosts evaluated again",
+            "hosts evaluated again against the policy and vulnerability data in force",
             hosts=count,
             digest=digest[:12],
             vulnerability_data=generation[:12],

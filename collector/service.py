@@ -62,7 +62,7 @@ class CollectorService:
             settings,
             self.engine,
             self.policy,
-            reevaluate_all=self.ingestor.reevaluate_all,
+            reevaluate=self.ingestor.reevaluate,
             prune=self._prune,
             vulnerabilities=self.vulnerabilities,
             snapshot=self.fleet_recorder.refresh,

@@ -147,9 +147,33 @@ class HostPolicy:
     listed: bool
     response: ResponsePolicy = field(default_factory=ResponsePolicy)
 
+    # the baseline's digest, when the policy resolved it already for a host of the same layers
+    known_digest: str = field(default="", repr=False, compare=False)
+
     @functools.cached_property
     def digest(self) -> str:
-        return hashlib.sha256(self.baseline.model_dump_json().encode()).hexdigest()
+        """The baseline's: hosts with one baseline share the memo of their rules."""
+        return self.known_digest or _baseline_digest(self.baseline)
+
+    @functools.cached_property
+    def evaluation_digest(self) -> str:
+        """What an evaluation of this host reads from the policy: its baseline, and its unit
+        and groups (which waivers cover its findings, which unit its events name).
+
+        The response policy is left out: due days apply to findings as they open and
+        verification to the evaluations after, so neither changes what the rules find.
+        """
+        return _evaluation_digest(self.digest, self.unit, self.groups)
+
+
+def _baseline_digest(baseline: Baseline) -> str:
+    return hashlib.sha256(baseline.model_dump_json().encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=65_536)
+def _evaluation_digest(baseline: str, unit: str | None, groups: tuple[str, ...]) -> str:
+    text = "\n".join([baseline, unit or "", *groups])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -182,6 +206,9 @@ class Policy:
     waivers: dict[str, WaiverEntry] = field(default_factory=dict)
     response: ResponsePolicy = field(default_factory=ResponsePolicy)
     _resolved: dict[str, HostPolicy] = field(default_factory=dict, repr=False)
+    _baselines: dict[tuple[object, ...], tuple[Baseline, str]] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def empty(cls) -> Policy:
@@ -250,6 +277,32 @@ class Policy:
         if cached is not None:
             return cached
         entry = self.hosts.get(host_id)
+        baseline, digest = self._baseline(entry)
+        resolved = HostPolicy(
+            host_id=host_id,
+            unit=entry.unit if entry else None,
+            groups=tuple(entry.groups) if entry else (),
+            baseline=baseline,
+            listed=entry is not None,
+            response=self.response,
+            known_digest=digest,
+        )
+        self._resolved[host_id] = resolved
+        return resolved
+
+    def _baseline(self, entry: HostEntry | None) -> tuple[Baseline, str]:
+        """The baseline of a host listed so (or not at all), and its digest.
+
+        Most hosts of a large fleet differ only by unit and groups: those with no keys of
+        their own share one baseline per list of groups, resolved and hashed once.
+        """
+        own = set() if entry is None else entry.model_fields_set - {"unit", "groups"}
+        key: tuple[object, ...] | None = None
+        if not own:
+            key = () if entry is None else tuple(entry.groups)
+            known = self._baselines.get(key)
+            if known is not None:
+                return known
         layers: list[BaseModel] = [self.defaults]
         if entry is not None:
             layers += [self.groups[g] for g in entry.groups]
@@ -257,15 +310,10 @@ class Policy:
         merged: dict[str, Any] = {}
         for layer in layers:
             merged.update(layer.model_dump(exclude_unset=True, exclude={"unit", "groups"}))
-        resolved = HostPolicy(
-            host_id=host_id,
-            unit=entry.unit if entry else None,
-            groups=tuple(entry.groups) if entry else (),
-            baseline=Baseline.model_validate(merged),
-            listed=entry is not None,
-            response=self.response,
-        )
-        self._resolved[host_id] = resolved
+        baseline = Baseline.model_validate(merged)
+        resolved = (baseline, _baseline_digest(baseline))
+        if key is not None:
+            self._baselines[key] = resolved
         return resolved
 
 

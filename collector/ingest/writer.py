@@ -26,6 +26,7 @@ import structlog
 from pydantic import ValidationError
 
 from fleetwatch.collector.compliance.findings import HostUpdate, age_conditions
+from fleetwatch.collector.compliance.reevaluation import evaluated_against
 from fleetwatch.collector.refusals import HostMismatch, HostNotEnrolled, Refusal
 from fleetwatch.collector.storage.blobs import NewBlob
 from fleetwatch.collector.storage.hosts import INLINE_SECTIONS, HostChange, SectionState
@@ -38,13 +39,14 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from fleetwatch.collector.compliance.findings import Compliance
-    from fleetwatch.collector.compliance.policy import PolicySource
+    from fleetwatch.collector.compliance.policy import Policy, PolicySource
     from fleetwatch.collector.storage.hosts import HostRow
     from fleetwatch.collector.storage.reports import ReportRow
     from fleetwatch.collector.storage.store import Store
 
 log = structlog.get_logger(__name__)
-REEVALUATE_CHUNK = 200
+REEVALUATE_CHUNK = 500  # hosts evaluated again in one transaction
+REEVALUATE_PAGE = 10_000  # hosts whose digests are read at once
 
 
 @dataclass(frozen=True)
@@ -348,10 +350,14 @@ class Ingestor:
             advanced = dataclasses.replace(
                 advanced, conditions=age_conditions(host.conditions, outcome.fresh, observed_at)
             )
+        host_policy = self.policy.current.for_host(host.host_id)
+        advanced = dataclasses.replace(
+            advanced, baseline_digest=evaluated_against(host_policy, self.generation)
+        )
         earlier = batch.advanced.get(host.host_id)
         batch.advanced[host.host_id] = HostUpdate(
             host.host_id,
-            self.policy.current.for_host(host.host_id),
+            host_policy,
             sections,
             advanced.conditions,
             observed_at,
@@ -360,29 +366,63 @@ class Ingestor:
         )
         return advanced
 
-    def reevaluate_all(self) -> int:
-        """Apply the policy in force to every host's latest report; return hosts evaluated."""
+    @property
+    def generation(self) -> str:
+        """The vulnerability data the rules read now ("" without any)."""
+        known = self.compliance.vulnerabilities
+        return known.index.generation if known is not None else ""
+
+    def reevaluate(self) -> int:
+        """Evaluate again every host that reported whose last evaluation was against another
+        baseline or other vulnerability data than those in force now (see
+        `compliance.reevaluation`); return how many were.
+
+        The fleet is read a page at a time (two narrow columns), and the hosts to evaluate are
+        evaluated a chunk at a time, each in a short transaction of its own: reports keep
+        being taken in between, and a host a report evaluated meanwhile is left alone.
+        """
         policy = self.policy.current
-        with self.store.read() as conn:
-            host_ids = [h.host_id for h in self.store.hosts.all(conn) if h.observed_at]
+        generation = self.generation
+        evaluated = 0
+        after = ""
+        while True:
+            with self.store.read() as conn:
+                page = self.store.hosts.evaluated_against(conn, after, REEVALUATE_PAGE)
+            if not page:
+                return evaluated
+            after = page[-1][0]
+            stale = [
+                host_id
+                for host_id, digest in page
+                if digest != evaluated_against(policy.for_host(host_id), generation)
+            ]
+            for start in range(0, len(stale), REEVALUATE_CHUNK):
+                evaluated += self._reevaluate(
+                    stale[start : start + REEVALUATE_CHUNK], policy, generation
+                )
+
+    def _reevaluate(self, host_ids: list[str], policy: Policy, generation: str) -> int:
+        """Evaluate these hosts again in one transaction; return how many still needed it."""
         now = datetime.now(UTC)
-        for start in range(0, len(host_ids), REEVALUATE_CHUNK):
-            with self.store.write() as conn:
-                chunk = self.store.hosts.get_many(
-                    conn, host_ids[start : start + REEVALUATE_CHUNK], lock=True
+        with self.store.write() as conn:
+            updates: list[HostUpdate] = []
+            digests: dict[str, str] = {}
+            for host in self.store.hosts.get_many(conn, host_ids, lock=True).values():
+                host_policy = policy.for_host(host.host_id)
+                digest = evaluated_against(host_policy, generation)
+                if host.baseline_digest == digest or host.observed_at is None:
+                    continue  # a report evaluated it meanwhile
+                digests[host.host_id] = digest
+                updates.append(
+                    HostUpdate(
+                        host.host_id,
+                        host_policy,
+                        host.sections,
+                        host.conditions,
+                        now,
+                        inline_facts(host),
+                    )
                 )
-                self.compliance.apply(
-                    conn,
-                    [
-                        HostUpdate(
-                            h.host_id,
-                            policy.for_host(h.host_id),
-                            h.sections,
-                            h.conditions,
-                            now,
-                            inline_facts(h),
-                        )
-                        for h in chunk.values()
-                    ],
-                )
-        return len(host_ids)
+            self.compliance.apply(conn, updates)
+            self.store.hosts.set_evaluated_against(conn, digests)
+        return len(updates)

@@ -123,6 +123,8 @@ class HostRow:
     spool_error: str | None
     # latest content (canonical JSON) of INLINE_SECTIONS, by section name
     inline: Mapping[str, str]
+    # what the host was last evaluated against (`compliance.reevaluation`)
+    baseline_digest: str | None = None
 
     @property
     def observed_at(self) -> datetime | None:
@@ -249,6 +251,29 @@ class Hosts:
                 .values({name: bindparam(f"b_{name}") for name in names})
             )
             conn.execute(statement, group)
+
+    def evaluated_against(
+        self, conn: Connection, after: str = "", limit: int = 10_000
+    ) -> list[tuple[str, str | None]]:
+        """(host, what it was last evaluated against) for the hosts that reported, in id order
+        from after ``after``: a page of a fleet-wide pass reading two narrow columns."""
+        query = (
+            select(hosts.c.host_id, hosts.c.baseline_digest)
+            .where(hosts.c.host_id > after, hosts.c.last_collected_at.is_not(None))
+            .order_by(hosts.c.host_id)
+            .limit(limit)
+        )
+        return [(host_id, digest) for host_id, digest in conn.execute(query)]
+
+    def set_evaluated_against(self, conn: Connection, digests: Mapping[str, str]) -> None:
+        """Record what these hosts were just evaluated against, in one statement."""
+        if digests:
+            conn.execute(
+                update(hosts)
+                .where(hosts.c.host_id == bindparam("b_host_id"))
+                .values(baseline_digest=bindparam("b_digest")),
+                [{"b_host_id": h, "b_digest": d} for h, d in digests.items()],
+            )
 
     def held_contents(self, conn: Connection) -> set[str]:
         """The hash of every section content some host holds as its latest."""

@@ -91,6 +91,9 @@ hosts = Table(
     # sections whose content changes with every report (load, memory, disk use), kept here
     # as their latest canonical JSON instead of one stored content per report
     Column("inline", JSON(), nullable=False, default=dict),
+    # what the host was last evaluated against: its baseline, unit and groups and the
+    # vulnerability data (`compliance.reevaluation`); None before its first evaluation
+    Column("baseline_digest", String(64), nullable=True),
 )
 
 host_tokens = Table(

@@ -125,34 +125,36 @@ class TestFleetLease:
 
 
 class TestHousekeeping:
-    def test_only_the_holder_evaluates_every_host_after_a_policy_change(
+    def test_only_the_holder_evaluates_hosts_after_a_policy_change(
         self, make_service: Callable[[], CollectorService], tmp_path: Path
     ) -> None:
-        """Every process follows the new policy; only the lease holder re-evaluates hosts."""
+        """Every process follows the new policy; only the lease holder evaluates hosts again."""
         first, second = make_service(), make_service()
         calls = {"first": 0, "second": 0}
 
         def counting(name: str, svc: CollectorService) -> Callable[[], int]:
             def reevaluate() -> int:
                 calls[name] += 1
-                return svc.ingestor.reevaluate_all()
+                return svc.ingestor.reevaluate()
 
             return reevaluate
 
-        first.housekeeper._reevaluate_all = counting("first", first)
-        second.housekeeper._reevaluate_all = counting("second", second)
+        first.housekeeper._reevaluate = counting("first", first)
+        second.housekeeper._reevaluate = counting("second", second)
         first.housekeeper.round()
         second.housekeeper.round()
-        assert calls == {"first": 0, "second": 0}  # nothing changed yet
+        assert calls == {"first": 1, "second": 0}  # the holder's check on taking the lease
+        first.housekeeper.round()
+        assert calls == {"first": 1, "second": 0}  # nothing changed since
 
         (tmp_path / "policy.toml").write_text(POLICY.replace("tcp/22", "tcp/2222"))
         first.housekeeper.round()
         second.housekeeper.round()
         assert first.policy.current.digest == second.policy.current.digest
         assert "tcp/2222" in (first.policy.current.defaults.allowed_ports or [])
-        assert calls == {"first": 1, "second": 0}
+        assert calls == {"first": 2, "second": 0}
         first.housekeeper.round()
-        assert calls == {"first": 1, "second": 0}  # evaluated once per change
+        assert calls == {"first": 2, "second": 0}  # evaluated once per change (no host moved)
 
     def test_pruning_runs_only_in_the_holder(
         self, make_service: Callable[[], CollectorService]

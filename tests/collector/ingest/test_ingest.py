@@ -377,5 +377,5 @@ class TestQuietReports:
         assert not any(rule == "disk_usage" for rule, _ in open_keys(service, "web-01"))
         (tmp_path / "policy.toml").write_text(POLICY + "max_disk_percent = 90\n")
         service.policy.reload_if_changed()
-        service.ingestor.reevaluate_all()
+        service.ingestor.reevaluate()
         assert any(rule == "disk_usage" for rule, _ in open_keys(service, "web-01"))
