@@ -133,12 +133,11 @@ class Housekeeper:
             self._tick()
         if self.vulnerability_fetch_due():
             self.fetch_vulnerabilities()
-        due = (
-            self._check_due
-            or self.policy.current.digest != self.evaluated_digest
-            or self.generation != self.evaluated_generation
+        changed = (self.policy.current.digest, self.generation) != (
+            self.evaluated_digest,
+            self.evaluated_generation,
         )
-        if due and self.reevaluate():
+        if (changed or self._check_due) and (self.reevaluate() or changed):
             self._next_snapshot = time.monotonic()  # place the hosts by the new policy now
         if time.monotonic() >= self._next_prune:
             self.prune()

@@ -7,16 +7,17 @@ they are, neither confirmed nor resolved, so a broken collector never clears a r
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
 
 from fleetwatch.collector.compliance.rules.registry import REGISTRY, Finding, RuleInput
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from fleetwatch.collector.compliance.policy import Baseline
-    from fleetwatch.collector.compliance.rules.registry import Facts, RuleRegistry
+    from fleetwatch.collector.compliance.rules.registry import Facts, Rule, RuleRegistry
 
 
 @dataclass
@@ -68,7 +69,7 @@ def evaluate(
         if memo is not None and rule.memoisable:
             hashes = [facts.section_hash(name) for name in rule.sections]
             if all(hashes):
-                key = (rule.id, digest, *(h for h in hashes if h))
+                key = (rule.id, _reads(rule, baseline, digest), *(h for h in hashes if h))
                 cached = memo.get(key)
                 if cached is not None:
                     result.findings.extend(cached)
@@ -83,3 +84,36 @@ def evaluate(
             memo.put(key, found)
         result.findings.extend(found)
     return result
+
+
+_READS: dict[tuple[str, str], str] = {}
+
+
+def _reads(rule: Rule, baseline: Baseline, digest: str) -> str:
+    """A digest of what a memoisable rule reads of the baseline: the keys of its module's
+    settings class, and its severity.
+
+    Hosts whose baselines differ elsewhere (another group's ports, a unit's own disk limit)
+    then share the rule's memo, so a policy change that leaves the rule's keys alone does not
+    check every package list again. A rule registered without a settings class of its own
+    (as tests do) is kept by the whole baseline.
+    """
+    known = _READS.get((rule.id, digest)) if digest else None
+    if known is not None:
+        return known
+    keys = {
+        name
+        for cls in type(baseline).__mro__
+        if issubclass(cls, BaseModel) and cls.__module__ == rule.check.__module__
+        for name in cls.model_fields
+    }
+    if keys:
+        text = baseline.model_dump_json(include=keys) + str(baseline.severity.get(rule.id))
+        reads = hashlib.sha256(text.encode()).hexdigest()
+    else:
+        reads = digest or hashlib.sha256(baseline.model_dump_json().encode()).hexdigest()
+    if digest:
+        if len(_READS) > 100_000:
+            _READS.clear()
+        _READS[rule.id, digest] = reads
+    return reads

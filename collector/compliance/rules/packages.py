@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator, BaseModel, Field
 
 from fleetwatch import debversion
-from fleetwatch.collector.compliance.rules.patterns import NamePattern, name_matches
+from fleetwatch.collector.compliance.rules.patterns import NamePattern, name_matches, patterns
 from fleetwatch.collector.compliance.rules.registry import rule, unique
+from fleetwatch.schema import Package
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -40,14 +41,20 @@ class PackagesSettings(BaseModel):
 )
 def forbidden_packages(host: RuleInput) -> list[Finding]:
     """A finding per installed package matching a forbidden pattern."""
+    forbidden = patterns(tuple(host.baseline.forbidden_packages))
+    # in the order of the patterns, then of the packages, as a loop per pattern would find them
+    found = sorted(
+        (first, position, row)
+        for position, row in enumerate(host.packages.packages)
+        if (first := forbidden.first(row[0])) is not None
+    )
     return unique(
         host.finding(
             package.name,
             f"{package.name} {package.version} ({package.architecture}) is installed but forbidden",
         )
-        for pattern in host.baseline.forbidden_packages
-        for package in host.packages.rows()
-        if name_matches(pattern, package.name)
+        for _, _, row in found
+        for package in (Package._make(row),)
     )
 
 
@@ -62,8 +69,12 @@ def min_versions(host: RuleInput) -> list[Finding]:
     packages = host.packages
     if packages.manager != "dpkg":
         return []  # versions compare in dpkg's order only
+    named = patterns(tuple(host.baseline.min_versions))
     findings = []
-    for package in packages.rows():
+    for row in packages.packages:
+        if not named.any(row[0]):
+            continue
+        package = Package._make(row)
         for pattern, minimum in host.baseline.min_versions.items():
             if not name_matches(pattern, package.name):
                 continue

@@ -104,7 +104,9 @@ class Rule:
     undetermined. A rule that reads neither the time (``uses_time``), the report's
     collection errors (``reads_errors``) nor the vulnerability data
     (``reads_vulnerabilities``) depends on its baseline and sections alone, so its findings
-    are memoised by their content hashes.
+    are memoised by their content hashes, and by the keys of the settings class of its own
+    module (``PortsSettings`` for a rule of `rules.ports`): such a rule reads no other key of
+    the baseline.
     """
 
     id: str

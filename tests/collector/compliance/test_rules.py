@@ -158,9 +158,27 @@ class TestPackages:
         result = evaluate(baseline, second, memo, "digest-1")
         assert "packages" not in second.loads
         assert {f.key for f in result.findings} == {"openssl"}
-        third = Facts({"packages": section_data("packages")})
-        evaluate(baseline, third, memo, "digest-2")  # another baseline: worked out again
-        assert "packages" in third.loads
+
+    def test_memo_is_shared_by_baselines_that_differ_only_in_other_rules_keys(self) -> None:
+        """A rule's memo follows the keys of its own settings: a baseline that changes
+        another rule's keys reuses it, one that changes the rule's own keys does not."""
+        memo = Memo()
+        packages = section_data("packages")
+        evaluate(Baseline(forbidden_packages=["openssl"]), Facts({"packages": packages}), memo, "a")
+        other_ports = Facts({"packages": packages})
+        ported = Baseline(forbidden_packages=["openssl"], allowed_ports=["tcp/22"])
+        result = evaluate(ported, other_ports, memo, "b")
+        assert "packages" not in other_ports.loads
+        assert {f.key for f in result.findings} == {"openssl"}
+        other_list = Facts({"packages": packages})
+        result = evaluate(Baseline(forbidden_packages=["open*"]), other_list, memo, "c")
+        assert "packages" in other_list.loads
+        assert "openssl" in {f.key for f in result.findings}
+        raised = Facts({"packages": packages})
+        severe = Baseline(forbidden_packages=["openssl"], severity={"forbidden_packages": "low"})
+        result = evaluate(severe, raised, memo, "d")
+        assert "packages" in raised.loads  # the severity a finding carries is the rule's too
+        assert {f.severity for f in result.findings} == {"low"}
 
 
 def vuln(source: str, **fields: Any) -> Match:
