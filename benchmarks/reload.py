@@ -32,7 +32,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select
 
@@ -47,6 +47,9 @@ from fleetwatch.collector.storage.store import Store
 from fleetwatch.collector.storage.tables import findings, hosts
 from fleetwatch.schema import SECTION_TYPES, Report
 from tests.helpers import BASE_REPORT, section_data
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 GROUPS = 100
 UNITS = 95
@@ -222,7 +225,9 @@ def bench(label: str, url: str, count: int, directory: Path, ingest_rate: float)
     policy = PolicySource(path)
     ingestor = Ingestor(store, policy, Compliance(store))
 
-    def timed(what: str, text: str | None, reporter: Reporter | None = None) -> None:
+    def timed(
+        what: str, text: str | None, make_reporter: Callable[[], Reporter] | None = None
+    ) -> Reporter | None:
         if text is not None:
             path.write_text(text)
             os.utime(path, ns=(time.time_ns(), time.time_ns() + 1))
@@ -232,6 +237,7 @@ def bench(label: str, url: str, count: int, directory: Path, ingest_rate: float)
             load = time.monotonic() - loaded
         else:
             load = 0.0
+        reporter = None if make_reporter is None else make_reporter()
         if reporter is not None:
             reporter.start()
         began, cpu = time.monotonic(), time.process_time()
@@ -242,6 +248,7 @@ def bench(label: str, url: str, count: int, directory: Path, ingest_rate: float)
             f"({cpu:.1f} s CPU in this process) "
             f"(policy file read in {load:.1f} s); {_open_findings(store)} findings open"
         )
+        return reporter
 
     timed("first evaluation of every host (no digest recorded yet)", None)
     timed("policy rewritten, no baseline changed", _policy(count) + "# a comment\n")
@@ -249,12 +256,20 @@ def bench(label: str, url: str, count: int, directory: Path, ingest_rate: float)
         "one group's baseline changed (1 % of hosts)",
         _policy(count, group_extra={7: "max_disk_percent = 60"}),
     )
-    reporter = Reporter(ingestor, count, ingest_rate)
-    timed(
+
+    def another_worker() -> Reporter:
+        # its own engine, so on SQLite it waits on the database as another process does; it
+        # follows the policy file as every worker does
+        other = Store(make_engine(url))
+        source = PolicySource(path)
+        return Reporter(Ingestor(other, source, Compliance(other)), count, ingest_rate)
+
+    reporter = timed(
         "the defaults changed (every host)",
         _policy(count, disk=80, group_extra={7: "max_disk_percent = 60"}),
-        reporter,
+        another_worker,
     )
+    assert reporter is not None
     reporter.stop.set()
     reporter.join()
     lat = sorted(reporter.latencies) or [0.0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 REEVALUATE_CHUNK = 500  # hosts evaluated again in one transaction
 REEVALUATE_PAGE = 10_000  # hosts whose digests are read at once
+SQLITE_GAP = 0.15  # seconds a pass leaves the database to other writers between chunks
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,11 @@ class Ingestor:
                 evaluated += self._reevaluate(
                     stale[start : start + REEVALUATE_CHUNK], policy, generation
                 )
+                if self.store.database.dialect == "sqlite":
+                    # SQLite's busy handler polls, at most every 100 ms: a pass that took
+                    # the lock back at once would starve other processes' writers into
+                    # "database is locked"
+                    time.sleep(SQLITE_GAP)
 
     def _reevaluate(self, host_ids: list[str], policy: Policy, generation: str) -> int:
         """Evaluate these hosts again in one transaction; return how many still needed it."""
