@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from fleetwatch.collector.storage.tables import findings
+from fleetwatch.collector.storage.transactions import among
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -184,7 +185,7 @@ class Findings:
             return found
         rows = conn.execute(
             select(findings).where(
-                findings.c.host_id.in_(wanted),
+                among(conn, findings.c.host_id, wanted),
                 or_(findings.c.resolved_at.is_(None), findings.c.state == "resolved"),
             )
         )

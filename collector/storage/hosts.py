@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, insert, select, update
 
 from fleetwatch.collector.storage.tables import hosts
+from fleetwatch.collector.storage.transactions import among
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -201,7 +202,7 @@ class Hosts:
         if not wanted:
             return {}
         # in id order, so that two writers locking overlapping sets cannot deadlock
-        query = select(hosts).where(hosts.c.host_id.in_(wanted)).order_by(hosts.c.host_id)
+        query = select(hosts).where(among(conn, hosts.c.host_id, wanted)).order_by(hosts.c.host_id)
         if lock:
             query = self._database.locking(query)
         return {row.host_id: _host(row) for row in conn.execute(query)}

@@ -12,16 +12,17 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fleetwatch.collector.storage.engine import WRITE_OPTION
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
-    from sqlalchemy import Connection, Engine, Select, Table
+    from sqlalchemy import ColumnElement, Connection, Engine, Select, Table
     from sqlalchemy.sql.dml import Insert
 
 
@@ -65,3 +66,14 @@ class Database:
         SQLite needs none: a write transaction holds the whole database from its BEGIN.
         """
         return query.with_for_update() if self.dialect == "postgresql" else query
+
+
+def among(
+    conn: Connection, column: ColumnElement[Any], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter however many
+    values: psycopg parses again every statement of more than 50 parameters, and a batch's
+    look-up of 500 hosts would pay that on every chunk."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
