@@ -122,6 +122,8 @@ def age_conditions(
 
 MATCHED_HOSTS = 20_000
 """Hosts whose latest matches a process keeps, to answer a report that repeats the last."""
+MATCHED_CONTENTS = 2_000
+"""Sets of contents (packages, system, updates) whose matches a process keeps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,9 @@ class Compliance:
         self._matched: dict[
             str, tuple[tuple[str | None, ...], Sequence[Match], dict[str, datetime]]
         ] = {}
+        # (data, packages, system, updates) -> the matches of hosts holding those contents
+        self._by_contents: dict[tuple[str | None, ...], list[Match]] = {}
+        self._contents_index: VulnIndex | None = None
         # decoded sections by hash: the latest reports of a fleet repeat a few contents
         self.load = functools.lru_cache(maxsize=512)(self._decode)
 
@@ -263,10 +268,48 @@ class Compliance:
         if known is not None and known[0] == state:
             facts.carry(known[1], known[2])
             return
-        if _match(update, facts, index, carried.get(update.host_id, {}), changes):
+        if _match(
+            update,
+            facts,
+            self._match_contents(state, index),
+            carried.get(update.host_id, {}),
+            changes,
+        ):
             if len(self._matched) >= MATCHED_HOSTS:
                 self._matched.clear()
             self._matched[update.host_id] = (state, facts.vulnerabilities(), facts.carried_since)
+
+    def _match_contents(
+        self, state: tuple[str | None, ...], index: VulnIndex
+    ) -> Callable[[HostFacts], list[Match] | None]:
+        """Matching by contents: hosts holding the same packages, system and updates carry the
+        same vulnerabilities, matched once (new data evaluates every host: a fleet of a few
+        images costs a few matchings). Each host gets its own list (`rules.vulnerabilities`
+        keeps verdicts by the list)."""
+
+        if index is not self._contents_index:  # other data: what was matched is no more
+            self._by_contents.clear()
+            self._contents_index = index
+
+        def match(facts: HostFacts) -> list[Match] | None:
+            known = self._by_contents.get(state)
+            if known is None:
+                packages, system = facts.section("packages"), facts.section("system")
+                if not isinstance(packages, PackagesData) or not isinstance(system, SystemData):
+                    return None
+                updates = facts.section("updates")
+                known = index.match(
+                    system.os.codename,
+                    packages,
+                    updates if isinstance(updates, UpdatesData) else None,
+                    system,
+                )
+                if len(self._by_contents) >= MATCHED_CONTENTS:
+                    self._by_contents.clear()
+                self._by_contents[state] = known
+            return list(known)
+
+        return match
 
     @staticmethod
     def _reconcile(
@@ -328,23 +371,16 @@ class Compliance:
 def _match(
     update: HostUpdate,
     facts: HostFacts,
-    index: VulnIndex,
+    match: Callable[[HostFacts], list[Match] | None],
     stored: dict[tuple[str, str], HostVulnerability],
     changes: _Changes,
 ) -> bool:
     """Match the host against the data, hand the matches to its facts, and queue the changes
     to its stored vulnerabilities. With its packages or system unknown, nothing changes
     (False)."""
-    packages, system = facts.section("packages"), facts.section("system")
-    if not isinstance(packages, PackagesData) or not isinstance(system, SystemData):
+    matches = match(facts)
+    if matches is None:
         return False
-    updates = facts.section("updates")
-    matches = index.match(
-        system.os.codename,
-        packages,
-        updates if isinstance(updates, UpdatesData) else None,
-        system,
-    )
     now = update.observed_at
     rows: dict[tuple[str, str], HostVulnerability] = {}
     for m in matches:
