@@ -103,7 +103,7 @@ class CollectorService:
         self.engine.dispose()
 
     def reload_policy(self) -> tuple[bool, int]:
-        """Re-read the policy file now; if it changed, evaluate every host against it here.
+        """Re-read the policy file now; if it changed, evaluate here the hosts it changes.
 
         (The housekeeper of the fleet would do it at its next round; an admin who asks wants
         it done before the answer.)
@@ -113,8 +113,8 @@ class CollectorService:
         return True, self.housekeeper.reevaluate()
 
     def follow_vulnerabilities(self) -> int:
-        """Load new vulnerability data now and evaluate every host against it here; return
-        how many hosts were evaluated (0 when the data did not change)."""
+        """Load new vulnerability data now and evaluate every host that reported against it
+        here; return how many hosts were evaluated (0 when the data did not change)."""
         self.housekeeper.follow_vulnerabilities()
         if self.housekeeper.generation == self.housekeeper.evaluated_generation:
             return 0
