@@ -67,6 +67,63 @@ class TestResolution:
         assert policy.for_host("web-01").digest != policy.for_host("web-02").digest
 
 
+class TestEvaluationDigest:
+    TEXT = """
+[defaults]
+allowed_ports = ["tcp/22"]
+
+[groups.web]
+allowed_ports = ["tcp/22", "tcp/443"]
+
+[hosts."web-01"]
+groups = ["web"]
+unit = "parks"
+
+[hosts."web-02"]
+groups = ["web"]
+unit = "parks"
+
+[hosts."web-03"]
+groups = ["web"]
+unit = "water"
+
+[hosts."web-04"]
+groups = ["web"]
+unit = "parks"
+max_disk_percent = 80
+"""
+
+    def test_hosts_of_the_same_groups_share_one_baseline(self) -> None:
+        """Hosts listed with groups and no keys of their own are resolved to one baseline."""
+        policy = Policy.from_text(self.TEXT)
+        one, two = policy.for_host("web-01"), policy.for_host("web-02")
+        assert one.baseline is two.baseline
+        assert one.evaluation_digest == two.evaluation_digest
+        assert policy.for_host("web-04").baseline is not one.baseline
+        assert policy.for_host("web-04").baseline.max_disk_percent == 80
+        assert policy.for_host("other").baseline is policy.for_host("another").baseline
+
+    def test_unit_and_groups_are_part_of_what_an_evaluation_reads(self) -> None:
+        """Two hosts of one baseline in different units are evaluated against different
+        things (waivers and events follow the unit); the baseline digest alone is shared."""
+        policy = Policy.from_text(self.TEXT)
+        parks, water = policy.for_host("web-01"), policy.for_host("web-03")
+        assert parks.digest == water.digest
+        assert parks.evaluation_digest != water.evaluation_digest
+
+    def test_the_response_policy_is_not(self) -> None:
+        """Due days and verification apply as findings open and resolve: changing them
+        leaves every host's evaluation digest as it was."""
+        before = Policy.from_text(self.TEXT)
+        after = Policy.from_text(self.TEXT + "\n[due_days]\nhigh = 3\n")
+        assert before.digest != after.digest
+        for host_id in ("web-01", "web-03", "web-04", "other"):
+            assert (
+                before.for_host(host_id).evaluation_digest
+                == after.for_host(host_id).evaluation_digest
+            )
+
+
 class TestErrors:
     @pytest.mark.parametrize(
         ("text", "message"),
