@@ -153,6 +153,7 @@ class CollectorProcess:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
+        self.stop(kill=True)  # a collector that never answered must not outlive the test
         msg = f"collector did not start: {self.log.read_text()[-2000:]}"
         raise RuntimeError(msg)
 
