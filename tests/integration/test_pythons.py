@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CollectorProcess
+from tests.helpers import CollectorProcess, clean_environment
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SCRIPT = REPO / "scripts" / "agent-python"
@@ -95,10 +95,7 @@ def test_the_agent_test_suite_passes(
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
     """One collector for every Python's agent: each reports as a host of its own."""
     tmp_path = tmp_path_factory.mktemp("pythons")
-    # (the autouse fixture that clears FLEETWATCH_* is function-scoped: start clean here too)
-    with pytest.MonkeyPatch.context() as clean:
-        for key in [k for k in os.environ if k.startswith("FLEETWATCH_")]:
-            clean.delenv(key)
+    with clean_environment():
         process = CollectorProcess(tmp_path, f"sqlite:///{tmp_path / 'fleetwatch.db'}").start()
     try:
         yield process
