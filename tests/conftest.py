@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,11 +42,15 @@ def _postgres_url(schema: str) -> str:
     )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a schema of its own on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleetwatch.db'}"
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextlib.contextmanager
+def _database(kind: str, directory: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file in ``directory``, or a schema of its own on
+    PostgreSQL."""
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / 'fleetwatch.db'}"
         return
     if not os.environ.get(POSTGRES_ENV):
         pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
@@ -63,6 +68,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a schema of its own on PostgreSQL."""
+    with _database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The same, shared by a module's tests: for a module whose tests only read what one
+    expensive set-up wrote (a collector, imports, reports)."""
+    with _database(request.param, tmp_path_factory.mktemp("database")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,16 @@ BASE_REPORT: dict[str, Any] = json.loads((FIXTURES / "reports" / "v1-debian12.js
 needs_collector = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="the collector needs Python 3.11 or newer"
 )
+
+
+@contextlib.contextmanager
+def clean_environment() -> Iterator[None]:
+    """No FLEETWATCH_* variable of the suite's own environment, for a fixture wider than a test
+    (the autouse fixture that clears them is function-scoped, and starts after it)."""
+    with pytest.MonkeyPatch.context() as clean:
+        for key in [k for k in os.environ if k.startswith("FLEETWATCH_")]:
+            clean.delenv(key)
+        yield
 
 
 def free_port() -> int:
@@ -153,6 +165,7 @@ class CollectorProcess:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
+        self.stop(kill=True)  # a collector that never answered must not outlive the test
         msg = f"collector did not start: {self.log.read_text()[-2000:]}"
         raise RuntimeError(msg)
 

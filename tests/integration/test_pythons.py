@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CollectorProcess
+from tests.helpers import CollectorProcess, clean_environment
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SCRIPT = REPO / "scripts" / "agent-python"
@@ -23,11 +25,11 @@ SUPPORTED = ("3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0")
 pytestmark = [pytest.mark.slow]
 
 
-def agent_venv(version: str) -> Path:
-    """The cached virtualenv of the agent on Python ``version``; skips when it is not built."""
+def _find_venv(version: str) -> Path | str:
+    """The cached virtualenv of the agent on Python ``version``, or why there is none."""
     interpreter = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / version
     if not interpreter.is_dir():
-        pytest.skip(f"Python {version} is not installed here ({interpreter})")
+        return f"Python {version} is not installed here ({interpreter})"
     found = subprocess.run(
         [str(SCRIPT), version],
         env={**os.environ, "FLEETWATCH_PYTHON_NO_BUILD": "1"},
@@ -36,15 +38,20 @@ def agent_venv(version: str) -> Path:
         check=False,
     )
     if found.returncode != 0:
-        pytest.skip(f"run scripts/agent-python {version} first ({found.stderr.strip()})")
+        return f"run scripts/agent-python {version} first ({found.stderr.strip()})"
     return Path(found.stdout.strip())
 
 
-@pytest.mark.parametrize("version", SUPPORTED)
-def test_the_agent_test_suite_passes(version: str) -> None:
-    """tests/agent and tests/core pass under this Python (collector parts skip below 3.11)."""
-    venv = agent_venv(version)
-    done = subprocess.run(
+def agent_venv(version: str) -> Path:
+    """The cached virtualenv of the agent on Python ``version``; skips when it is not built."""
+    venv = _find_venv(version)
+    if isinstance(venv, str):
+        pytest.skip(venv)
+    return venv
+
+
+def _agent_suite(venv: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [str(venv / "bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "tests/agent", "tests/core"],
         cwd=REPO,
@@ -54,14 +61,52 @@ def test_the_agent_test_suite_passes(version: str) -> None:
         check=False,
         timeout=600,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def agent_suites() -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
+    """The agent's test suite under every Python that has its virtualenv, two at a time: one
+    run alone leaves a core of a two-core machine idle whenever it waits. Each test waits for
+    its own Python's run."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        venvs = {version: _find_venv(version) for version in SUPPORTED}
+        yield {
+            version: pool.submit(_agent_suite, venv)
+            for version, venv in venvs.items()
+            if isinstance(venv, Path)
+        }
+
+
+@pytest.mark.timeout(900)  # the wait for a run that has 600 s of its own
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_the_agent_test_suite_passes(
+    version: str, agent_suites: dict[str, Future[subprocess.CompletedProcess[str]]]
+) -> None:
+    """tests/agent and tests/core pass under this Python (collector parts skip below 3.11)."""
+    agent_venv(version)
+    done = agent_suites[version].result()
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in summary
     assert " failed" not in summary
 
 
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
+    """One collector for every Python's agent: each reports as a host of its own."""
+    tmp_path = tmp_path_factory.mktemp("pythons")
+    with clean_environment():
+        process = CollectorProcess(tmp_path, f"sqlite:///{tmp_path / 'fleetwatch.db'}").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
 @pytest.mark.parametrize("version", SUPPORTED)
-def test_the_agent_reports_to_a_real_collector(version: str, tmp_path: Path) -> None:
+def test_the_agent_reports_to_a_real_collector(
+    version: str, tmp_path: Path, collector: CollectorProcess
+) -> None:
     """`fleetwatch-agent run --once` under this Python enrolls and delivers a full report."""
     venv = agent_venv(version)
     python = subprocess.run(
@@ -69,23 +114,19 @@ def test_the_agent_reports_to_a_real_collector(version: str, tmp_path: Path) -> 
     ).stdout
     assert python.split()[1] == version
     host = f"python-{version.replace('.', '-')}"
-    collector = CollectorProcess(tmp_path, f"sqlite:///{tmp_path / 'fleetwatch.db'}").start()
-    try:
-        done = subprocess.run(
-            [str(venv / "bin/fleetwatch-agent"), "run", "--once"],
-            env=collector.agent_env(tmp_path / "agent", host),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        reports = collector.api(f"/api/v1/hosts/{host}/reports")
-        assert [r["sequence"] for r in reports] == [1]
-        stored = collector.api(f"/api/v1/hosts/{host}")
-        assert stored["host_id"] == host
-    finally:
-        collector.stop()
+    done = subprocess.run(
+        [str(venv / "bin/fleetwatch-agent"), "run", "--once"],
+        env=collector.agent_env(tmp_path / "agent", host),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = collector.api(f"/api/v1/hosts/{host}/reports")
+    assert [r["sequence"] for r in reports] == [1]
+    stored = collector.api(f"/api/v1/hosts/{host}")
+    assert stored["host_id"] == host
 
 
 def test_the_collector_refuses_an_older_python_in_one_line() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import BIN, CollectorProcess, received
+from tests.helpers import BIN, CollectorProcess, clean_environment, received
 from tests.tls import TestCA
 
 HOST = "tls-test-host"
@@ -108,13 +108,16 @@ class TestTls:
         assert json.loads(done.stdout) == []
 
 
-@pytest.fixture
-def strict_collector(tmp_path: Path) -> Iterator[CollectorProcess]:
-    collector = CollectorProcess(
-        tmp_path,
-        f"sqlite:///{tmp_path / 'slow.db'}",
-        extra_env={"FLEETWATCH_HEADER_TIMEOUT": "1", "FLEETWATCH_BODY_TIMEOUT": "1"},
-    ).start()
+@pytest.fixture(scope="class")
+def strict_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
+    """One collector for the slow clients: each test's connection ends with the test."""
+    tmp_path = tmp_path_factory.mktemp("slow")
+    with clean_environment():
+        collector = CollectorProcess(
+            tmp_path,
+            f"sqlite:///{tmp_path / 'slow.db'}",
+            extra_env={"FLEETWATCH_HEADER_TIMEOUT": "1", "FLEETWATCH_BODY_TIMEOUT": "1"},
+        ).start()
     yield collector
     collector.stop()
 

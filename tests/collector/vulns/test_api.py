@@ -17,7 +17,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.collector.vulns.samples import KEV, TRACKER
 from tests.collector.vulns.test_service import OLD, packages
-from tests.helpers import BIN, CollectorProcess, full, make_report, section_data, wait_until
+from tests.helpers import (
+    BIN,
+    CollectorProcess,
+    clean_environment,
+    full,
+    make_report,
+    section_data,
+    wait_until,
+)
 
 POLICY = """
 [defaults]
@@ -77,12 +85,16 @@ class Fleet:
         assert sent.status_code == 200, sent.text
 
 
-@pytest.fixture
-def fleet(database_url: str, tmp_path: Path) -> Iterator[Fleet]:
+@pytest.fixture(scope="module")
+def fleet(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """One collector with the data imported and two hosts reported, for the whole module:
+    every test here only reads (a token of its own, or an import that must change nothing)."""
+    tmp_path = tmp_path_factory.mktemp("vulns-api")
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
-    collector = CollectorProcess(tmp_path, database_url, policy).start()
-    made = Fleet(collector, database_url)
+    with clean_environment():
+        collector = CollectorProcess(tmp_path, module_database_url, policy).start()
+    made = Fleet(collector, module_database_url)
     try:
         for path in (TRACKER, KEV):
             imported = made.fleetwatch("vulns", "import", str(path))
