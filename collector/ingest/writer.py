@@ -357,6 +357,8 @@ class Ingestor:
             observed_at,
             # inline sections held but not sent again: the rules read them from the row
             {**inline_facts(advanced), **(earlier.fresh if earlier else {}), **outcome.fresh},
+            # the last evaluation: the host's latest report, unless this batch advanced it
+            earlier.seen_before if earlier else host.observed_at,
         )
         return advanced
 
