@@ -408,7 +408,6 @@ class TestSilentHosts:
         service.casework.tick(T0 + timedelta(minutes=27))
         assert kinds(service, host_id="web-01") == ["host_stale", "host_back"]
 
-
     def test_hosts_that_report_are_not_read(
         self, service: CollectorService, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -429,6 +428,7 @@ class TestSilentHosts:
         service.casework.tick(T0 + timedelta(minutes=20))
         assert sorted(read) == ["web-01", "web-02"]
         assert kinds(service, host_id="web-01") == ["host_stale"]
+
 
 class TestFeedback:
     def test_a_unit_report_holds_open_overdue_fixed_verified_and_waived(
