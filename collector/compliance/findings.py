@@ -1,11 +1,17 @@
 """Holding hosts' latest state against their baselines, and keeping their findings current.
 
-A finding opens when a rule first finds a problem, stays open (``last_seen`` moving on) while
-the problem is still there, and is resolved when a later evaluation no longer finds it; a
+A finding opens when a rule first finds a problem, stays open while the problem is still there,
+and is resolved when a later evaluation no longer finds it; a
 resolved finding is verified when the fix held, or reopened (the same case) if the problem
 comes back first (`compliance.lifecycle`). A finding a waiver in force covers is waived.
 Each change writes its event. Hosts are evaluated in batches: a few statements serve every
 host of a batch, whatever the number of findings that change.
+
+A report that finds the same problems as the one before writes nothing to the findings: while
+a finding is open and found again, it was last seen at its host's latest report
+(`storage.findings.shown_last_seen`). Its row is written only when it changes -- it opens,
+its severity, detail or waiver change, the rules cannot tell any more (``last_seen`` then
+stays at the report before), it resolves, reopens or is verified.
 """
 
 from __future__ import annotations
@@ -136,6 +142,9 @@ class HostUpdate:
     conditions: Conditions
     observed_at: datetime
     fresh: Mapping[str, BaseModel] = field(default_factory=dict)
+    # when the host's evaluation before this one was observed: a finding it found but this one
+    # does not was last seen then (None: unknown, the finding's row tells)
+    seen_before: datetime | None = None
 
 
 @dataclass
@@ -328,23 +337,28 @@ class Compliance:
             finding = current.pop((row.rule, row.key), None)
             if finding is None:
                 if row.rule in evaluation.undetermined:
-                    continue  # unknown now: neither confirmed nor cleared
-                after = (
-                    lifecycle.count_clean(row, now, verification)
-                    if row.state == "resolved"
-                    else lifecycle.resolve(row, now, verification)
-                )
+                    # unknown now: neither confirmed nor cleared, last seen where it was
+                    after = _not_seen(row, update)
+                elif row.state == "resolved":
+                    after = lifecycle.count_clean(row, now, verification)
+                else:
+                    after = lifecycle.resolve(_not_seen(row, update), now, verification)
             else:
                 severity, detail = finding.severity, storable(finding.detail)
                 if row.state == "resolved":
                     after = lifecycle.reopen(row, now, severity, detail)
-                else:
+                    after = dataclasses.replace(after, seen_in_latest=True)
+                elif (severity, detail) != (row.severity, row.detail) or not row.seen_in_latest:
                     after = dataclasses.replace(
-                        row, severity=severity, detail=detail, last_seen=now
+                        row, severity=severity, detail=detail, last_seen=now, seen_in_latest=True
                     )
+                else:
+                    after = row  # seen again, unchanged: its host's report says when
                 waiver_id = covering_waiver(waivers, policy, row.rule, row.key)
                 if waiver_id != row.waiver_id:
                     after = lifecycle.waive(after, waiver_id)
+            if after == row:
+                continue
             changes.changed.append(after)
             changes.events.extend(
                 lifecycle.finding_event(kind, after, unit, now)
@@ -366,6 +380,17 @@ class Compliance:
             )
             for (rule, key), f in current.items()
         )
+
+
+def _not_seen(row: FindingRow, update: HostUpdate) -> FindingRow:
+    """A live finding this evaluation does not find, with ``last_seen`` at the latest
+    evaluation that did (unchanged for one not found in the evaluation before either)."""
+    if not row.open or not row.seen_in_latest:
+        return row
+    last_seen = row.last_seen
+    if update.seen_before is not None:
+        last_seen = max(last_seen, min(update.seen_before, update.observed_at))
+    return dataclasses.replace(row, last_seen=last_seen, seen_in_latest=False)
 
 
 def _match(

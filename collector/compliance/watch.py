@@ -5,7 +5,9 @@ A host is silent when its latest report is older than its ``max_report_age`` (st
 when it has none: an enrolled host ``max_report_age`` after it enrolled, a host only listed
 in the policy ``max_report_age`` after the collector first noticed it (never reported).
 `storage.silences` remembers what was noticed and announced. Run by the housekeeper, once
-per fleet (`Casework.tick`).
+per fleet (`Casework.tick`), every few seconds: it reads only the hosts that may have fallen
+silent (quiet for longer than the shortest report age the policy allows, or with a silence
+noticed), never every host of the fleet.
 """
 
 from __future__ import annotations
@@ -28,6 +30,20 @@ if TYPE_CHECKING:
     from fleetwatch.collector.storage.store import Store
 
 PENDING = "pending"
+AGE = "max_report_age"
+
+
+_shortest: dict[str, float] = {}  # by policy digest
+
+
+def shortest_age(policy: Policy) -> float:
+    """The shortest report age the policy allows any host (seconds)."""
+    if policy.digest not in _shortest:
+        layers = [*policy.groups.values(), *policy.hosts.values()]
+        ages = [layer.max_report_age for layer in layers if AGE in layer.model_fields_set]
+        _shortest.clear()  # one policy in force at a time
+        _shortest[policy.digest] = min([policy.defaults.max_report_age, *ages])
+    return _shortest[policy.digest]
 
 
 def _condition(
@@ -59,12 +75,15 @@ def _host_event(
 
 def watch_hosts(conn: Connection, store: Store, policy: Policy, now: datetime) -> list[NewEvent]:
     """Announce hosts that fell silent, and those that came back; the events to append."""
-    hosts = {h.host_id: h for h in store.hosts.all(conn)}
     silences = store.silences.all(conn)
+    cutoff = now - timedelta(seconds=shortest_age(policy))
+    # a host not among these reported within any age allowed, and has no silence to end
+    hosts = store.hosts.get_many(conn, {*store.hosts.quiet_since(conn, cutoff), *silences})
+    unenrolled = set(policy.hosts) - store.hosts.enrolled_among(conn, policy.hosts)
     events: list[NewEvent] = []
     new: list[Silence] = []
     back: list[str] = []
-    for host_id in sorted(set(hosts) | set(policy.hosts)):
+    for host_id in sorted(set(hosts) | unenrolled):
         host = hosts.get(host_id)
         resolved = policy.for_host(host_id)
         age = timedelta(seconds=resolved.baseline.max_report_age)

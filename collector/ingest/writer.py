@@ -365,6 +365,8 @@ class Ingestor:
             observed_at,
             # inline sections held but not sent again: the rules read them from the row
             {**inline_facts(advanced), **(earlier.fresh if earlier else {}), **outcome.fresh},
+            # the last evaluation: the host's latest report, unless this batch advanced it
+            earlier.seen_before if earlier else host.observed_at,
         )
         return advanced
 
@@ -428,6 +430,8 @@ class Ingestor:
                         host.conditions,
                         now,
                         inline_facts(host),
+                        # a finding this policy no longer finds was last seen at the latest report
+                        host.observed_at,
                     )
                 )
             self.compliance.apply(conn, updates)

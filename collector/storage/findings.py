@@ -3,23 +3,28 @@
 At most one finding per host, rule and key is open at a time (a unique index says so).
 A finding's response (``state``: open, acknowledged, resolved, verified; its due date, its
 waiver) is kept on its row; `compliance.lifecycle` says how it moves.
+
+When a finding was last seen is not rewritten by every report that finds it again: a row
+records when it was last seen as of its last change, and ``seen_in_latest`` whether its
+host's latest evaluation found it. While both hold (and it is open), it was last seen when the
+host's latest report was observed, which reads give as its ``last_seen`` (`shown_last_seen`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, type_coerce, update
 
-from fleetwatch.collector.storage.tables import findings
+from fleetwatch.collector.storage.tables import UTCDateTime, findings, hosts
 from fleetwatch.collector.storage.transactions import among
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from datetime import datetime
 
-    from sqlalchemy import Connection
+    from sqlalchemy import ColumnElement, Connection, Select
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class NewFinding:
     last_seen: datetime
     due_at: datetime | None = None
     waiver_id: int | None = None
+    # whether the host's latest evaluation found it (then it was last seen at that report)
+    seen_in_latest: bool = True
 
 
 # the states of a finding's case; "live" ones may still change by a report
@@ -86,6 +93,7 @@ _MUTABLE = (
     "severity",
     "detail",
     "last_seen",
+    "seen_in_latest",
     "resolved_at",
     "state",
     "acknowledged_by",
@@ -111,8 +119,48 @@ class FindingChange:
     resolved_at: datetime | None
 
 
+def _host_observed_at() -> ColumnElement[datetime]:
+    """When the host's latest report was observed (`HostRow.observed_at`), in SQL."""
+    collected, received = hosts.c.last_collected_at, hosts.c.last_received_at
+    return case((collected < received, collected), else_=received)
+
+
+def shown_last_seen() -> ColumnElement[datetime]:
+    """A finding's ``last_seen`` as readers see it: the latest report that found it (the
+    query must join ``hosts``, as `shown` does)."""
+    observed = _host_observed_at()
+    return type_coerce(
+        case(
+            (
+                and_(
+                    findings.c.resolved_at.is_(None),
+                    findings.c.seen_in_latest,
+                    observed > findings.c.last_seen,
+                ),
+                observed,
+            ),
+            else_=findings.c.last_seen,
+        ),
+        UTCDateTime(),
+    )
+
+
+def shown() -> Select[Any]:
+    """Every column of findings, ``last_seen`` as readers see it (`shown_last_seen`)."""
+    columns = [
+        shown_last_seen().label("last_seen") if c.name == "last_seen" else c for c in findings.c
+    ]
+    return select(*columns).select_from(
+        findings.outerjoin(hosts, hosts.c.host_id == findings.c.host_id)
+    )
+
+
 class Findings:
-    """The ``findings`` table."""
+    """The ``findings`` table.
+
+    What is read to be shown (`get`, `get_many`, `query`) carries ``last_seen`` as readers
+    see it; what reports change (`live_by_host`), as stored.
+    """
 
     def add(self, conn: Connection, new: Sequence[NewFinding]) -> None:
         """Open findings, all in one statement."""
@@ -147,9 +195,9 @@ class Findings:
             )
 
     def get(self, conn: Connection, finding_id: int, *, lock: bool = False) -> FindingRow | None:
-        query = select(findings).where(findings.c.id == finding_id)
+        query = shown().where(findings.c.id == finding_id)
         if lock and conn.dialect.name == "postgresql":
-            query = query.with_for_update()
+            query = query.with_for_update(of=findings)
         row = conn.execute(query).first()
         return None if row is None else FindingRow(**row._mapping)
 
@@ -158,7 +206,7 @@ class Findings:
         wanted = sorted(set(finding_ids))
         if not wanted:
             return []
-        query = select(findings).where(findings.c.id.in_(wanted)).order_by(findings.c.id)
+        query = shown().where(findings.c.id.in_(wanted)).order_by(findings.c.id)
         return [FindingRow(**r._mapping) for r in conn.execute(query)]
 
     def open_since(self, conn: Connection, moment: datetime) -> list[tuple[str, str, int]]:
@@ -300,7 +348,7 @@ class Findings:
 
         ``overdue_at``: only findings overdue at that time.
         """
-        query = select(findings)
+        query = shown()
         if state is not None:
             query = query.where(findings.c.state == state)
         if waived is True:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import and_, case, func, literal, or_, select, tuple_
 
+from fleetwatch.collector.storage.findings import shown_last_seen
 from fleetwatch.collector.storage.fleet import counting
 from fleetwatch.collector.storage.tables import (
     UTCDateTime,
@@ -374,7 +375,7 @@ class FleetView:
             findings.c.severity,
             findings.c.detail,
             findings.c.first_seen,
-            findings.c.last_seen,
+            shown_last_seen().label("last_seen"),
             findings.c.resolved_at,
             findings.c.state,
             findings.c.acknowledged_by,
@@ -387,9 +388,9 @@ class FleetView:
             waivers.c.owner.label("waiver_owner"),
             waivers.c.expires_at.label("waiver_expires_at"),
         ).select_from(
-            findings.join(
-                host_placements, host_placements.c.host_id == findings.c.host_id
-            ).outerjoin(waivers, waivers.c.id == findings.c.waiver_id)
+            findings.join(host_placements, host_placements.c.host_id == findings.c.host_id)
+            .outerjoin(hosts, hosts.c.host_id == findings.c.host_id)
+            .outerjoin(waivers, waivers.c.id == findings.c.waiver_id)
         )
         conditions: list[ColumnElement[bool]] = []
         if scope.unit is not None:

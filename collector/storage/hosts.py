@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 
 from fleetwatch.collector.storage.tables import hosts
 from fleetwatch.collector.storage.transactions import among
@@ -184,6 +184,9 @@ def _host(row: Row[Any]) -> HostRow:
     )
 
 
+_IDS_AT_ONCE = 5000  # ids in one IN list: well within every database's limit on parameters
+
+
 class Hosts:
     """The ``hosts`` table."""
 
@@ -210,6 +213,25 @@ class Hosts:
     def all(self, conn: Connection) -> list[HostRow]:
         """Every enrolled host, by id."""
         return [_host(r) for r in conn.execute(select(hosts).order_by(hosts.c.host_id))]
+
+    def quiet_since(self, conn: Connection, cutoff: datetime) -> list[str]:
+        """Hosts whose latest report was observed before ``cutoff`` (`HostRow.observed_at`),
+        or that never reported: their ids only, without reading every host's row."""
+        collected, received = hosts.c.last_collected_at, hosts.c.last_received_at
+        query = select(hosts.c.host_id).where(
+            or_(collected.is_(None), received.is_(None), collected < cutoff, received < cutoff)
+        )
+        return [host_id for (host_id,) in conn.execute(query)]
+
+    def enrolled_among(self, conn: Connection, host_ids: Iterable[str]) -> set[str]:
+        """Which of these hosts are enrolled."""
+        wanted = sorted(set(host_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), _IDS_AT_ONCE):
+            chunk = wanted[start : start + _IDS_AT_ONCE]
+            query = select(hosts.c.host_id).where(hosts.c.host_id.in_(chunk))
+            found.update(host_id for (host_id,) in conn.execute(query))
+        return found
 
     def create(self, conn: Connection, host_id: str, unit: str | None, now: datetime) -> None:
         """Enroll a host that has not reported yet."""

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 
 if TYPE_CHECKING:
@@ -183,7 +184,11 @@ findings = Table(
     Column("severity", String(16), nullable=False),
     Column("detail", Text(), nullable=False),
     Column("first_seen", UTCDateTime(), nullable=False),
+    # when a report last found it, as of the finding's last change: while it is open and its
+    # host's latest evaluation found it (`seen_in_latest`), that evaluation's report is when it
+    # was last seen, and the row is not rewritten for every report that still finds it
     Column("last_seen", UTCDateTime(), nullable=False),
+    Column("seen_in_latest", Boolean(), nullable=False, server_default=true()),
     Column("resolved_at", UTCDateTime(), nullable=True),
     # the response to it (compliance/lifecycle.py): open, acknowledged, resolved, verified
     Column("state", String(16), nullable=False, server_default="open"),

@@ -408,6 +408,27 @@ class TestSilentHosts:
         service.casework.tick(T0 + timedelta(minutes=27))
         assert kinds(service, host_id="web-01") == ["host_stale", "host_back"]
 
+    def test_hosts_that_report_are_not_read(
+        self, service: CollectorService, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The watch reads the rows of hosts quiet for longer than the shortest age the policy
+        allows (and of those never reported), not of every host."""
+        Host(service, "web-01").report(FIXED, 0)
+        read: list[str] = []
+        get_many = service.store.hosts.get_many
+
+        def spy(conn: Any, host_ids: Any, **kwargs: Any) -> Any:
+            read.extend(host_ids)
+            return get_many(conn, host_ids, **kwargs)
+
+        monkeypatch.setattr(service.store.hosts, "get_many", spy)
+        service.casework.tick(T0 + timedelta(minutes=5))
+        assert sorted(read) == ["web-02"]
+        read.clear()
+        service.casework.tick(T0 + timedelta(minutes=20))
+        assert sorted(read) == ["web-01", "web-02"]
+        assert kinds(service, host_id="web-01") == ["host_stale"]
+
 
 class TestFeedback:
     def test_a_unit_report_holds_open_overdue_fixed_verified_and_waived(

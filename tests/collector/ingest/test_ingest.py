@@ -14,6 +14,7 @@ from fleetwatch.collector.ingest.writer import Submission
 from fleetwatch.collector.refusals import HostMismatch
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
+from fleetwatch.collector.storage.fleet_view import FindingFilter, FleetView, Scope
 from fleetwatch.collector.storage.tables import blobs, findings, reports
 from fleetwatch.schema import Report
 from tests.helpers import full, make_report, ports_section, section_data
@@ -217,6 +218,124 @@ class TestFindingLifecycle:
         changed, evaluated = service.reload_policy()
         assert (changed, evaluated) == (True, 1)
         assert open_keys(service, "web-01") == set()
+
+
+class TestLastSeen:
+    """A finding's `last_seen` follows its host's reports without a write per report."""
+
+    @staticmethod
+    def quiet(host: str, sequence: int, held: dict[str, str], at: datetime) -> dict[str, Any]:
+        """A report as real agents send one between changes: every section by hash but the
+        volatile figures, which are new each time."""
+        resources = section_data("resources")
+        resources["load_average"] = [sequence / 100, 0.5, 0.25]
+        sections: dict[str, Any] = {n: {"hash": h} for n, h in held.items() if n != "resources"}
+        sections["resources"] = full("resources", resources)
+        return make_report(host, sequence, sections, collected_at=at)
+
+    @staticmethod
+    def findings_written(svc: CollectorService, send: Any) -> list[str]:
+        """The statements that wrote to the findings table while ``send()`` ran."""
+        written: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            words = statement.split(None, 3)
+            if words[0].upper() in {"INSERT", "UPDATE", "DELETE"} and "findings" in words[:3]:
+                written.append(statement)
+
+        event.listen(svc.engine, "before_cursor_execute", record)
+        try:
+            send()
+        finally:
+            event.remove(svc.engine, "before_cursor_execute", record)
+        return written
+
+    @staticmethod
+    def shown(svc: CollectorService, host: str) -> list[Any]:
+        with svc.store.read() as conn:
+            return svc.store.findings.query(conn, host_ids=[host])
+
+    def test_unchanged_reports_write_nothing_to_findings(self, service: CollectorService) -> None:
+        """Reports that find the same problems write no finding; last_seen is the latest of them."""
+        service.identity.enroll("web-01", "s3cret")
+        t0 = datetime.now(UTC) - timedelta(hours=2)
+        sections = make_report("web-01", 1)["sections"]
+        sections["ports"] = ports_section(("tcp", "0.0.0.0", 22), ("tcp", "0.0.0.0", 8080))
+        ack = ingest(service, make_report("web-01", 1, sections, collected_at=t0))
+        before = self.shown(service, "web-01")
+        assert ("allowed_ports", "tcp/8080") in {(f.rule, f.key) for f in before}
+        with service.store.read() as conn:
+            stored = conn.execute(select(findings).order_by(findings.c.id)).all()
+        last = t0 + timedelta(minutes=5 * 12)
+
+        def send() -> None:
+            for n in range(2, 14):
+                at = t0 + timedelta(minutes=5 * (n - 1))
+                ingest(service, self.quiet("web-01", n, ack.sections, at))
+
+        assert self.findings_written(service, send) == []
+        with service.store.read() as conn:
+            assert conn.execute(select(findings).order_by(findings.c.id)).all() == stored
+        after = self.shown(service, "web-01")
+        assert [f.id for f in after] == [f.id for f in before]
+        assert {f.last_seen for f in after if f.open} == {last}
+        assert {f.first_seen for f in after} == {t0}
+
+    def test_the_api_and_the_dashboard_show_the_latest_report(
+        self, service: CollectorService
+    ) -> None:
+        """A finding's page, its API answer and the host's findings agree on last_seen."""
+        service.identity.enroll("web-01", "s3cret")
+        t0 = datetime.now(UTC) - timedelta(hours=1)
+        sections = {"ports": ports_section(("tcp", "0.0.0.0", 8080))}
+        ack = ingest(service, make_report("web-01", 1, sections, collected_at=t0))
+        ingest(service, self.quiet("web-01", 2, ack.sections, t0 + timedelta(minutes=5)))
+        (row,) = self.shown(service, "web-01")
+        service.fleet_recorder.place()
+        with service.store.read() as conn:
+            one = service.store.findings.get(conn, row.id)
+            many = service.store.findings.get_many(conn, [row.id])
+            lines, _ = FleetView(conn, 3600).finding_page(Scope(), FindingFilter(host_id="web-01"))
+        assert one is not None
+        assert {row.last_seen, one.last_seen, many[0].last_seen} == {t0 + timedelta(minutes=5)}
+        assert [line.last_seen for line in lines] == [t0 + timedelta(minutes=5)]
+
+    def test_a_resolved_finding_was_last_seen_at_the_report_before(
+        self, service: CollectorService
+    ) -> None:
+        """Resolving writes the time of the last report that still found the problem."""
+        service.identity.enroll("web-01", "s3cret")
+        t0 = datetime.now(UTC) - timedelta(hours=1)
+        sections = {"ports": ports_section(("tcp", "0.0.0.0", 8080))}
+        ack = ingest(service, make_report("web-01", 1, sections, collected_at=t0))
+        for n in (2, 3):
+            at = t0 + timedelta(minutes=5 * (n - 1))
+            ingest(service, self.quiet("web-01", n, ack.sections, at))
+        fixed = {"ports": ports_section(("tcp", "0.0.0.0", 22))}
+        ingest(service, make_report("web-01", 4, fixed, collected_at=t0 + timedelta(minutes=15)))
+        (row,) = self.shown(service, "web-01")
+        assert row.resolved_at == t0 + timedelta(minutes=15)
+        assert row.last_seen == t0 + timedelta(minutes=10)
+
+    def test_a_finding_the_rules_cannot_tell_about_keeps_its_last_seen(
+        self, service: CollectorService
+    ) -> None:
+        """While its section cannot be collected, a finding stays last seen where it was; it
+        moves on when a report finds it again."""
+        service.identity.enroll("web-01", "s3cret")
+        t0 = datetime.now(UTC) - timedelta(hours=1)
+        sections = {"ports": ports_section(("tcp", "0.0.0.0", 8080))}
+        ingest(service, make_report("web-01", 1, sections, collected_at=t0))
+        failed = {"ports": {"error": "psutil: permission denied"}}
+        for n in (2, 3):
+            at = t0 + timedelta(minutes=5 * (n - 1))
+            ingest(service, make_report("web-01", n, failed, collected_at=at))
+            port = next(f for f in self.shown(service, "web-01") if f.rule == "allowed_ports")
+            assert (port.open, port.last_seen) == (True, t0)
+        back = t0 + timedelta(minutes=15)
+        ingest(service, make_report("web-01", 4, sections, collected_at=back))
+        port = next(f for f in self.shown(service, "web-01") if f.rule == "allowed_ports")
+        assert (port.open, port.last_seen) == (True, back)
 
 
 class TestPrune:
