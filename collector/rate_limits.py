@@ -8,7 +8,9 @@ memory what it last learned of them (`RateLimiter`):
 
 - a host's report bucket is kept on its row in ``hosts``: the ingest writer, which locks that
   row for every report anyway, takes the report's token in the same transaction and tells
-  this process the bucket it left (`RateLimiter.adopt`); no statement is added for it;
+  this process the bucket it left (`RateLimiter.take`); the host token check, when it asks
+  the database, reads the bucket in the same query (`RateLimiter.adopt`); no statement is
+  added for either;
 - the rarer limits (enrollment per address, token rotation per host, admin writes per API
   token) are rows of ``rate_buckets``, taken under a row lock (`auth.limits`).
 

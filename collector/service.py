@@ -22,7 +22,6 @@ from fleetwatch.collector.ingest.writer import Ingestor
 from fleetwatch.collector.notifications.config import NotificationsSource
 from fleetwatch.collector.notifications.sender import Sender
 from fleetwatch.collector.notifications.units import units_of
-from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.storage.engine import make_engine, upgrade
 from fleetwatch.collector.storage.store import Store
 from fleetwatch.collector.vulns.data import KnownVulnerabilities
@@ -48,12 +47,12 @@ class CollectorService:
         self.policy = PolicySource(settings.policy, on_reload=_count_policy_reload)
         self.vulnerabilities = KnownVulnerabilities(self.store, settings.vulnerability_releases)
         self.compliance = Compliance(self.store, vulnerabilities=self.vulnerabilities)
+        self.identity = Identity(self.store, settings, self.policy)
         # a host's report rate is shared through its row, which the writer keeps
-        self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
+        self.host_limiter = self.identity.host_reports
         self.ingestor = Ingestor(
             self.store, self.policy, self.compliance, host_limiter=self.host_limiter
         )
-        self.identity = Identity(self.store, settings, self.policy)
         self.ingest_queue = IngestQueue(
             self.ingestor,
             readiness=Readiness(self.store, settings.ready_probe_after),

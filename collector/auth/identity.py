@@ -24,6 +24,7 @@ from fleetwatch.collector.auth.tokens import (
     same_secret,
     token_hash,
 )
+from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.refusals import (
     AdminTokenWithUnit,
     AdminWriteRateLimited,
@@ -102,6 +103,9 @@ class Identity:
         self.clock = clock  # what the token cache's deadlines are read against
         # host token hash -> (host id, valid until): most reports skip the token look-up
         self._host_tokens: dict[str, tuple[str, float]] = {}
+        # a host's report rate, shared through its row: the ingest writer takes from it, the
+        # report door checks it (see `fleetwatch.collector.rate_limits`)
+        self.host_reports = RateLimiter(settings.host_rate, settings.host_burst)
         self._enrollments = FleetLimit(store, "enroll", settings.enroll_rate, settings.enroll_burst)
         self._rotations = FleetLimit(store, "rotate", settings.rotate_rate, settings.rotate_burst)
         self._admin_writes = FleetLimit(
@@ -181,10 +185,14 @@ class Identity:
             return None
         digest = token_hash(token)
         with self.store.read() as conn:
-            found = self.store.host_tokens.host_for(conn, digest)
+            found = self.store.host_tokens.holder(conn, digest)
         if found is None:
             return None
-        host_id, older_active = found
+        host_id, older_active, bucket = found
+        if bucket is not None:
+            # a process that has not seen this host lately learns its report bucket from the
+            # same query: the fleet's state, not a full bucket of its own
+            self.host_reports.adopt(host_id, bucket)
         if older_active:
             # The first use of a rotated token retires the tokens before it: until now the
             # agent might not have stored the new one, so the old ones had to keep working.

@@ -64,6 +64,18 @@ class TestReportRate:
         assert len(let_in) == 5
         assert all(a is not None and a >= 1 for a in answers if a is not None)
 
+    def test_a_process_learns_the_bucket_with_the_token(self, pair: Pair) -> None:
+        """A process that never saw the host refuses its first report when the fleet's bucket
+        is empty: the token check reads the bucket from the host's row."""
+        one, other = pair(host_rate=0.01, host_burst=3)
+        token = one.identity.enroll("web-01", SECRET)
+        for n in range(3):
+            assert _report(one, "web-01", n + 1) is None
+        assert other.identity.host_for(token) == "web-01"
+        retry = other.host_limiter.check("web-01")
+        assert retry is not None
+        assert retry >= 1
+
     def test_the_bucket_is_kept_on_the_host_row(self, pair: Pair) -> None:
         """A process that never saw the host learns its bucket from the row the writer keeps."""
         one, other = pair(host_rate=0.01, host_burst=3)
