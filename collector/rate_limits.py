@@ -14,9 +14,10 @@ memory what it last learned of them (`RateLimiter`):
 - the rarer limits (enrollment per address, token rotation per host, admin writes per API
   token) are rows of ``rate_buckets``, taken under a row lock (`auth.limits`).
 
-A process refuses from memory, without asking the database: what it knows of a bucket is at
-most as empty as the bucket is (only other processes' requests are missing from it), so a
-refusal from memory is always one the fleet would make. Between two looks at the database a
+A process refuses from memory, without asking the database: what it knows of a bucket is the
+emptier of the database's last word and its own count since (which may hold requests refused
+after the check, that the database never heard of), and lacks only other processes' requests,
+so a refusal from memory is always one the fleet would make. Between two looks at the database a
 process may let in what another process spent meanwhile: the overshoot is bounded by the
 requests in flight at once (one per collector for an agent that waits for its answer), and a
 bucket may go into debt (down to ``-burst``) so that it is paid back by waiting longer.
@@ -109,8 +110,20 @@ class RateLimiter:
         return bucket
 
     def adopt(self, key: str, bucket: Bucket) -> None:
-        """Follow ``bucket``, as the database holds it now, for ``key``."""
+        """Follow ``bucket``, as the database holds it now, for ``key``.
+
+        What this process knows stays when it is emptier: it may hold requests the database
+        never heard of (refused after the check: a body too large or too slow, a report for
+        another host), which are not forgiven. The database's bucket lacks none of the
+        others, so the emptier of the two is never emptier than the fleet's.
+        """
         with self._lock:
+            known = self._buckets.get(key)
+            if known is not None:
+                now = max(known.at, bucket.at)
+                known = known.refilled(now, self.rate, self.burst)
+                if known.tokens < bucket.refilled(now, self.rate, self.burst).tokens:
+                    bucket = known
             self._keep(key, bucket)
 
     def _keep(self, key: str, bucket: Bucket) -> None:

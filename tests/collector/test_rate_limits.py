@@ -62,9 +62,18 @@ class TestRateLimiter:
         assert stored is not None
         assert stored.tokens == -1  # the one let in beyond the bucket is paid back
 
-    def test_what_a_process_adopts_replaces_what_it_knew(self) -> None:
+    def test_an_emptier_shared_bucket_is_adopted(self) -> None:
         """After adopting the shared bucket, a process refuses from memory alone."""
         clock = Clock()
         limiter = RateLimiter(1, 5, clock=clock)
         limiter.adopt("h", Bucket(0, clock.now))
         assert limiter.check("h") == 1
+
+    def test_requests_the_database_never_heard_of_are_not_forgiven(self) -> None:
+        """Requests let in here but refused later (never written) stay counted when a
+        fuller shared bucket is adopted."""
+        clock = Clock()
+        limiter = RateLimiter(0.01, 3, clock=clock)
+        assert [limiter.check("h") for _ in range(3)] == [None, None, None]
+        limiter.adopt("h", Bucket(2, clock.now))  # the database saw one of the three
+        assert limiter.check("h") == 100
