@@ -8,6 +8,7 @@ told once. Rate limits hold for the fleet, not once per collector.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import signal
@@ -18,6 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -414,3 +416,34 @@ class TestRateLimitsAcrossCollectors:
         assert codes.count(403) <= 4, codes  # the burst, and at most one in flight
         assert codes[-2:] == [429, 429]
         assert all(int(a.headers["Retry-After"]) >= 1 for a in answers if a.status_code == 429)
+
+
+def _enroll_from(address: str, url: str, host_id: str) -> int:
+    """Enroll with a wrong secret from a loopback address of our choosing; the status."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port, timeout=10, source_address=(address, 0)
+    )
+    try:
+        body = json.dumps({"host_id": host_id, "enroll_secret": "wrong"})
+        connection.request("POST", "/api/v1/enroll", body, {"Content-Type": "application/json"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+class TestBehindTheBalancer:
+    def test_enrollment_is_limited_per_client_not_per_balancer(
+        self, limited_pair: list[CollectorProcess], haproxy: str, tmp_path: Path
+    ) -> None:
+        """Through HAProxy (which passes the client in X-Forwarded-For), one client's
+        attempts use up its own budget only: another client still gets its own."""
+        balancer = Balancer(haproxy, tmp_path, limited_pair)
+        try:
+            first = [_enroll_from("127.0.0.2", balancer.url, f"a-{n}") for n in range(5)]
+            other = [_enroll_from("127.0.0.3", balancer.url, f"b-{n}") for n in range(3)]
+        finally:
+            balancer.stop()
+        assert first[:3] == [403, 403, 403]
+        assert first[-1] == 429
+        assert other == [403, 403, 403]
