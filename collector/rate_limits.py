@@ -109,16 +109,18 @@ class RateLimiter:
         self.adopt(key, bucket)
         return bucket
 
-    def adopt(self, key: str, bucket: Bucket) -> None:
+    def adopt(self, key: str, bucket: Bucket, *, keep_emptier: bool = True) -> None:
         """Follow ``bucket``, as the database holds it now, for ``key``.
 
         What this process knows stays when it is emptier: it may hold requests the database
         never heard of (refused after the check: a body too large or too slow, a report for
         another host), which are not forgiven. The database's bucket lacks none of the
-        others, so the emptier of the two is never emptier than the fleet's.
+        others, so the emptier of the two is never emptier than the fleet's. Without
+        ``keep_emptier`` the database's bucket replaces what this process knew (it heard of
+        every request this process let in).
         """
         with self._lock:
-            known = self._buckets.get(key)
+            known = self._buckets.get(key) if keep_emptier else None
             if known is not None:
                 now = max(known.at, bucket.at)
                 known = known.refilled(now, self.rate, self.burst)

@@ -52,7 +52,8 @@ class FleetLimit:
             retry, bucket = self._take(key)
         except IntegrityError:  # another process made the key's row meanwhile: take from it
             retry, bucket = self._take(key)
-        self.local.adopt(key, bucket)
+        # the database heard of every request let in here: its bucket is the whole story
+        self.local.adopt(key, bucket, keep_emptier=False)
         return retry
 
     def _take(self, key: str) -> tuple[int | None, Bucket]:
