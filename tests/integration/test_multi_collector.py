@@ -283,7 +283,7 @@ def three_collectors(
         for _ in range(3):
             collector = CollectorProcess(tmp_path, postgres_url, policy=policy, extra_env=env)
             collector.admin_token, collector.enroll_secret = admin, secret
-            collectors.append(collector.start(timeout=60))
+            collectors.append(collector.start(timeout=120))
         balancer = Balancer(haproxy, tmp_path, collectors)
         try:
             yield collectors, balancer, policy
@@ -363,7 +363,7 @@ def limited_pair(postgres_url: str, tmp_path: Path) -> Iterator[list[CollectorPr
         for _ in range(2):
             collector = CollectorProcess(tmp_path, postgres_url, extra_env=env)
             collector.admin_token, collector.enroll_secret = admin, secret
-            collectors.append(collector.start(timeout=60))
+            collectors.append(collector.start(timeout=120))
         yield collectors
     finally:
         for collector in collectors:
