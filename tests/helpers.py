@@ -154,6 +154,7 @@ class CollectorProcess:
                 pass
             time.sleep(0.1)
         msg = f"collector did not start: {self.log.read_text()[-2000:]}"
+        self.stop()  # not left running behind the failed test
         raise RuntimeError(msg)
 
     def stop(self, kill: bool = False) -> None:
