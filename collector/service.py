@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -21,7 +22,6 @@ from fleetwatch.collector.ingest.writer import Ingestor
 from fleetwatch.collector.notifications.config import NotificationsSource
 from fleetwatch.collector.notifications.sender import Sender
 from fleetwatch.collector.notifications.units import units_of
-from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.storage.engine import make_engine, upgrade
 from fleetwatch.collector.storage.store import Store
 from fleetwatch.collector.vulns.data import KnownVulnerabilities
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from fleetwatch.collector.settings import CollectorSettings
 
 log = structlog.get_logger(__name__)
+
+RATE_BUCKETS_KEPT = 86400.0  # seconds a rate bucket nobody uses stays in the database
 
 
 class CollectorService:
@@ -45,16 +47,18 @@ class CollectorService:
         self.policy = PolicySource(settings.policy, on_reload=_count_policy_reload)
         self.vulnerabilities = KnownVulnerabilities(self.store, settings.vulnerability_releases)
         self.compliance = Compliance(self.store, vulnerabilities=self.vulnerabilities)
-        self.ingestor = Ingestor(self.store, self.policy, self.compliance)
         self.identity = Identity(self.store, settings, self.policy)
+        # a host's report rate is shared through its row, which the writer keeps
+        self.host_limiter = self.identity.host_reports
+        self.ingestor = Ingestor(
+            self.store, self.policy, self.compliance, host_limiter=self.host_limiter
+        )
         self.ingest_queue = IngestQueue(
             self.ingestor,
             readiness=Readiness(self.store, settings.ready_probe_after),
             max_wait=settings.ingest_max_wait,
             retry_after_max=settings.ingest_retry_after_max,
         )
-        self.host_limiter = RateLimiter(settings.host_rate, settings.host_burst)
-        self.enroll_limiter = RateLimiter(settings.enroll_rate, settings.enroll_burst)
         self.sessions = SessionKeeper(self.store, self.identity, settings)
         self.fleet_recorder = FleetRecorder(self.store, self.policy)
         self.casework = Casework(self.store, self.policy)
@@ -126,6 +130,8 @@ class CollectorService:
 
     def _prune(self, cutoff: datetime) -> tuple[int, int]:
         with self.store.write() as conn:
+            # a rate bucket untouched for a day is full again for any limit worth having
+            self.store.rate_buckets.prune(conn, time.time() - RATE_BUCKETS_KEPT)
             return self.store.prune(conn, cutoff)
 
 

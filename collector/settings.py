@@ -91,8 +91,8 @@ class CollectorSettings(BaseSettings):
     )
     host_rate: Annotated[float, Field(gt=0)] = Field(
         default=1.0,
-        description="Reports per second a single host may send, on average, to each collector "
-        "process (with N workers a host may reach N times this).",
+        description="Reports per second a single host may send, on average, to the whole fleet "
+        "of collector processes (the bucket is kept on the host's row).",
     )
     host_burst: Annotated[int, Field(ge=1)] = Field(
         default=30,
@@ -101,10 +101,16 @@ class CollectorSettings(BaseSettings):
     enroll_rate: Annotated[float, Field(gt=0)] = Field(
         default=0.5,
         description="Enrollment attempts per second one address may make, on average "
-        "(guessing the secret is slow), to each collector process.",
+        "(guessing the secret is slow), to the whole fleet of collector processes.",
     )
     enroll_burst: Annotated[int, Field(ge=1)] = Field(
         default=20, description="Enrollment attempts one address may make at once."
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1",
+        description="Addresses (comma-separated, or *) of load balancers whose "
+        "X-Forwarded-For header names the client: enrollment is limited per client address, "
+        "which behind a balancer is otherwise the balancer's.",
     )
     rotate_rate: Annotated[float, Field(gt=0)] = Field(
         default=0.01,

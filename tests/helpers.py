@@ -167,6 +167,7 @@ class CollectorProcess:
             time.sleep(0.1)
         self.stop(kill=True)  # a collector that never answered must not outlive the test
         msg = f"collector did not start: {self.log.read_text()[-2000:]}"
+        self.stop()  # not left running behind the failed test
         raise RuntimeError(msg)
 
     def stop(self, kill: bool = False) -> None:

@@ -157,6 +157,9 @@ def _serve(args: argparse.Namespace, settings: CollectorSettings) -> int:
         access_log=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
+        # behind a load balancer, the client's address comes from its X-Forwarded-For
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
     return 0
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 from sqlalchemy.exc import IntegrityError
 
+from fleetwatch.collector.auth.limits import FleetLimit
 from fleetwatch.collector.auth.tokens import (
     API_PREFIX,
     ENROLL_PREFIX,
@@ -28,6 +29,7 @@ from fleetwatch.collector.refusals import (
     AdminTokenWithUnit,
     AdminWriteRateLimited,
     AlreadyEnrolled,
+    EnrollRateLimited,
     EnrollSecretRejected,
     EnrollUnitMismatch,
     RespondTokenWithoutUnit,
@@ -83,8 +85,9 @@ class Identity:
 
     A host token checked in the database is kept for ``token_cache_seconds`` in this process
     (most reports then skip the look-up): a token revoked by another process may be accepted
-    here for that long; one revoked here is forgotten at once. Rotations (per host) and admin
-    writes (per API token) are rate-limited in this process's memory.
+    here for that long; one revoked here is forgotten at once. Enrollment attempts (per
+    address), rotations (per host) and admin writes (per API token) are rate-limited across
+    the fleet (`auth.limits`).
     """
 
     def __init__(
@@ -100,8 +103,14 @@ class Identity:
         self.clock = clock  # what the token cache's deadlines are read against
         # host token hash -> (host id, valid until): most reports skip the token look-up
         self._host_tokens: dict[str, tuple[str, float]] = {}
-        self._rotations = RateLimiter(settings.rotate_rate, settings.rotate_burst)
-        self._admin_writes = RateLimiter(settings.admin_write_rate, settings.admin_write_burst)
+        # a host's report rate, shared through its row: the ingest writer takes from it, the
+        # report door checks it (see `fleetwatch.collector.rate_limits`)
+        self.host_reports = RateLimiter(settings.host_rate, settings.host_burst)
+        self._enrollments = FleetLimit(store, "enroll", settings.enroll_rate, settings.enroll_burst)
+        self._rotations = FleetLimit(store, "rotate", settings.rotate_rate, settings.rotate_burst)
+        self._admin_writes = FleetLimit(
+            store, "admin-write", settings.admin_write_rate, settings.admin_write_burst
+        )
 
     # -- hosts --------------------------------------------------------------------------
 
@@ -115,6 +124,13 @@ class Identity:
         if row is not None and row.kind == "enroll":
             return True, row.unit
         return False, None
+
+    def count_enrollment(self, address: str) -> None:
+        """Count one enrollment attempt from ``address``; refuse it when that address tries
+        more often than ``enroll_rate`` allows (guessing the secret stays slow)."""
+        retry = self._enrollments.check(address)
+        if retry is not None:
+            raise EnrollRateLimited(retry_after=retry)
 
     def enroll(self, host_id: str, secret: str, now: datetime | None = None) -> str:
         """A new token for ``host_id``; raises a refusal when enrollment is not allowed."""
@@ -169,10 +185,14 @@ class Identity:
             return None
         digest = token_hash(token)
         with self.store.read() as conn:
-            found = self.store.host_tokens.host_for(conn, digest)
+            found = self.store.host_tokens.holder(conn, digest)
         if found is None:
             return None
-        host_id, older_active = found
+        host_id, older_active, bucket = found
+        if bucket is not None:
+            # a process that has not seen this host lately learns its report bucket from the
+            # same query: the fleet's state, not a full bucket of its own
+            self.host_reports.adopt(host_id, bucket)
         if older_active:
             # The first use of a rotated token retires the tokens before it: until now the
             # agent might not have stored the new one, so the old ones had to keep working.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
     from fleetwatch.collector.compliance.findings import Compliance
     from fleetwatch.collector.compliance.policy import Policy, PolicySource
+    from fleetwatch.collector.rate_limits import RateLimiter
     from fleetwatch.collector.storage.hosts import HostRow
     from fleetwatch.collector.storage.reports import ReportRow
     from fleetwatch.collector.storage.store import Store
@@ -131,10 +133,18 @@ def _full_sections(report: Report) -> dict[str, tuple[str, bytes, BaseModel]]:
 
 
 class Ingestor:
-    def __init__(self, store: Store, policy: PolicySource, compliance: Compliance) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: PolicySource,
+        compliance: Compliance,
+        host_limiter: RateLimiter | None = None,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.compliance = compliance
+        # hosts' report rate, shared through their rows (see `rate_limits`); None: not kept
+        self.host_limiter = host_limiter
 
     def ingest(self, report: Report, token_host: str, now: datetime | None = None) -> ReportAck:
         """Store one report from the host its token belongs to, and acknowledge it."""
@@ -167,11 +177,13 @@ class Ingestor:
                 results[i] = self._take(
                     conn, submissions[i], full[i], hosts, known, batch, in_batch
                 )
+            self._take_report_tokens([submissions[i].report.host_id for i in todo], hosts)
             now = datetime.now(UTC)
             self.store.blobs.add(conn, list(batch.contents.values()), now)
             self.store.reports.add(conn, batch.reports)
             self.store.reports.extend(conn, batch.extensions)
-            self.store.hosts.update(conn, [HostChange(before[h], hosts[h]) for h in batch.advanced])
+            # the hosts advanced, and those whose reports only took a token
+            self.store.hosts.update(conn, [HostChange(before[h], hosts[h]) for h in hosts])
             # a content some report left behind stays held if a host of the batch holds it
             # (a later report went back to it, or another host has it)
             current = {
@@ -189,6 +201,17 @@ class Ingestor:
             if dropped:
                 log.debug("host has dropped reports", host_id=update.host_id, dropped=dropped)
         return results  # type: ignore[return-value]
+
+    def _take_report_tokens(self, host_ids: list[str], hosts: dict[str, HostRow]) -> None:
+        """Each report let in takes a token of its host's report bucket, kept on the host's
+        row: locked for this batch already, so no other process takes one meanwhile."""
+        if self.host_limiter is None:
+            return
+        for host_id, count in Counter(host_ids).items():
+            host = hosts.get(host_id)
+            if host is not None:
+                bucket = self.host_limiter.take(host_id, host.report_bucket, count)
+                hosts[host_id] = host.with_report_bucket(bucket)
 
     def _take(  # noqa: C901, PLR0912  (one branch per form a section can take)
         self,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, delete, insert, or_, select, update
 
+from fleetwatch.collector.rate_limits import Bucket
 from fleetwatch.collector.storage.tables import hosts
 from fleetwatch.collector.storage.transactions import among
 
@@ -126,6 +127,19 @@ class HostRow:
     inline: Mapping[str, str]
     # what the host was last evaluated against (`compliance.reevaluation`)
     baseline_digest: str | None = None
+    # the host's report rate bucket, shared by every collector process (`rate_limits`)
+    report_tokens: float | None = None
+    report_tokens_at: float | None = None
+
+    @property
+    def report_bucket(self) -> Bucket | None:
+        """The host's report rate bucket as stored; None before its first report."""
+        if self.report_tokens is None or self.report_tokens_at is None:
+            return None
+        return Bucket(self.report_tokens, self.report_tokens_at)
+
+    def with_report_bucket(self, bucket: Bucket) -> HostRow:
+        return replace(self, report_tokens=bucket.tokens, report_tokens_at=bucket.at)
 
     @property
     def observed_at(self) -> datetime | None:

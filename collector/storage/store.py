@@ -22,6 +22,7 @@ from fleetwatch.collector.storage.findings import Findings
 from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerabilities
 from fleetwatch.collector.storage.hosts import Hosts
 from fleetwatch.collector.storage.placements import Placements
+from fleetwatch.collector.storage.rate_buckets import RateBuckets
 from fleetwatch.collector.storage.reports import Reports
 from fleetwatch.collector.storage.sessions import Sessions
 from fleetwatch.collector.storage.silences import Silences
@@ -62,6 +63,7 @@ class Store:
         self.waivers = Waivers()
         self.silences = Silences()
         self.deliveries = Deliveries(self.database)
+        self.rate_buckets = RateBuckets(self.database)
 
     def write(self) -> contextlib.AbstractContextManager[Connection]:
         """A write transaction, committed when the block ends without an exception."""

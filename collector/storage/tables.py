@@ -95,6 +95,22 @@ hosts = Table(
     # what the host was last evaluated against: its baseline, unit and groups and the
     # vulnerability data (`compliance.reevaluation`); None before its first evaluation
     Column("baseline_digest", String(64), nullable=True),
+    # the host's report rate bucket, shared by every collector process (`rate_limits`): its
+    # tokens at report_tokens_at (seconds since the epoch); NULL until its first report
+    Column("report_tokens", Float(), nullable=True),
+    Column("report_tokens_at", Float(), nullable=True),
+)
+
+# The fleet's other rate limits (enrollment per address, rotations per host, admin writes per
+# API token), shared by every collector process: one token bucket per key (`auth.limits`).
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    # "<limit>:<key>", e.g. "enroll:192.0.2.7"
+    Column("key", String(300), primary_key=True),
+    Column("tokens", Float(), nullable=False),
+    # seconds since the epoch: the wall clock, as the collectors share it
+    Column("at", Float(), nullable=False),
 )
 
 host_tokens = Table(

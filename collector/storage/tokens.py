@@ -7,11 +7,12 @@ administer (see `fleetwatch.collector.auth.tokens` for how tokens are made and h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import insert, select, update
 
-from fleetwatch.collector.storage.tables import api_tokens, host_tokens
+from fleetwatch.collector.rate_limits import Bucket
+from fleetwatch.collector.storage.tables import api_tokens, host_tokens, hosts
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -30,6 +31,14 @@ class ApiTokenRow:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+
+
+class TokenHolder(NamedTuple):
+    """The host an active token belongs to, as the token check reads it."""
+
+    host_id: str
+    older_active: bool
+    report_bucket: Bucket | None
 
 
 class HostTokens:
@@ -58,7 +67,13 @@ class HostTokens:
 
     def host_for(self, conn: Connection, token_hash: str) -> tuple[str, bool] | None:
         """The host of an active token, and whether older tokens of that host are active."""
-        # one round trip: a token is checked on every report
+        found = self.holder(conn, token_hash)
+        return None if found is None else (found.host_id, found.older_active)
+
+    def holder(self, conn: Connection, token_hash: str) -> TokenHolder | None:
+        """The host of an active token, whether older tokens of that host are active, and
+        the host's report rate bucket (see `fleetwatch.collector.rate_limits`)."""
+        # one round trip: a token is checked on every report the token cache does not cover
         older = host_tokens.alias("older")
         older_active = (
             select(older.c.id)
@@ -70,14 +85,26 @@ class HostTokens:
             .exists()
         )
         row = conn.execute(
-            select(host_tokens.c.host_id, older_active.label("older")).where(
+            select(
+                host_tokens.c.host_id,
+                older_active.label("older"),
+                hosts.c.report_tokens,
+                hosts.c.report_tokens_at,
+            )
+            .join(hosts, hosts.c.host_id == host_tokens.c.host_id)
+            .where(
                 host_tokens.c.token_hash == token_hash,
                 host_tokens.c.revoked_at.is_(None),
             )
         ).first()
         if row is None:
             return None
-        return row.host_id, bool(row.older)
+        bucket = (
+            None
+            if row.report_tokens is None or row.report_tokens_at is None
+            else Bucket(row.report_tokens, row.report_tokens_at)
+        )
+        return TokenHolder(row.host_id, bool(row.older), bucket)
 
 
 # every column but the hash, which never leaves this module

@@ -127,7 +127,7 @@ async def admin_write(
     request: Request, principal: Annotated[Principal, Depends(admin)]
 ) -> Principal:
     """Dependency: an admin changing something, within the admin write rate of its token."""
-    _identity(request).count_admin_write(principal)
+    await run_in_threadpool(_identity(request).count_admin_write, principal)
     return principal
 
 
@@ -136,7 +136,7 @@ async def responder(request: Request, principal: Reader) -> Principal:
     case; counted against the same write rate as admins'."""
     if not principal.may_respond:
         raise ResponderRequired
-    _identity(request).count_admin_write(principal)
+    await run_in_threadpool(_identity(request).count_admin_write, principal)
     return principal
 
 

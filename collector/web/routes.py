@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 
 from fleetwatch.collector.ingest.parse import validation_detail
 from fleetwatch.collector.refusals import (
-    EnrollRateLimited,
     NoSuchHost,
     NoSuchToken,
     SchemaViolation,
@@ -79,9 +78,7 @@ async def enroll(request: Request) -> Response:
     """Exchange an enrollment secret for a host token (once per host)."""
     svc = service(request)
     client = request.client.host if request.client else "?"
-    retry = svc.enroll_limiter.check(client)
-    if retry is not None:
-        raise EnrollRateLimited(retry_after=retry)
+    await run_in_threadpool(svc.identity.count_enrollment, client)
     body = await read_body(request, svc.settings.max_api_body_bytes, svc.settings.body_timeout)
     try:
         enrollment = EnrollRequest.model_validate_json(body)
