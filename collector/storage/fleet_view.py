@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import and_, case, func, literal, or_, select, tuple_
 
+from fleetwatch.collector.storage.findings import FindingRow
 from fleetwatch.collector.storage.fleet import counting
 from fleetwatch.collector.storage.tables import (
     UTCDateTime,
@@ -67,6 +68,8 @@ class HostLine:
     last_report_at: datetime | None
     agent_version: str | None
     open_by_severity: dict[str, int] = field(default_factory=dict)
+    listed: bool = False  # the policy lists it
+    enrolled: bool = False
 
     @property
     def open_findings(self) -> int:
@@ -220,6 +223,8 @@ class FleetView:
             self._status(cutoff).label("status"),
             _observed().label("observed"),
             hosts.c.agent_version,
+            host_placements.c.listed,
+            hosts.c.host_id.is_not(None).label("enrolled"),
         ).select_from(
             host_placements.outerjoin(hosts, hosts.c.host_id == host_placements.c.host_id)
         )
@@ -336,6 +341,8 @@ class FleetView:
                 last_report_at=_aware(r.observed),
                 agent_version=r.agent_version,
                 open_by_severity=counts.get(r.host_id, {}),
+                listed=bool(r.listed),
+                enrolled=bool(r.enrolled),
             )
             for r in rows
         ]
@@ -462,3 +469,58 @@ def _aware(moment: Any) -> Any:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class FindingQuery:
+    """What the API's findings list filters on; ``scope_unit``: the reader's unit, if
+    limited to one."""
+
+    scope_unit: str | None = None
+    unit: str | None = None
+    host_id: str | None = None
+    rule: str | None = None
+    severity: str | None = None
+    is_open: bool | None = None
+    state: str | None = None
+    waived: bool | None = None
+    overdue_at: datetime | None = None
+
+
+def finding_rows(
+    conn: Connection, wanted: FindingQuery, *, after: int | None, limit: int
+) -> tuple[list[FindingRow], int | None]:
+    """One page of findings in order of id, after the id ``after``, every filter in SQL (a
+    unit through ``host_placements``); and the id to page on from, if more follow."""
+    conditions: list[ColumnElement[bool]] = [
+        findings.c.host_id.in_(
+            select(host_placements.c.host_id).where(host_placements.c.unit == unit)
+        )
+        for unit in (wanted.scope_unit, wanted.unit)
+        if unit is not None
+    ]
+    for column, value in (
+        (findings.c.host_id, wanted.host_id),
+        (findings.c.rule, wanted.rule),
+        (findings.c.severity, wanted.severity),
+        (findings.c.state, wanted.state),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if wanted.is_open is not None:
+        is_open = findings.c.resolved_at.is_(None)
+        conditions.append(is_open if wanted.is_open else ~is_open)
+    if wanted.waived is not None:
+        waived = findings.c.waiver_id.is_not(None)
+        conditions.append(waived if wanted.waived else ~waived)
+    if wanted.overdue_at is not None:
+        conditions.extend(
+            (*counting(), findings.c.due_at <= _moment(wanted.overdue_at)),
+        )
+    if after is not None:
+        conditions.append(findings.c.id > after)
+    query = select(findings).where(*conditions).order_by(findings.c.id).limit(limit + 1)
+    rows = [FindingRow(**r._mapping) for r in conn.execute(query)]
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None

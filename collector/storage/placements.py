@@ -109,6 +109,21 @@ class Placements:
         )
         return int(done.rowcount)
 
+    def add_one(self, conn: Connection, host_id: str, unit: str | None, default_age: int) -> bool:
+        """A row for a host just enrolled, unless it has one (the policy lists it): so that
+        lists read from this table show it before the housekeeper's next round."""
+        held = conn.execute(
+            select(host_placements.c.host_id).where(host_placements.c.host_id == host_id)
+        ).first()
+        if held is not None:
+            return False
+        conn.execute(
+            insert(host_placements).values(
+                host_id=host_id, unit=unit, groups=" ", max_report_age=default_age, listed=0
+            )
+        )
+        return True
+
     def units(self, conn: Connection) -> list[str]:
         """Every unit a host is placed in, sorted."""
         rows = conn.execute(
