@@ -28,6 +28,7 @@ from fleetwatch.collector.storage.tables import (
     hosts,
     waivers,
 )
+from fleetwatch.collector.storage.tallies import hosts_by_status
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -180,13 +181,9 @@ class FleetView:
 
     @staticmethod
     def _has_open() -> ColumnElement[bool]:
-        """The host has an open finding that counts, not waived (one probe of the open
-        findings' index)."""
-        return (
-            select(findings.c.id)
-            .where(findings.c.host_id == host_placements.c.host_id, *counting())
-            .exists()
-        )
+        """The host has an open finding that counts, not waived (kept on its placement by
+        triggers: `storage.tallies`)."""
+        return host_placements.c.open_findings > 0
 
     def _status(self, cutoff: ColumnElement[Any]) -> ColumnElement[Any]:
         observed = _observed()
@@ -237,22 +234,19 @@ class FleetView:
     # -- counts ---------------------------------------------------------------------------
 
     def unit_counts(self, scope: Scope) -> list[UnitCounts]:
-        """Hosts by status, open findings by severity and by rule, for each unit in scope:
-        three aggregate queries whatever the number of hosts."""
+        """Hosts by status (from the counts triggers keep: `storage.tallies`), open findings
+        by severity and by rule, for each unit in scope."""
         by_unit: dict[str, UnitCounts] = {}
 
         def of(unit: str | None) -> UnitCounts:
             return by_unit.setdefault(unit or "", UnitCounts(unit or ""))
 
-        listed = self._hosts(scope).subquery()
-        for unit, status, count in self.conn.execute(
-            select(listed.c.unit, listed.c.status, func.count()).group_by(
-                listed.c.unit, listed.c.status
-            )
-        ):
+        for unit, hosts_of in hosts_by_status(
+            self.conn, self.now, self.default_age, scope.unit
+        ).items():
             counts = of(unit)
-            counts.by_status[status] = int(count)
-            counts.hosts += int(count)
+            counts.by_status = {k: v for k, v in hosts_of.by_status.items() if v}
+            counts.hosts = hosts_of.hosts
         for column, target in ((findings.c.severity, "sev"), (findings.c.rule, "rule")):
             query = (
                 select(host_placements.c.unit, column, func.count())

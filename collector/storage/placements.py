@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 BATCH = 5000
+# what the policy says of a host (the table's other columns are kept by triggers)
+POLICY_COLUMNS = ("host_id", "unit", "groups", "max_report_age", "listed")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ class Placements:
                     "listed": 0,
                 },
             )
-        held = {row.host_id: dict(row._mapping) for row in conn.execute(select(host_placements))}
+        policy_columns = [host_placements.c[name] for name in POLICY_COLUMNS]
+        held = {row.host_id: dict(row._mapping) for row in conn.execute(select(*policy_columns))}
         gone = [host_id for host_id in held if host_id not in wanted]
         changed = [row for host_id, row in wanted.items() if held.get(host_id) != row]
         for start in range(0, len(gone), BATCH):

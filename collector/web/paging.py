@@ -74,7 +74,7 @@ def decode(cursor: str, listing: str, filters: Mapping[str, object], width: int)
     """The position a cursor holds (a list of ``width`` keys); `InvalidCursor` naming the
     problem if it was not made by `encode` for this list and these filters."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         msg = "cursor is not base64url text: pass the X-Next-Cursor of the previous page as is"
         raise InvalidCursor(msg) from exc
