@@ -21,6 +21,7 @@ from sqlalchemy import and_, case, func, literal, or_, select, tuple_
 
 from fleetwatch.collector.storage.findings import FindingRow
 from fleetwatch.collector.storage.fleet import counting
+from fleetwatch.collector.storage.placements import report_ages
 from fleetwatch.collector.storage.tables import (
     UTCDateTime,
     findings,
@@ -33,7 +34,7 @@ from fleetwatch.collector.storage.tallies import hosts_by_status
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sqlalchemy import ColumnElement, Connection, Select
+    from sqlalchemy import ColumnElement, Connection, Select, Subquery
 
 SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("compliant", "noncompliant", "stale", "never_reported")
@@ -162,9 +163,7 @@ class FleetView:
 
     def _cutoff(self) -> ColumnElement[Any]:
         """Before when a host's latest report makes it stale: per report age allowed."""
-        ages = [
-            age for (age,) in self.conn.execute(select(host_placements.c.max_report_age).distinct())
-        ]
+        ages = report_ages(self.conn)
         default = _moment(self.now - timedelta(seconds=self.default_age))
         if not ages:
             return default
@@ -221,7 +220,9 @@ class FleetView:
             _observed().label("observed"),
             hosts.c.agent_version,
             host_placements.c.listed,
+            host_placements.c.reported,
             hosts.c.host_id.is_not(None).label("enrolled"),
+            hosts.c.host_id.label("row_id"),  # the same host id, from hosts: see _by_last_report
         ).select_from(
             host_placements.outerjoin(hosts, hosts.c.host_id == host_placements.c.host_id)
         )
@@ -293,36 +294,33 @@ class FleetView:
     ) -> HostPage:
         """One page of hosts, in order of ``sort`` then host id, after the keyset ``after``."""
         listed = self._hosts(scope, wanted.status).subquery()
-        key = {
-            "host": listed.c.host_id,
-            "unit": func.coalesce(listed.c.unit, ""),
-            "status": listed.c.status,
-            "last_report": func.coalesce(listed.c.observed, _moment(EPOCH)),
-        }[sort]
-        query = select(listed, key.label("sort_key"))
+        conditions: list[ColumnElement[bool]] = []
         if wanted.unit is not None:
-            query = query.where(listed.c.unit == wanted.unit)
+            conditions.append(listed.c.unit == wanted.unit)
         if wanted.group:
-            query = query.where(listed.c.groups.like(f"% {_like(wanted.group)} %", escape="\\"))
+            conditions.append(listed.c.groups.like(f"% {_like(wanted.group)} %", escape="\\"))
         if wanted.text:
-            query = query.where(
+            conditions.append(
                 or_(
                     listed.c.host_id.like(f"%{_like(wanted.text)}%", escape="\\"),
                     listed.c.unit.like(f"%{_like(wanted.text)}%", escape="\\"),
                 )
             )
-        if after is not None:
-            value: Any = literal(after[0])
-            if sort == "last_report":
-                value = _moment(datetime.fromisoformat(after[0]))
-            position = tuple_(key, listed.c.host_id)
-            query = query.where(
-                position < tuple_(value, literal(after[1]))
-                if descending
-                else position > tuple_(value, literal(after[1]))
-            )
-        order = (key.desc(), listed.c.host_id.desc()) if descending else (key, listed.c.host_id)
-        rows = list(self.conn.execute(query.order_by(*order).limit(limit + 1)))
+        if sort == "last_report":
+            rows = self._by_last_report(listed, conditions, descending, after, limit + 1)
+        else:
+            key = {
+                "host": listed.c.host_id,
+                "unit": func.coalesce(listed.c.unit, ""),
+                "status": listed.c.status,
+            }[sort]
+            if after is not None:
+                position = tuple_(key, listed.c.host_id)
+                cursor = tuple_(literal(after[0]), literal(after[1]))
+                conditions.append(position < cursor if descending else position > cursor)
+            order = (key.desc(), listed.c.host_id.desc()) if descending else (key, listed.c.host_id)
+            query = select(listed, key.label("sort_key")).where(*conditions)
+            rows = list(self.conn.execute(query.order_by(*order).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         counts = self.open_counts([r.host_id for r in rows])
@@ -346,6 +344,58 @@ class FleetView:
             text = _aware(last).isoformat() if sort == "last_report" else str(last)
             next_after = (text, rows[-1].host_id)
         return HostPage(lines, next_after)
+
+    def _by_last_report(
+        self,
+        listed: Subquery,
+        conditions: list[ColumnElement[bool]],
+        descending: bool,
+        after: tuple[str, str] | None,
+        count: int,
+    ) -> list[Any]:
+        """Rows in order of last report (hosts that never reported as if at the epoch: first,
+        or last when descending), read in two runs so that each walks an index: the hosts
+        that never reported by host id, the others by the index of observed times."""
+        epoch = _aware(EPOCH).isoformat()
+        runs = ["never", "seen"]
+        if descending:
+            runs.reverse()
+        at = None if after is None else runs.index("never" if after[0] == epoch else "seen")
+        rows: list[Any] = []
+        for index, run in enumerate(runs):
+            if at is not None and index < at:
+                continue  # wholly before the cursor
+            if run == "never":
+                key: Any = literal(EPOCH, UTCDateTime())
+                # kept by triggers as last_received_at is set: its index gives them in order
+                where = [listed.c.reported == 0]
+                position: Any = listed.c.host_id
+                cursor: Any = None if after is None else literal(after[1])
+                order: tuple[Any, ...] = (listed.c.host_id,)
+            else:
+                key = listed.c.observed
+                # a condition on hosts' own column makes the outer join an inner one, and
+                # the order (observed, hosts.host_id) that of the index ix_hosts_observed
+                where = [listed.c.reported == 1, listed.c.row_id.is_not(None)]
+                position = tuple_(listed.c.observed, listed.c.row_id)
+                cursor = None
+                if after is not None:
+                    cursor = tuple_(_moment(datetime.fromisoformat(after[0])), literal(after[1]))
+                order = (listed.c.observed, listed.c.row_id)
+            if at == index and cursor is not None:
+                where.append(position < cursor if descending else position > cursor)
+            if descending:
+                order = tuple(o.desc() for o in order)
+            query = (
+                select(listed, key.label("sort_key"))
+                .where(*conditions, *where)
+                .order_by(*order)
+                .limit(count - len(rows))
+            )
+            rows += list(self.conn.execute(query))
+            if len(rows) >= count:
+                break
+        return rows
 
     def open_counts(self, host_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """host -> severity -> open findings that count (not waived), for these hosts only."""

@@ -350,6 +350,7 @@ host_placements = Table(
     Column("reported", Integer(), nullable=False, server_default="0"),
     Column("open_findings", Integer(), nullable=False, server_default="0"),
     Index(None, "unit", "host_id"),
+    Index(None, "reported", "host_id"),
 )
 
 # Placed hosts per unit ("" for none), whether they reported, whether a finding counts

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, func, literal, select
 
 from fleetwatch.collector.storage.fleet import counting
+from fleetwatch.collector.storage.placements import report_ages
 from fleetwatch.collector.storage.tables import (
     OBSERVED,
     UTCDateTime,
@@ -92,7 +93,7 @@ def _stale(
     """(unit, has an open finding, how many) of the placed hosts that reported and are stale
     ``now``: the index of observed times gives the hosts older than the shortest report age
     allowed, each then held to its own."""
-    ages = [int(a) for (a,) in conn.execute(select(host_placements.c.max_report_age).distinct())]
+    ages = report_ages(conn)
     if not ages:
         return []
     cutoff = case(

@@ -212,6 +212,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_hosts_observed", "hosts", [sa.text(OBSERVED_SQL), "host_id"])
     op.create_index("ix_host_placements_unit_host_id", "host_placements", ["unit", "host_id"])
+    op.create_index(
+        "ix_host_placements_reported_host_id", "host_placements", ["reported", "host_id"]
+    )
     op.create_index("ix_findings_severity_id", "findings", ["severity", "id"])
     op.create_index("ix_findings_rule_id", "findings", ["rule", "id"])
     op.create_index("ix_reports_host_id_id", "reports", ["host_id", "id"])
@@ -229,6 +232,7 @@ def downgrade() -> None:
     op.drop_index("ix_reports_host_id_id", "reports")
     op.drop_index("ix_findings_rule_id", "findings")
     op.drop_index("ix_findings_severity_id", "findings")
+    op.drop_index("ix_host_placements_reported_host_id", "host_placements")
     op.drop_index("ix_host_placements_unit_host_id", "host_placements")
     op.drop_index("ix_hosts_observed", "hosts")
     op.drop_table("fleet_tallies")
