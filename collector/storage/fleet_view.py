@@ -208,7 +208,9 @@ class FleetView:
             return (observed >= cutoff) & ~self._has_open()
         return literal(value=False)
 
-    def _hosts(self, scope: Scope, status: str | None = None) -> Select[Any]:
+    def _hosts(
+        self, scope: Scope, status: str | None = None, *, reported: bool = False
+    ) -> Select[Any]:
         """Every host a reader may see (of one status, if given), with its status, as a
         subquery's select."""
         cutoff = self._cutoff()
@@ -224,7 +226,10 @@ class FleetView:
             hosts.c.host_id.is_not(None).label("enrolled"),
             hosts.c.host_id.label("row_id"),  # the same host id, from hosts: see _by_last_report
         ).select_from(
-            host_placements.outerjoin(hosts, hosts.c.host_id == host_placements.c.host_id)
+            # hosts that reported only: an inner join, which SQLite can drive from hosts
+            host_placements.join(hosts, hosts.c.host_id == host_placements.c.host_id)
+            if reported
+            else host_placements.outerjoin(hosts, hosts.c.host_id == host_placements.c.host_id)
         )
         if scope.unit is not None:
             query = query.where(host_placements.c.unit == scope.unit)
@@ -294,20 +299,9 @@ class FleetView:
     ) -> HostPage:
         """One page of hosts, in order of ``sort`` then host id, after the keyset ``after``."""
         listed = self._hosts(scope, wanted.status).subquery()
-        conditions: list[ColumnElement[bool]] = []
-        if wanted.unit is not None:
-            conditions.append(listed.c.unit == wanted.unit)
-        if wanted.group:
-            conditions.append(listed.c.groups.like(f"% {_like(wanted.group)} %", escape="\\"))
-        if wanted.text:
-            conditions.append(
-                or_(
-                    listed.c.host_id.like(f"%{_like(wanted.text)}%", escape="\\"),
-                    listed.c.unit.like(f"%{_like(wanted.text)}%", escape="\\"),
-                )
-            )
+        conditions = _wanted(listed, wanted)
         if sort == "last_report":
-            rows = self._by_last_report(listed, conditions, descending, after, limit + 1)
+            rows = self._by_last_report(scope, wanted, descending, after, limit + 1)
         else:
             key = {
                 "host": listed.c.host_id,
@@ -347,8 +341,8 @@ class FleetView:
 
     def _by_last_report(
         self,
-        listed: Subquery,
-        conditions: list[ColumnElement[bool]],
+        scope: Scope,
+        wanted: HostFilter,
         descending: bool,
         after: tuple[str, str] | None,
         count: int,
@@ -365,6 +359,8 @@ class FleetView:
         for index, run in enumerate(runs):
             if at is not None and index < at:
                 continue  # wholly before the cursor
+            listed = self._hosts(scope, wanted.status, reported=run == "seen").subquery()
+            conditions = _wanted(listed, wanted)
             if run == "never":
                 key: Any = literal(EPOCH, UTCDateTime())
                 # kept by triggers as last_received_at is set: its index gives them in order
@@ -494,6 +490,23 @@ class FleetView:
             )
         )
         return dataclasses.replace(line, overdue=overdue)
+
+
+def _wanted(listed: Subquery, wanted: HostFilter) -> list[ColumnElement[bool]]:
+    """A host filter's conditions on the columns of `FleetView._hosts`."""
+    conditions: list[ColumnElement[bool]] = []
+    if wanted.unit is not None:
+        conditions.append(listed.c.unit == wanted.unit)
+    if wanted.group:
+        conditions.append(listed.c.groups.like(f"% {_like(wanted.group)} %", escape="\\"))
+    if wanted.text:
+        conditions.append(
+            or_(
+                listed.c.host_id.like(f"%{_like(wanted.text)}%", escape="\\"),
+                listed.c.unit.like(f"%{_like(wanted.text)}%", escape="\\"),
+            )
+        )
+    return conditions
 
 
 def _moment(moment: datetime) -> ColumnElement[Any]:
