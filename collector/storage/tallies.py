@@ -104,14 +104,20 @@ def _stale(
         else_=_moment(now - timedelta(seconds=default_age)),
     )
     has_open = case((host_placements.c.open_findings > 0, 1), else_=0)
+    # the candidates first, from the index alone (materialized: else SQLite walks every
+    # placement and probes its host instead)
+    candidates = (
+        select(hosts.c.host_id, OBSERVED.label("observed"))
+        .where(OBSERVED < _moment(now - timedelta(seconds=min(ages))))  # noqa: SIM300  (a column)
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )
     query = (
         select(host_placements.c.unit, has_open, func.count())
-        .select_from(hosts.join(host_placements, host_placements.c.host_id == hosts.c.host_id))
-        .where(
-            _moment(now - timedelta(seconds=min(ages))) > OBSERVED,
-            cutoff > OBSERVED,
-            host_placements.c.reported == 1,
+        .select_from(
+            candidates.join(host_placements, host_placements.c.host_id == candidates.c.host_id)
         )
+        .where(candidates.c.observed < cutoff, host_placements.c.reported == 1)
         .group_by(host_placements.c.unit, has_open)
     )
     if unit is not None:
