@@ -74,6 +74,12 @@ class InvalidBody(Refusal):
     reason = "invalid_body"
 
 
+class BadRequest(Refusal):
+    """A parameter that cannot be read at all (a paging cursor not made by this API)."""
+
+    reason = "bad_request"
+
+
 class Unprocessable(Refusal):
     """The body (or a parameter) is well-formed but does not say something we accept."""
 
@@ -189,6 +195,12 @@ class AlreadyEnrolled(Conflict):
 
 
 # -- what was asked for -------------------------------------------------------------------
+
+
+class InvalidCursor(BadRequest):
+    """A paging cursor that is malformed, altered, or made for another list or filters."""
+
+    reason = "invalid_cursor"
 
 
 class NoSuchHost(NotFound):

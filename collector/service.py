@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from fleetwatch.collector import instruments
 from fleetwatch.collector.auth.identity import Identity
@@ -85,6 +86,7 @@ class CollectorService:
         if migrate:
             upgrade(self.engine)
         self.vulnerabilities.refresh()
+        self._place_hosts()
         tune_garbage_collector()
         self.ingest_queue.start()
         self.housekeeper.start()
@@ -95,6 +97,14 @@ class CollectorService:
             database=self.engine.url.render_as_string(),
             policy=self.policy.current.source,
         )
+
+    def _place_hosts(self) -> None:
+        """Place the hosts by the policy before serving host lists (they read the placements);
+        if another process is doing it at the same moment, the housekeeper's round will."""
+        try:
+            self.fleet_recorder.place()
+        except DBAPIError as exc:
+            log.warning("hosts not placed at start", error=str(exc).splitlines()[0])
 
     def stop(self) -> None:
         """Store what is queued and stop; a second call does nothing."""
@@ -114,6 +124,7 @@ class CollectorService:
         """
         if not self.housekeeper.follow_policy():
             return False, 0
+        self.fleet_recorder.place()  # host lists read the placements: in step before answering
         return True, self.housekeeper.reevaluate()
 
     def follow_vulnerabilities(self) -> int:

@@ -212,18 +212,26 @@ def _client() -> ApiClient:
         raise CliError(f"FLEETWATCH_API_URL: {exc}", EXIT_USAGE) from exc
 
 
+def count(text: str) -> int:
+    """A count of at least 1 (``--limit``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"not a whole number of at least 1: {text!r}"
+        raise ValueError(msg)  # argparse: "invalid count value: ..."
+    return value
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin import render
 
     status = "noncompliant" if args.noncompliant else args.status
-    hosts = _client().get("/api/v1/hosts", unit=args.unit, status=status)
-    if args.json:
-        print(render.to_json(hosts))
-    elif not hosts:
+    pages = _client().pages("/api/v1/hosts", args.limit, unit=args.unit, status=status)
+    if not render.stream(pages, args.json, render.hosts_table) and not args.json:
         filters = {"noncompliant": args.noncompliant, "status": args.status, "unit": args.unit}
         print(render.nothing_found("hosts", filters))
-    else:
-        print(render.hosts_table(hosts))
     return 0
 
 
@@ -254,8 +262,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin import render
 
     is_open = True if args.open else (False if args.resolved else None)
-    findings = _client().get(
+    pages = _client().pages(
         "/api/v1/findings",
+        args.limit,
         host_id=args.host,
         rule=args.rule,
         unit=args.unit,
@@ -263,20 +272,18 @@ def cmd_findings(args: argparse.Namespace) -> int:
         state=args.state,
         overdue="true" if args.overdue else None,
         waived=None if args.waived is None else str(args.waived).lower(),
+        severity=args.severity,
     )
-    if args.json:
-        print(render.to_json(findings))
-    elif not findings:
+    if not render.stream(pages, args.json, render.findings_table) and not args.json:
         filters = {
             "host": args.host,
             "rule": args.rule,
             "unit": args.unit,
             "open": args.open,
             "resolved": args.resolved,
+            "severity": args.severity,
         }
         print(render.nothing_found("findings", filters))
-    else:
-        print(render.findings_table(findings))
     return 0
 
 
@@ -423,6 +430,9 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     hosts.add_argument("--status", choices=["compliant", "noncompliant", "stale", "never_reported"])
     hosts.add_argument("--unit", help="only hosts of this unit")
     hosts.add_argument("--json", action="store_true", help="JSON for scripts")
+    hosts.add_argument(
+        "--limit", type=count, help="stop after this many hosts (default: every one)"
+    )
     hosts.set_defaults(func=cmd_hosts)
 
     host = commands.add_parser("host", help="one host's latest state and open findings")
@@ -455,7 +465,13 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one statement per o
     waived = findings.add_mutually_exclusive_group()
     waived.add_argument("--waived", action="store_true", default=None, help="only waived ones")
     waived.add_argument("--not-waived", dest="waived", action="store_false", help="only unwaived")
+    findings.add_argument(
+        "--severity", choices=["critical", "high", "medium", "low"], help="only this severity"
+    )
     findings.add_argument("--json", action="store_true", help="JSON for scripts")
+    findings.add_argument(
+        "--limit", type=count, help="stop after this many findings (default: every one)"
+    )
     findings.set_defaults(func=cmd_findings)
 
     reports = commands.add_parser("reports", help="reports received from a host")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from fleetwatch.endpoint import check_url, error_message, session_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+# rows asked for per page when paging through a list (the API's largest page)
+PAGE = 5000
 
 
 class ApiError(Exception):
@@ -34,6 +40,9 @@ class ApiClient:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
             response = self.session.request(
                 method, self.url + path, timeout=self.timeout, verify=self.verify, **kwargs
@@ -43,7 +52,7 @@ class ApiClient:
             raise ApiError(msg) from exc
         if response.status_code >= 400:
             raise ApiError(error_message(response))
-        return response.json()
+        return response
 
     def text(self, path: str, **params: Any) -> str:
         """A GET answered with text (CSV, HTML), not JSON."""
@@ -63,6 +72,24 @@ class ApiClient:
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", path, params=clean)
+
+    def pages(self, path: str, limit: int | None = None, **params: Any) -> Iterator[list[Any]]:
+        """A list endpoint's rows page by page, following its cursor (``X-Next-Cursor``)
+        until the last page, or until ``limit`` rows came."""
+        clean = {k: v for k, v in params.items() if v is not None}
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = PAGE if remaining is None else min(PAGE, remaining)
+            response = self._send("GET", path, params={**clean, "limit": size})
+            rows = response.json()
+            if remaining is not None:
+                rows = rows[:remaining]
+                remaining -= len(rows)
+            yield rows
+            cursor = response.headers.get("X-Next-Cursor")
+            if not cursor or not rows:
+                return
+            clean["cursor"] = cursor
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, json=body)

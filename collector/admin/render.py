@@ -9,9 +9,13 @@ with ASCII escapes, which keeps it valid and equally inert.
 from __future__ import annotations
 
 import json
+import textwrap
 import unicodedata
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 # Characters that reorder or hide text when displayed.
 _INVISIBLE = frozenset(
@@ -43,6 +47,26 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=True, sort_keys=False)
 
 
+def stream(
+    pages: Iterable[list[dict[str, Any]]],
+    as_json: bool,
+    as_table: Callable[..., str],
+) -> int:
+    """Print a list page by page as it comes: one JSON list (as `to_json` would print it
+    whole), or table rows under one header. How many rows were printed."""
+    count = 0
+    for page in pages:
+        for row in page if as_json else ():
+            print(("[\n" if count == 0 else ",\n") + textwrap.indent(to_json(row), "  "), end="")
+            count += 1
+        if not as_json and page:
+            print(as_table(page, header=count == 0), flush=True)
+            count += len(page)
+    if as_json:
+        print("\n]" if count else "[]", flush=True)
+    return count
+
+
 def ago(timestamp: str | None, now: datetime | None = None) -> str:
     if not timestamp:
         return "never"
@@ -58,15 +82,16 @@ def ago(timestamp: str | None, now: datetime | None = None) -> str:
     return f"{seconds}s ago"
 
 
-def table(headers: list[str], rows: list[list[object]]) -> str:
-    """Aligned columns; the last column is left unpadded so long details do not wrap early."""
+def table(headers: list[str], rows: list[list[object]], *, header: bool = True) -> str:
+    """Aligned columns; the last column is left unpadded so long details do not wrap early.
+    Without ``header``: rows that follow an earlier table's (a later page of a list)."""
     cells = [[clean(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
         for i, cell in enumerate(row[:-1]):
             widths[i] = max(widths[i], len(cell))
     lines = []
-    for row in [headers, *cells]:
+    for row in [headers, *cells] if header else cells:
         parts = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         lines.append("  ".join([*parts, row[-1]]).rstrip())
     return "\n".join(lines)
@@ -91,7 +116,7 @@ def nothing_found(what: str, filters: dict[str, object]) -> str:
     return f"no {what} match {' '.join(given)}" if given else f"no {what}"
 
 
-def hosts_table(hosts: list[dict[str, Any]]) -> str:
+def hosts_table(hosts: list[dict[str, Any]], *, header: bool = True) -> str:
     rows = [
         [
             h["host_id"],
@@ -103,7 +128,9 @@ def hosts_table(hosts: list[dict[str, Any]]) -> str:
         ]
         for h in hosts
     ]
-    return table(["HOST", "UNIT", "STATUS", "LAST REPORT", "AGENT", "OPEN FINDINGS"], rows)
+    return table(
+        ["HOST", "UNIT", "STATUS", "LAST REPORT", "AGENT", "OPEN FINDINGS"], rows, header=header
+    )
 
 
 def finding_state(f: dict[str, Any]) -> str:
@@ -119,7 +146,7 @@ def finding_state(f: dict[str, Any]) -> str:
     return str(state)
 
 
-def findings_table(findings: list[dict[str, Any]]) -> str:
+def findings_table(findings: list[dict[str, Any]], *, header: bool = True) -> str:
     rows = [
         [
             f["id"],
@@ -133,7 +160,9 @@ def findings_table(findings: list[dict[str, Any]]) -> str:
         ]
         for f in findings
     ]
-    return table(["ID", "HOST", "RULE", "SEVERITY", "STATE", "DUE", "AGE", "DETAIL"], rows)
+    return table(
+        ["ID", "HOST", "RULE", "SEVERITY", "STATE", "DUE", "AGE", "DETAIL"], rows, header=header
+    )
 
 
 def tokens_table(tokens: list[dict[str, Any]]) -> str:

@@ -24,6 +24,7 @@ from fleetwatch.collector.auth.tokens import (
     same_secret,
     token_hash,
 )
+from fleetwatch.collector.compliance.placement import default_age
 from fleetwatch.collector.rate_limits import RateLimiter
 from fleetwatch.collector.refusals import (
     AdminTokenWithUnit,
@@ -151,6 +152,9 @@ class Identity:
                 host = self.store.hosts.get(conn, host_id, lock=True)
                 if host is None:
                     self.store.hosts.create(conn, host_id, secret_unit or policy_unit, now)
+                    self.store.placements.add_one(
+                        conn, host_id, secret_unit or policy_unit, default_age(self.policy.current)
+                    )
                 elif host.reenroll_until is None or host.reenroll_until < now:
                     msg = (
                         f"host {host_id!r} is already enrolled; an admin must allow it to "

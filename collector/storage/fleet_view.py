@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import and_, case, func, literal, or_, select, tuple_
 
-from fleetwatch.collector.storage.findings import shown_last_seen
+from fleetwatch.collector.storage.findings import FindingRow, shown_last_seen
 from fleetwatch.collector.storage.fleet import counting
+from fleetwatch.collector.storage.placements import report_ages
 from fleetwatch.collector.storage.tables import (
     UTCDateTime,
     findings,
@@ -28,11 +29,12 @@ from fleetwatch.collector.storage.tables import (
     hosts,
     waivers,
 )
+from fleetwatch.collector.storage.tallies import hosts_by_status
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sqlalchemy import ColumnElement, Connection, Select
+    from sqlalchemy import ColumnElement, Connection, Select, Subquery
 
 SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("compliant", "noncompliant", "stale", "never_reported")
@@ -68,6 +70,8 @@ class HostLine:
     last_report_at: datetime | None
     agent_version: str | None
     open_by_severity: dict[str, int] = field(default_factory=dict)
+    listed: bool = False  # the policy lists it
+    enrolled: bool = False
 
     @property
     def open_findings(self) -> int:
@@ -159,9 +163,7 @@ class FleetView:
 
     def _cutoff(self) -> ColumnElement[Any]:
         """Before when a host's latest report makes it stale: per report age allowed."""
-        ages = [
-            age for (age,) in self.conn.execute(select(host_placements.c.max_report_age).distinct())
-        ]
+        ages = report_ages(self.conn)
         default = _moment(self.now - timedelta(seconds=self.default_age))
         if not ages:
             return default
@@ -178,13 +180,9 @@ class FleetView:
 
     @staticmethod
     def _has_open() -> ColumnElement[bool]:
-        """The host has an open finding that counts, not waived (one probe of the open
-        findings' index)."""
-        return (
-            select(findings.c.id)
-            .where(findings.c.host_id == host_placements.c.host_id, *counting())
-            .exists()
-        )
+        """The host has an open finding that counts, not waived (kept on its placement by
+        triggers: `storage.tallies`)."""
+        return host_placements.c.open_findings > 0
 
     def _status(self, cutoff: ColumnElement[Any]) -> ColumnElement[Any]:
         observed = _observed()
@@ -210,7 +208,9 @@ class FleetView:
             return (observed >= cutoff) & ~self._has_open()
         return literal(value=False)
 
-    def _hosts(self, scope: Scope, status: str | None = None) -> Select[Any]:
+    def _hosts(
+        self, scope: Scope, status: str | None = None, *, reported: bool = False
+    ) -> Select[Any]:
         """Every host a reader may see (of one status, if given), with its status, as a
         subquery's select."""
         cutoff = self._cutoff()
@@ -221,8 +221,15 @@ class FleetView:
             self._status(cutoff).label("status"),
             _observed().label("observed"),
             hosts.c.agent_version,
+            host_placements.c.listed,
+            host_placements.c.reported,
+            hosts.c.host_id.is_not(None).label("enrolled"),
+            hosts.c.host_id.label("row_id"),  # the same host id, from hosts: see _by_last_report
         ).select_from(
-            host_placements.outerjoin(hosts, hosts.c.host_id == host_placements.c.host_id)
+            # hosts that reported only: an inner join, which SQLite can drive from hosts
+            host_placements.join(hosts, hosts.c.host_id == host_placements.c.host_id)
+            if reported
+            else host_placements.outerjoin(hosts, hosts.c.host_id == host_placements.c.host_id)
         )
         if scope.unit is not None:
             query = query.where(host_placements.c.unit == scope.unit)
@@ -233,22 +240,19 @@ class FleetView:
     # -- counts ---------------------------------------------------------------------------
 
     def unit_counts(self, scope: Scope) -> list[UnitCounts]:
-        """Hosts by status, open findings by severity and by rule, for each unit in scope:
-        three aggregate queries whatever the number of hosts."""
+        """Hosts by status (from the counts triggers keep: `storage.tallies`), open findings
+        by severity and by rule, for each unit in scope."""
         by_unit: dict[str, UnitCounts] = {}
 
         def of(unit: str | None) -> UnitCounts:
             return by_unit.setdefault(unit or "", UnitCounts(unit or ""))
 
-        listed = self._hosts(scope).subquery()
-        for unit, status, count in self.conn.execute(
-            select(listed.c.unit, listed.c.status, func.count()).group_by(
-                listed.c.unit, listed.c.status
-            )
-        ):
+        for unit, hosts_of in hosts_by_status(
+            self.conn, self.now, self.default_age, scope.unit
+        ).items():
             counts = of(unit)
-            counts.by_status[status] = int(count)
-            counts.hosts += int(count)
+            counts.by_status = {k: v for k, v in hosts_of.by_status.items() if v}
+            counts.hosts = hosts_of.hosts
         for column, target in ((findings.c.severity, "sev"), (findings.c.rule, "rule")):
             query = (
                 select(host_placements.c.unit, column, func.count())
@@ -295,36 +299,22 @@ class FleetView:
     ) -> HostPage:
         """One page of hosts, in order of ``sort`` then host id, after the keyset ``after``."""
         listed = self._hosts(scope, wanted.status).subquery()
-        key = {
-            "host": listed.c.host_id,
-            "unit": func.coalesce(listed.c.unit, ""),
-            "status": listed.c.status,
-            "last_report": func.coalesce(listed.c.observed, _moment(EPOCH)),
-        }[sort]
-        query = select(listed, key.label("sort_key"))
-        if wanted.unit is not None:
-            query = query.where(listed.c.unit == wanted.unit)
-        if wanted.group:
-            query = query.where(listed.c.groups.like(f"% {_like(wanted.group)} %", escape="\\"))
-        if wanted.text:
-            query = query.where(
-                or_(
-                    listed.c.host_id.like(f"%{_like(wanted.text)}%", escape="\\"),
-                    listed.c.unit.like(f"%{_like(wanted.text)}%", escape="\\"),
-                )
-            )
-        if after is not None:
-            value: Any = literal(after[0])
-            if sort == "last_report":
-                value = _moment(datetime.fromisoformat(after[0]))
-            position = tuple_(key, listed.c.host_id)
-            query = query.where(
-                position < tuple_(value, literal(after[1]))
-                if descending
-                else position > tuple_(value, literal(after[1]))
-            )
-        order = (key.desc(), listed.c.host_id.desc()) if descending else (key, listed.c.host_id)
-        rows = list(self.conn.execute(query.order_by(*order).limit(limit + 1)))
+        conditions = _wanted(listed, wanted)
+        if sort == "last_report":
+            rows = self._by_last_report(scope, wanted, descending, after, limit + 1)
+        else:
+            key = {
+                "host": listed.c.host_id,
+                "unit": func.coalesce(listed.c.unit, ""),
+                "status": listed.c.status,
+            }[sort]
+            if after is not None:
+                position = tuple_(key, listed.c.host_id)
+                cursor = tuple_(literal(after[0]), literal(after[1]))
+                conditions.append(position < cursor if descending else position > cursor)
+            order = (key.desc(), listed.c.host_id.desc()) if descending else (key, listed.c.host_id)
+            query = select(listed, key.label("sort_key")).where(*conditions)
+            rows = list(self.conn.execute(query.order_by(*order).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         counts = self.open_counts([r.host_id for r in rows])
@@ -337,6 +327,8 @@ class FleetView:
                 last_report_at=_aware(r.observed),
                 agent_version=r.agent_version,
                 open_by_severity=counts.get(r.host_id, {}),
+                listed=bool(r.listed),
+                enrolled=bool(r.enrolled),
             )
             for r in rows
         ]
@@ -346,6 +338,60 @@ class FleetView:
             text = _aware(last).isoformat() if sort == "last_report" else str(last)
             next_after = (text, rows[-1].host_id)
         return HostPage(lines, next_after)
+
+    def _by_last_report(
+        self,
+        scope: Scope,
+        wanted: HostFilter,
+        descending: bool,
+        after: tuple[str, str] | None,
+        count: int,
+    ) -> list[Any]:
+        """Rows in order of last report (hosts that never reported as if at the epoch: first,
+        or last when descending), read in two runs so that each walks an index: the hosts
+        that never reported by host id, the others by the index of observed times."""
+        epoch = _aware(EPOCH).isoformat()
+        runs = ["never", "seen"]
+        if descending:
+            runs.reverse()
+        at = None if after is None else runs.index("never" if after[0] == epoch else "seen")
+        rows: list[Any] = []
+        for index, run in enumerate(runs):
+            if at is not None and index < at:
+                continue  # wholly before the cursor
+            listed = self._hosts(scope, wanted.status, reported=run == "seen").subquery()
+            conditions = _wanted(listed, wanted)
+            if run == "never":
+                key: Any = literal(EPOCH, UTCDateTime())
+                # kept by triggers as last_received_at is set: its index gives them in order
+                where = [listed.c.reported == 0]
+                position: Any = listed.c.host_id
+                cursor: Any = None if after is None else literal(after[1])
+                order: tuple[Any, ...] = (listed.c.host_id,)
+            else:
+                key = listed.c.observed
+                # a condition on hosts' own column makes the outer join an inner one, and
+                # the order (observed, hosts.host_id) that of the index ix_hosts_observed
+                where = [listed.c.reported == 1, listed.c.row_id.is_not(None)]
+                position = tuple_(listed.c.observed, listed.c.row_id)
+                cursor = None
+                if after is not None:
+                    cursor = tuple_(_moment(datetime.fromisoformat(after[0])), literal(after[1]))
+                order = (listed.c.observed, listed.c.row_id)
+            if at == index and cursor is not None:
+                where.append(position < cursor if descending else position > cursor)
+            if descending:
+                order = tuple(o.desc() for o in order)
+            query = (
+                select(listed, key.label("sort_key"))
+                .where(*conditions, *where)
+                .order_by(*order)
+                .limit(count - len(rows))
+            )
+            rows += list(self.conn.execute(query))
+            if len(rows) >= count:
+                break
+        return rows
 
     def open_counts(self, host_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """host -> severity -> open findings that count (not waived), for these hosts only."""
@@ -446,6 +492,23 @@ class FleetView:
         return dataclasses.replace(line, overdue=overdue)
 
 
+def _wanted(listed: Subquery, wanted: HostFilter) -> list[ColumnElement[bool]]:
+    """A host filter's conditions on the columns of `FleetView._hosts`."""
+    conditions: list[ColumnElement[bool]] = []
+    if wanted.unit is not None:
+        conditions.append(listed.c.unit == wanted.unit)
+    if wanted.group:
+        conditions.append(listed.c.groups.like(f"% {_like(wanted.group)} %", escape="\\"))
+    if wanted.text:
+        conditions.append(
+            or_(
+                listed.c.host_id.like(f"%{_like(wanted.text)}%", escape="\\"),
+                listed.c.unit.like(f"%{_like(wanted.text)}%", escape="\\"),
+            )
+        )
+    return conditions
+
+
 def _moment(moment: datetime) -> ColumnElement[Any]:
     """A moment bound as the tables store one (text without offset on SQLite)."""
     return literal(moment, UTCDateTime())
@@ -463,3 +526,58 @@ def _aware(moment: Any) -> Any:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class FindingQuery:
+    """What the API's findings list filters on; ``scope_unit``: the reader's unit, if
+    limited to one."""
+
+    scope_unit: str | None = None
+    unit: str | None = None
+    host_id: str | None = None
+    rule: str | None = None
+    severity: str | None = None
+    is_open: bool | None = None
+    state: str | None = None
+    waived: bool | None = None
+    overdue_at: datetime | None = None
+
+
+def finding_rows(
+    conn: Connection, wanted: FindingQuery, *, after: int | None, limit: int
+) -> tuple[list[FindingRow], int | None]:
+    """One page of findings in order of id, after the id ``after``, every filter in SQL (a
+    unit through ``host_placements``); and the id to page on from, if more follow."""
+    conditions: list[ColumnElement[bool]] = [
+        findings.c.host_id.in_(
+            select(host_placements.c.host_id).where(host_placements.c.unit == unit)
+        )
+        for unit in (wanted.scope_unit, wanted.unit)
+        if unit is not None
+    ]
+    for column, value in (
+        (findings.c.host_id, wanted.host_id),
+        (findings.c.rule, wanted.rule),
+        (findings.c.severity, wanted.severity),
+        (findings.c.state, wanted.state),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if wanted.is_open is not None:
+        is_open = findings.c.resolved_at.is_(None)
+        conditions.append(is_open if wanted.is_open else ~is_open)
+    if wanted.waived is not None:
+        waived = findings.c.waiver_id.is_not(None)
+        conditions.append(waived if wanted.waived else ~waived)
+    if wanted.overdue_at is not None:
+        conditions.extend(
+            (*counting(), findings.c.due_at <= _moment(wanted.overdue_at)),
+        )
+    if after is not None:
+        conditions.append(findings.c.id > after)
+    query = select(findings).where(*conditions).order_by(findings.c.id).limit(limit + 1)
+    rows = [FindingRow(**r._mapping) for r in conn.execute(query)]
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None

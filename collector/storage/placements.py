@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, insert, literal, select
+from sqlalchemy import delete, func, insert, literal, select
 
 from fleetwatch.collector.storage.tables import host_placements, hosts
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 BATCH = 5000
+# what the policy says of a host (the table's other columns are kept by triggers)
+POLICY_COLUMNS = ("host_id", "unit", "groups", "max_report_age", "listed")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,19 @@ class Placement:
     groups: tuple[str, ...]
     max_report_age: int
     listed: bool
+
+
+def report_ages(conn: Connection) -> list[int]:
+    """The distinct report ages allowed (seconds), found by hopping along their index from
+    one to the next larger (a handful of probes), not by reading every host's row."""
+    column = host_placements.c.max_report_age
+    first = select(func.min(column).label("age")).cte("ages", recursive=True)
+    following = select(
+        select(func.min(column)).where(column > first.c.age).scalar_subquery()
+    ).where(first.c.age.is_not(None))
+    ages = first.union_all(following)
+    rows = conn.execute(select(ages.c.age).where(ages.c.age.is_not(None)))
+    return [int(age) for (age,) in rows]
 
 
 def groups_column(groups: Iterable[str]) -> str:
@@ -69,7 +84,8 @@ class Placements:
                     "listed": 0,
                 },
             )
-        held = {row.host_id: dict(row._mapping) for row in conn.execute(select(host_placements))}
+        policy_columns = [host_placements.c[name] for name in POLICY_COLUMNS]
+        held = {row.host_id: dict(row._mapping) for row in conn.execute(select(*policy_columns))}
         gone = [host_id for host_id in held if host_id not in wanted]
         changed = [row for host_id, row in wanted.items() if held.get(host_id) != row]
         for start in range(0, len(gone), BATCH):
@@ -109,6 +125,21 @@ class Placements:
         )
         return int(done.rowcount)
 
+    def add_one(self, conn: Connection, host_id: str, unit: str | None, default_age: int) -> bool:
+        """A row for a host just enrolled, unless it has one (the policy lists it): so that
+        lists read from this table show it before the housekeeper's next round."""
+        held = conn.execute(
+            select(host_placements.c.host_id).where(host_placements.c.host_id == host_id)
+        ).first()
+        if held is not None:
+            return False
+        conn.execute(
+            insert(host_placements).values(
+                host_id=host_id, unit=unit, groups=" ", max_report_age=default_age, listed=0
+            )
+        )
+        return True
+
     def units(self, conn: Connection) -> list[str]:
         """Every unit a host is placed in, sorted."""
         rows = conn.execute(
@@ -121,5 +152,4 @@ class Placements:
 
     def ages(self, conn: Connection) -> list[int]:
         """The distinct report ages allowed (seconds): few, one per baseline that sets one."""
-        rows = conn.execute(select(host_placements.c.max_report_age).distinct())
-        return [age for (age,) in rows]
+        return report_ages(conn)

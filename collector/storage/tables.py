@@ -28,6 +28,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    case,
+    text,
     true,
 )
 
@@ -113,6 +115,23 @@ rate_buckets = Table(
     Column("at", Float(), nullable=False),
 )
 
+# When a host's latest facts were true (`HostRow.observed_at`), indexed: hosts sorted by last
+# report, and the stale ones counted, walk this index. Queries must use this expression as
+# written for the index to serve them.
+OBSERVED = case(
+    (hosts.c.last_collected_at < hosts.c.last_received_at, hosts.c.last_collected_at),
+    else_=hosts.c.last_received_at,
+)
+Index(
+    "ix_hosts_observed",
+    # as PostgreSQL prints it back, line breaks and all, so that the schema compares equal
+    text(
+        "\nCASE\n    WHEN last_collected_at < last_received_at THEN last_collected_at\n"
+        "    ELSE last_received_at\nEND"
+    ),
+    hosts.c.host_id,
+)
+
 host_tokens = Table(
     "host_tokens",
     metadata,
@@ -183,6 +202,7 @@ reports = Table(
     UniqueConstraint("host_id", "instance_id", "sequence"),
     Index(None, "host_id", "received_at"),
     Index(None, "received_at"),
+    Index(None, "host_id", "id"),  # a host's reports, paged newest first
 )
 
 findings = Table(
@@ -223,6 +243,9 @@ findings = Table(
     Index(None, "host_id", "resolved_at"),
     Index(None, "state", "due_at"),
     Index(None, "rule", "resolved_at"),
+    # the API's findings, paged by id, of one severity or rule
+    Index(None, "severity", "id"),
+    Index(None, "rule", "id"),
     # at most one open finding per host, rule and subject
     Index(
         "uq_findings_open",
@@ -346,6 +369,26 @@ host_placements = Table(
     # indexed: the dashboard asks for the distinct ages at every page
     Column("max_report_age", Integer(), nullable=False, index=True),
     Column("listed", Integer(), nullable=False, default=0),
+    # kept by triggers (migration 0011), never written by code: whether the host reported
+    # (hosts.last_received_at set) and how many findings count against it (open, not waived)
+    Column("reported", Integer(), nullable=False, server_default="0"),
+    Column("open_findings", Integer(), nullable=False, server_default="0"),
+    Index(None, "unit", "host_id"),
+    Index(None, "reported", "host_id"),
+)
+
+# Placed hosts per unit ("" for none), whether they reported, whether a finding counts
+# against them: kept by triggers as placements, hosts and findings change, in the same
+# transaction, so that counting the fleet by unit and status reads a few rows
+# (`storage.tallies`), not every host.
+fleet_tallies = Table(
+    "fleet_tallies",
+    metadata,
+    Column("unit", String(255), nullable=False),
+    Column("reported", Integer(), nullable=False),
+    Column("has_open", Integer(), nullable=False),
+    Column("hosts", Integer(), nullable=False),
+    PrimaryKeyConstraint("unit", "reported", "has_open"),
 )
 
 # Counts per unit ("" for hosts without one) at a moment: one row per unit and snapshot.

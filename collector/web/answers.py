@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from fleetwatch.collector import instruments
 from fleetwatch.collector.ingest.parse import MAX_ERRORS_SHOWN
 from fleetwatch.collector.refusals import (
+    BadRequest,
     Conflict,
     DatabaseUnavailable,
     Forbidden,
@@ -60,6 +61,7 @@ ANSWERED: tuple[type[Exception], ...] = (Refusal, *DATABASE_ERRORS)
 
 STATUS: dict[type[Refusal], int] = {
     InvalidBody: 400,
+    BadRequest: 400,
     Unauthenticated: 401,
     Forbidden: 403,
     NotFound: 404,

@@ -8,6 +8,7 @@ a byte is parsed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -16,13 +17,24 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from fleetwatch.collector.compliance.placement import default_age
 from fleetwatch.collector.ingest.parse import validation_detail
 from fleetwatch.collector.refusals import (
+    InvalidCursor,
     NoSuchHost,
     NoSuchToken,
     SchemaViolation,
 )
+from fleetwatch.collector.storage.fleet_view import (
+    FindingQuery,
+    FleetView,
+    HostFilter,
+    HostSort,
+    Scope,
+    finding_rows,
+)
 from fleetwatch.collector.storage.hosts import INLINE_SECTIONS
+from fleetwatch.collector.web import paging
 from fleetwatch.collector.web.bearer import (
     CallingHost,
     Reader,
@@ -31,6 +43,7 @@ from fleetwatch.collector.web.bearer import (
     fleet_reader,
 )
 from fleetwatch.collector.web.bodies import read_body
+from fleetwatch.collector.web.paging import DEFAULT_LIMIT, CursorParam, Limit
 from fleetwatch.collector.web.views import (
     FindingView,
     HostDetail,
@@ -101,34 +114,71 @@ async def rotate_token(request: Request, host: CallingHost) -> Response:
 # -- reading ------------------------------------------------------------------------------
 
 
-def _summaries(svc: CollectorService, principal: Principal) -> list[HostSummary]:
-    now = datetime.now(UTC)
-    policy = svc.policy.current
-    with svc.store.read() as conn:
-        hosts = {h.host_id: h for h in svc.store.hosts.all(conn)}
-        counts = svc.store.findings.open_counts(conn)
-    host_ids = sorted(set(hosts) | set(policy.hosts))
-    summaries = [
-        host_summary(host_id, hosts.get(host_id), counts.get(host_id, {}), policy, now)
-        for host_id in host_ids
-    ]
-    return [s for s in summaries if principal.may_see(s.unit)]
-
-
 @router.get("/api/v1/hosts", response_model=list[HostSummary], tags=["read"])
-def list_hosts(
+def list_hosts(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
     request: Request,
+    response: Response,
     principal: Reader,
     unit: Annotated[str | None, Query(max_length=255)] = None,
     status: Status | None = None,
+    group: Annotated[str | None, Query(max_length=255)] = None,
+    text: Annotated[
+        str | None, Query(max_length=255, description="Part of the host id or unit")
+    ] = None,
+    sort: HostSort = "host",
+    desc: bool = False,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
 ) -> list[HostSummary]:
-    """Every host the collector knows of, from the policy or by enrollment, with its status."""
-    summaries = _summaries(service(request), principal)
+    """Hosts the collector knows of, from the policy or by enrollment, with their status:
+    one page, in order of ``sort`` (then host id); the next page's cursor is in the
+    ``X-Next-Cursor`` and ``Link`` headers."""
+    svc = service(request)
+    wanted = HostFilter(unit=unit, group=group, status=status, text=text)
+    filters = {**dataclasses.asdict(wanted), "sort": sort, "desc": desc}
+    after = None
+    if cursor is not None:
+        value, host_id = paging.decode(cursor, "hosts", filters, 2)
+        if not isinstance(value, str) or not isinstance(host_id, str):
+            raise InvalidCursor("cursor does not hold a position in this list")
+        after = (value, host_id)
+    policy = svc.policy.current
+    with svc.store.read() as conn:
+        page = FleetView(conn, default_age(policy)).host_page(
+            Scope(principal.unit), wanted, sort=sort, descending=desc, after=after, limit=limit
+        )
+    following = None if page.next_after is None else list(page.next_after)
+    paging.next_page(
+        request, response, None if following is None else paging.encode("hosts", filters, following)
+    )
     return [
-        s
-        for s in summaries
-        if (unit is None or s.unit == unit) and (status is None or s.status == status)
+        HostSummary(
+            host_id=line.host_id,
+            unit=line.unit,
+            groups=list(line.groups),
+            status=line.status,
+            last_report_at=line.last_report_at,
+            agent_version=line.agent_version,
+            open_findings=line.open_findings,
+            open_by_severity=line.open_by_severity,
+            in_policy=line.listed,
+            enrolled=line.enrolled,
+        )
+        for line in page.lines
     ]
+
+
+def _visible_host(svc: CollectorService, principal: Principal, host_id: str) -> None:
+    """Refuse a host the collector does not know or the caller may not see (one host's
+    lookup, not the fleet's)."""
+    policy = svc.policy.current
+    with svc.store.read() as conn:
+        host = svc.store.hosts.get(conn, host_id)
+    if host is None and host_id not in policy.hosts:
+        raise NoSuchHost(f"no host {host_id!r}")
+    unit = policy.for_host(host_id).unit or (host.unit if host else None)
+    if not principal.may_see(unit):
+        raise NoSuchHost(f"no host {host_id!r}")
 
 
 @router.get("/api/v1/hosts/{host_id}", response_model=HostDetail, tags=["read"])
@@ -166,65 +216,78 @@ def get_host(request: Request, host_id: HostId, principal: Reader, data: bool = 
 @router.get("/api/v1/hosts/{host_id}/reports", response_model=list[ReportView], tags=["read"])
 def list_reports(
     request: Request,
+    response: Response,
     host_id: HostId,
     principal: Reader,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    limit: Limit = DEFAULT_LIMIT,
     before: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Report id to page back from")
     ] = None,
+    cursor: CursorParam = None,
 ) -> list[ReportView]:
-    """Reports received from a host, newest first: sequence, collection and receive time.
+    """Reports received from a host, newest first: sequence, collection and receive time;
+    the next page's cursor in ``X-Next-Cursor`` and ``Link``.
 
     Reports that brought nothing new after one that did are not listed one by one: the entry
     of that report stands for them up to its `through` sequence.
     """
     svc = service(request)
-    summary = next((s for s in _summaries(svc, principal) if s.host_id == host_id), None)
-    if summary is None:
-        raise NoSuchHost(f"no host {host_id!r}")
+    _visible_host(svc, principal, host_id)
+    filters = {"host": host_id}
+    if cursor is not None:
+        (before,) = paging.decode(cursor, "reports", filters, 1)
+        if not isinstance(before, int):
+            raise InvalidCursor("cursor does not hold a position in this list")
     with svc.store.read() as conn:
-        rows = svc.store.reports.of_host(conn, host_id, limit, before)
+        rows = svc.store.reports.of_host(conn, host_id, limit + 1, before)
+    if len(rows) > limit:
+        rows = rows[:limit]
+        paging.next_page(request, response, paging.encode("reports", filters, [rows[-1].id]))
     return [ReportView.model_validate(r) for r in rows]
 
 
 @router.get("/api/v1/findings", response_model=list[FindingView], tags=["read"])
 def list_findings(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
     request: Request,
+    response: Response,
     principal: Reader,
     host_id: HostId | None = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
     is_open: Annotated[bool | None, Query(alias="open")] = None,
     unit: Annotated[str | None, Query(max_length=255)] = None,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Limit = DEFAULT_LIMIT,
     state: Literal["open", "acknowledged", "resolved", "verified"] | None = None,
     waived: bool | None = None,
     overdue: bool = False,
+    severity: Literal["critical", "high", "medium", "low"] | None = None,
+    cursor: CursorParam = None,
 ) -> list[FindingView]:
-    """Findings, open and resolved, filtered by host, rule, state, unit, waived or not, and
-    overdue (open, not waived, past the due date)."""
+    """Findings, open and resolved, oldest first, filtered by host, rule, severity, state,
+    unit, waived or not, and overdue (open, not waived, past the due date): one page; the
+    next page's cursor in ``X-Next-Cursor`` and ``Link``."""
     svc = service(request)
     now = datetime.now(UTC)
-    host_ids = None
-    if unit is not None or principal.unit is not None or host_id is not None:
-        visible = [
-            s.host_id
-            for s in _summaries(svc, principal)
-            if (unit is None or s.unit == unit) and (host_id is None or s.host_id == host_id)
-        ]
-        host_ids = visible
+    wanted = FindingQuery(
+        scope_unit=principal.unit,
+        unit=unit,
+        host_id=host_id,
+        rule=rule,
+        severity=severity,
+        is_open=is_open,
+        state=state,
+        waived=waived,
+        overdue_at=now if overdue else None,
+    )
+    filters = {**dataclasses.asdict(wanted), "overdue_at": overdue}
+    after = None
+    if cursor is not None:
+        (after,) = paging.decode(cursor, "findings", filters, 1)
+        if not isinstance(after, int):
+            raise InvalidCursor("cursor does not hold a position in this list")
     with svc.store.read() as conn:
-        rows = svc.store.findings.query(
-            conn,
-            host_ids=host_ids,
-            rule=rule,
-            is_open=is_open,
-            state=state,
-            waived=waived,
-            overdue_at=now if overdue else None,
-            limit=limit,
-            offset=offset,
-        )
+        rows, last = finding_rows(conn, wanted, after=after, limit=limit)
+    if last is not None:
+        paging.next_page(request, response, paging.encode("findings", filters, [last]))
     return [FindingView.of(r, now) for r in rows]
 
 
