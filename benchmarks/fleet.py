@@ -69,6 +69,9 @@ LIFTED = {
     "FLEETWATCH_ENROLL_RATE": "1000000",
     "FLEETWATCH_ENROLL_BURST": "1000000",
     "FLEETWATCH_LOG_LEVEL": "warning",
+    # housekeeping rounds at the collector's default pace, not the tests' half second: a
+    # round's work over the whole fleet is part of what a report costs
+    "FLEETWATCH_POLICY_CHECK_INTERVAL": "5",
 }
 
 
@@ -296,6 +299,33 @@ def _table_sizes(database_url: str) -> dict[str, int]:
     return {str(name): int(size) for name, size in rows}
 
 
+def _table_rows(database_url: str) -> dict[str, int]:
+    """Rows per table: what stays when PostgreSQL's dead row versions are vacuumed away."""
+    url = normalize_url(database_url)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if url.startswith("sqlite"):
+                names = conn.execute(
+                    text("SELECT name FROM sqlite_master WHERE type = 'table'")
+                ).scalars()
+                return {
+                    str(name): int(
+                        conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()
+                    )
+                    for name in list(names)
+                }
+            rows = conn.execute(
+                text(
+                    "SELECT relname, n_tup_ins - n_tup_del FROM pg_stat_user_tables "
+                    "WHERE schemaname = current_schema()"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(name): int(count) for name, count in rows}
+
+
 def _collector(tmp: Path, database_url: str, args: argparse.Namespace) -> CollectorProcess:
     return CollectorProcess(
         tmp, database_url, extra_env={**LIFTED, "FLEETWATCH_WORKERS": str(args.workers)}
@@ -337,7 +367,7 @@ def steady(
     assert collector.process is not None
     label = "SQLite" if database_url.startswith("sqlite") else "PostgreSQL"
     uptime_before = _uptime()
-    before = _table_sizes(database_url)
+    before, rows_before = _table_sizes(database_url), _table_rows(database_url)
     cpu_before = _tree_cpu([collector.process.pid])
     postgres = None if label == "SQLite" else PostgresCpu(database_url).start()
     own_before = time.process_time()
@@ -363,6 +393,8 @@ def steady(
     load_cpu = sum(g[3] for g in gathered) + time.process_time() - own_before
     rss = _rss_mb(collector.process.pid)
     after = _table_sizes(database_url)
+    time.sleep(1)  # PostgreSQL's backends report their row counts within a second
+    rows_after = _table_rows(database_url)
     latencies = sorted(x for g in gathered for x in g[0])
     outcomes: Counter[str] = Counter()
     for g in gathered:
@@ -390,9 +422,10 @@ def steady(
         f"(mean {statistics.fmean(latencies) * 1000 if latencies else 0:.0f} ms)"
     )
     print(f"  outcomes (every answer, retries included): {dict(sorted(outcomes.items()))}")
-    per = 1000 / max(sent, 1)
+    per = 1000 / max(ok, 1)
     print(
-        f"  CPU a report: collector {cpu * per:.2f} ms (all its processes)"
+        "  CPU a stored report (refusals and retries included): "
+        f"collector {cpu * per:.2f} ms (all its processes)"
         + (
             f", PostgreSQL {db_cpu * per:.2f} ms (this database's backends; "
             f"{server_cpu * per:.2f} ms the whole server, other databases included)"
@@ -413,15 +446,28 @@ def steady(
     total = sum(grown.values())
     per_day = 86400 / args.interval
     print(
-        f"  database growth {total / max(sent, 1):.0f} B a report; at one report every "
-        f"{args.interval:.0f} s: {total / max(sent, 1) * per_day / 1024:.1f} KB a host a day"
+        f"  database growth {total / max(ok, 1):.0f} B a stored report; at one report every "
+        f"{args.interval:.0f} s: {total / max(ok, 1) * per_day / 1024:.1f} KB a host a day"
     )
     for table, size in grown.items():
         if size:
             print(
-                f"    {table}: {size / max(sent, 1):.0f} B a report, "
-                f"{size / max(sent, 1) * per_day / 1024:.1f} KB a host a day"
+                f"    {table}: {size / max(ok, 1):.0f} B a report, "
+                f"{size / max(ok, 1) * per_day / 1024:.1f} KB a host a day"
             )
+    added = {t: rows_after.get(t, 0) - rows_before.get(t, 0) for t in sorted(rows_after)}
+    print(
+        "  rows added (PostgreSQL's size growth above includes dead row versions, which "
+        "vacuum makes room of again): "
+        + (
+            ", ".join(
+                f"{table} {count / max(ok, 1) * per_day:.1f} a host a day"
+                for table, count in added.items()
+                if count
+            )
+            or "none"
+        )
+    )
     print(f"  load average after: {_uptime()}", flush=True)
 
 
