@@ -34,6 +34,8 @@ STATUSES: dict[type[Refusal], int] = {
     refusals.BodyNotGzip: 400,
     refusals.BodyIncomplete: 400,
     refusals.UnsupportedSchemaVersion: 400,
+    refusals.BadRequest: 400,
+    refusals.InvalidCursor: 400,
     refusals.Unauthenticated: 401,
     refusals.MissingToken: 401,
     refusals.UnknownToken: 401,
