@@ -89,7 +89,7 @@ class Statements:
         self.seen: list[str] = []
         event.listen(service.store.database.engine, "before_cursor_execute", self._count)
 
-    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:  # noqa: ARG002
+    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.seen.append(statement)
 
 
@@ -114,7 +114,6 @@ class TestTokenCache:
         assert one.cached_host(tokens["a"]) == "a"
         assert one.cached_host(tokens["d"]) == "d"
         assert len(one._host_tokens) == 2
-
 
     def test_a_token_not_revoked_is_served_without_asking_for_it_again(
         self, services: Services
