@@ -94,9 +94,8 @@ class Identity:
     ``token_revocation_check_seconds`` the process asks the database for the host tokens
     revoked since its last look (any process's revocations) and drops them, so a token revoked
     anywhere is refused here within about that long; one revoked here is forgotten at once.
-    Enrollment attempts (per
-    address), rotations (per host) and admin writes (per API token) are rate-limited across
-    the fleet (`auth.limits`).
+    Enrollment attempts (per address), rotations (per host) and admin writes (per API token)
+    are rate-limited across the fleet (`auth.limits`).
     """
 
     def __init__(
