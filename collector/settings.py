@@ -129,10 +129,17 @@ class CollectorSettings(BaseSettings):
         default=60, description="Admin writes one API token may make at once."
     )
     token_cache_seconds: Annotated[float, Field(ge=0)] = Field(
-        default=10.0,
+        default=900.0,
         description="Seconds a collector process keeps a host token it has checked without "
-        "asking the database again; a token revoked by another process may be accepted by "
-        "this one for that long. 0: ask the database for every request.",
+        "asking the database again (revocations are followed meanwhile: see "
+        "token_revocation_check_seconds). 0: ask the database for every request.",
+    )
+    token_revocation_check_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=1.0,
+        description="At most this often each collector process asks the database for the host "
+        "tokens revoked lately (by any process) and drops them from its token cache: a token "
+        "revoked anywhere is refused everywhere within about this long. 0: never ask; a token "
+        "revoked by another process may then be accepted for up to token_cache_seconds.",
     )
     security_log_lines: Annotated[int, Field(ge=0)] = Field(
         default=20,

@@ -7,7 +7,9 @@ for it (`fleetwatch host allow-reenroll`), so a leaked secret cannot take over a
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -49,7 +51,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 TokenKind = Literal["admin", "read", "respond", "enroll"]
-TOKEN_CACHE_SIZE = 100_000
+TOKEN_CACHE_SIZE = 100_000  # a whole fleet's hosts
+# How far back each look for revoked host tokens reaches before the previous one began: the
+# clocks of collector machines differ, and a revocation commits a little after its time.
+REVOCATION_OVERLAP = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -85,10 +90,12 @@ class Identity:
     """Enrollment, host tokens and API tokens, and how often each caller may change them.
 
     A host token checked in the database is kept for ``token_cache_seconds`` in this process
-    (most reports then skip the look-up): a token revoked by another process may be accepted
-    here for that long; one revoked here is forgotten at once. Enrollment attempts (per
-    address), rotations (per host) and admin writes (per API token) are rate-limited across
-    the fleet (`auth.limits`).
+    (most reports then skip the look-up). Revocations are followed meanwhile: at most every
+    ``token_revocation_check_seconds`` the process asks the database for the host tokens
+    revoked since its last look (any process's revocations) and drops them, so a token revoked
+    anywhere is refused here within about that long; one revoked here is forgotten at once.
+    Enrollment attempts (per address), rotations (per host) and admin writes (per API token)
+    are rate-limited across the fleet (`auth.limits`).
     """
 
     def __init__(
@@ -102,8 +109,14 @@ class Identity:
         self.settings = settings
         self.policy = policy
         self.clock = clock  # what the token cache's deadlines are read against
-        # host token hash -> (host id, valid until): most reports skip the token look-up
-        self._host_tokens: dict[str, tuple[str, float]] = {}
+        # host token hash -> (host id, valid until), soonest to expire first (each entry is
+        # kept for the same time and moved to the end when renewed): most reports skip the
+        # token look-up
+        self._host_tokens: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._cache_lock = threading.Lock()  # the door may run in several threads
+        self._revocations_lock = threading.Lock()  # one look for revocations at a time
+        self._next_revocation_check = float("-inf")  # the first request looks
+        self._revoked_since = datetime.now(UTC) - REVOCATION_OVERLAP
         # a host's report rate, shared through its row: the ingest writer takes from it, the
         # report door checks it (see `fleetwatch.collector.rate_limits`)
         self.host_reports = RateLimiter(settings.host_rate, settings.host_burst)
@@ -177,16 +190,47 @@ class Identity:
         )
         return token
 
+    def revocations_due(self) -> bool:
+        """Whether the cache must look for revoked tokens before it answers again."""
+        every = self.settings.token_revocation_check_seconds
+        return every > 0 and self.clock() >= self._next_revocation_check
+
+    def follow_revocations(self) -> None:
+        """Drop from the cache the host tokens revoked since the last look, when one is due
+        (at most every ``token_revocation_check_seconds``; otherwise nothing happens)."""
+        if not self.revocations_due():
+            return
+        with self._revocations_lock:
+            if not self.revocations_due():  # another thread looked meanwhile
+                return
+            started = datetime.now(UTC)
+            checked_at = self.clock()
+            with self.store.read() as conn:
+                revoked = self.store.host_tokens.revoked_since(conn, self._revoked_since)
+            with self._cache_lock:
+                for digest in revoked:
+                    self._host_tokens.pop(digest, None)
+            # overlapping: a token checked (and cached) just before a revocation committed
+            # is dropped by the next look if not by this one
+            self._revoked_since = started - REVOCATION_OVERLAP
+            self._next_revocation_check = checked_at + self.settings.token_revocation_check_seconds
+
     def cached_host(self, token: str) -> str | None:
-        """The host of a token looked up within the last few seconds, without the database."""
+        """The host of a token checked within ``token_cache_seconds``, without the database;
+        None when not cached, or when a look for revocations is due (`follow_revocations`
+        first: the answer might be a revoked token)."""
+        if self.revocations_due():
+            return None
         cached = self._host_tokens.get(token_hash(token))
         if cached is not None and cached[1] > self.clock():
             return cached[0]
         return None
 
     def host_for(self, token: str) -> str | None:
+        """The host of a token, checked in the database (and cached)."""
         if not token.startswith(HOST_PREFIX):
             return None
+        self.follow_revocations()
         digest = token_hash(token)
         with self.store.read() as conn:
             found = self.store.host_tokens.holder(conn, digest)
@@ -206,20 +250,28 @@ class Identity:
             log.info("host token rotated", host_id=host_id)
         keep = self.settings.token_cache_seconds
         if keep > 0:
-            now = self.clock()
-            if digest not in self._host_tokens and len(self._host_tokens) >= TOKEN_CACHE_SIZE:
-                # full: drop what expired (once per so many look-ups); clear only if all live
-                self._host_tokens = {d: e for d, e in self._host_tokens.items() if e[1] > now}
-                if len(self._host_tokens) >= TOKEN_CACHE_SIZE:
-                    self._host_tokens.clear()
-            self._host_tokens[digest] = (host_id, now + keep)
+            self._cache(digest, host_id, self.clock() + keep)
         return host_id
+
+    def _cache(self, digest: str, host_id: str, until: float) -> None:
+        """Keep a checked token until then; O(1) amortised: the first entries are the
+        soonest to expire, dropped when expired, or (the oldest) when the cache is full."""
+        with self._cache_lock:
+            tokens = self._host_tokens
+            tokens.pop(digest, None)
+            now = self.clock()
+            while tokens and (
+                next(iter(tokens.values()))[1] <= now or len(tokens) >= TOKEN_CACHE_SIZE
+            ):
+                tokens.popitem(last=False)
+            tokens[digest] = (host_id, until)
 
     def _forget_host(self, host_id: str) -> None:
         """Drop cached tokens of a host whose tokens just changed."""
-        for digest, (cached_host, _) in list(self._host_tokens.items()):
-            if cached_host == host_id:
-                self._host_tokens.pop(digest, None)
+        with self._cache_lock:
+            for digest, (cached_host, _) in list(self._host_tokens.items()):
+                if cached_host == host_id:
+                    self._host_tokens.pop(digest, None)
 
     def rotate(self, host_id: str, token: str, now: datetime | None = None) -> str:
         """A new token for ``host_id``, which asks with ``token`` (checked again here, in the

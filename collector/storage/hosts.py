@@ -262,7 +262,13 @@ class Hosts:
         )
 
     def delete(self, conn: Connection, host_id: str) -> None:
-        """Remove a host row (and, by cascade, its tokens)."""
+        """Remove a host row (and, by cascade, its tokens).
+
+        Only the write probe's host is deleted. Tokens deleted with their host leave no
+        revoked_at for other processes to see (`Identity.follow_revocations`): one they
+        cached keeps naming the host until it expires (the ingest writer refuses reports of a
+        host that is gone), so a host with tokens must have them revoked, and the caches
+        followed, before it is deleted."""
         conn.execute(delete(hosts).where(hosts.c.host_id == host_id))
 
     def set_reenroll(self, conn: Connection, host_id: str, until: datetime | None) -> bool:

@@ -145,7 +145,8 @@ host_tokens = Table(
     ),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
-    Column("revoked_at", UTCDateTime(), nullable=True),
+    # indexed: each process asks for the tokens revoked lately (`Identity.follow_revocations`)
+    Column("revoked_at", UTCDateTime(), nullable=True, index=True),
     Column("last_used_at", UTCDateTime(), nullable=True),
 )
 

@@ -65,6 +65,14 @@ class HostTokens:
             query = query.where(host_tokens.c.token_hash != except_hash)
         return int(conn.execute(query.values(revoked_at=now)).rowcount)
 
+    def revoked_since(self, conn: Connection, since: datetime) -> list[str]:
+        """The hashes of the host tokens revoked at ``since`` or later."""
+        return list(
+            conn.execute(
+                select(host_tokens.c.token_hash).where(host_tokens.c.revoked_at >= since)
+            ).scalars()
+        )
+
     def host_for(self, conn: Connection, token_hash: str) -> tuple[str, bool] | None:
         """The host of an active token, and whether older tokens of that host are active."""
         found = self.holder(conn, token_hash)

@@ -64,6 +64,8 @@ def _authorization(scope: MutableMapping[str, Any]) -> str | None:
 async def host_of(identity: Identity, authorization: str | None) -> str:
     """The host a request's host token belongs to (from the cache when it can be)."""
     token = bearer_token(authorization)
+    if identity.revocations_due():  # at most every token_revocation_check_seconds
+        await run_in_threadpool(identity.follow_revocations)
     host_id = identity.cached_host(token)
     if host_id is None:
         host_id = await run_in_threadpool(identity.host_for, token)
