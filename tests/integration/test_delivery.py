@@ -26,7 +26,7 @@ def collector(tmp_path: Path, database_url: str) -> Iterator[CollectorProcess]:
 
 def stored(collector: CollectorProcess, host: str = HOST) -> list[dict[str, Any]]:
     """Reports received from a host, one per sequence, oldest first."""
-    return received(collector.api(f"/api/v1/hosts/{host}/reports", limit=10000))
+    return received(collector.api(f"/api/v1/hosts/{host}/reports", limit=5000))
 
 
 def delivered_everything(collector: CollectorProcess, agent: AgentProcess) -> bool:

@@ -27,7 +27,7 @@ AGENTS = ("kill-test-a", "kill-test-b", "kill-test-c")
 
 def stored(collector: CollectorProcess, host: str) -> list[dict[str, Any]]:
     """The host's reports, one per sequence, oldest first."""
-    return received(collector.api(f"/api/v1/hosts/{host}/reports", limit=10000))
+    return received(collector.api(f"/api/v1/hosts/{host}/reports", limit=5000))
 
 
 def consistency_problems(database_url: str) -> list[str]:
