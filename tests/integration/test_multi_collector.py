@@ -38,7 +38,7 @@ HOSTS = 12
 REPORTS_EACH = 30
 TAKEOVER = "this process now does the fleet's housekeeping"
 SENDER = "this process now sends the fleet's notifications"
-REEVALUATED = "policy or vulnerability data changed; hosts evaluated again"
+REEVALUATED = "hosts evaluated again against the policy and vulnerability data in force"
 HOOK_SECRET = "hook-secret-" + "m" * 20
 
 HAPROXY_CONFIG = """

@@ -106,6 +106,15 @@ def test_two_collectors_send_each_message_once(
     receiver once; when that one is killed, the other takes over and still none is twice."""
     append(store, 0, 15)
     wait_until("15 messages", lambda: len(finding_ids(webhook)) == 15, timeout=30)
+
+    def recorded() -> bool:
+        """Every delivery the receiver has is recorded as sent: a sender killed between the
+        receiver's answer and its commit would send that one again (at least once)."""
+        with store.read() as conn:
+            counts = store.deliveries.counts(conn)
+        return sum(c.sent for c in counts) >= 15 and not any(c.pending for c in counts)
+
+    wait_until("the 15 deliveries recorded as sent", recorded, timeout=30)
     (holder,) = holders(two_collectors)
     killed = next(c for c in two_collectors if c.port == holder)
     killed.stop(kill=True)
