@@ -8,7 +8,10 @@ then takes ``--reports`` unchanged reports (sections by hash, fresh ``resources`
 agents send between changes) in batches of ``--batch``, as the writer thread does, and prints
 the writer's CPU per report (PostgreSQL's backends too), statements and rows written to the
 findings table per report, and the CPU of one round of the housekeeper's casework (silent
-hosts, waivers, overdue findings), which runs every ``policy_check_interval`` seconds.
+hosts, waivers, overdue findings), which runs every ``policy_check_interval`` seconds: with
+the fleet reporting, then an hour later with every host silent (the round that announces
+them, the rounds after it, and the full round the silent-host watch makes every
+`FULL_ROUND_EVERY`).
 
 No HTTP: parsing and the HTTP layers cost the same per report whatever the fleet
 (`benchmarks.fleet` measures them). What this isolates is work whose cost follows the number
@@ -24,7 +27,7 @@ import random
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ import psutil
 from sqlalchemy import create_engine, event, text
 
 from benchmarks.ingest_load import section, synthetic_packages
+from fleetwatch.collector.compliance.watch import FULL_ROUND_EVERY
 from fleetwatch.collector.ingest.writer import Submission
 from fleetwatch.collector.service import CollectorService
 from fleetwatch.collector.settings import CollectorSettings
@@ -198,12 +202,20 @@ def run(args: argparse.Namespace, tmp: Path, count: int) -> None:
         event.remove(svc.engine, "after_cursor_execute", tally)
         with svc.store.read() as conn:
             open_findings = len(svc.store.findings.open_where(conn))
-        rounds = []
-        for _ in range(3):
+
+        def tick(at: datetime) -> tuple[float, float]:
             db_before, cpu_before = postgres.cpu(), time.process_time()
-            svc.casework.tick()
-            rounds.append((time.process_time() - cpu_before, postgres.cpu() - db_before))
-        tick_cpu, tick_db = min(rounds)
+            svc.casework.tick(at)
+            return time.process_time() - cpu_before, postgres.cpu() - db_before
+
+        now = datetime.now(UTC)
+        tick_cpu, tick_db = min(tick(now + timedelta(seconds=5 * n)) for n in range(3))
+        # the whole fleet silent for an hour: announced in one (full) round, then the rounds
+        # between full ones, then a full round again
+        silent = now + timedelta(hours=1)
+        announced = tick(silent)
+        between = min(tick(silent + timedelta(seconds=5 * n)) for n in range(1, 4))
+        full = tick(silent + FULL_ROUND_EVERY + timedelta(seconds=1))
     finally:
         svc.stop()
         _drop(args, name)
@@ -216,10 +228,15 @@ def run(args: argparse.Namespace, tmp: Path, count: int) -> None:
         + f"; {open_findings} open findings; written to them: "
         f"{written['statements'] / reports:.2f} statements, "
         f"{written['rows'] / reports:.2f} rows a report; a housekeeping round "
-        f"{tick_cpu * 1000:.0f} ms CPU"
-        + (f" + PostgreSQL {tick_db * 1000:.0f} ms" if name else ""),
+        f"{_round(tick_cpu, tick_db, name)}; with every host silent: the round announcing "
+        f"them {_round(*announced, name)}, the rounds after {_round(*between, name)}, "
+        f"a full round {_round(*full, name)}",
         flush=True,
     )
+
+
+def _round(cpu: float, db: float, postgres: str | None) -> str:
+    return f"{cpu * 1000:.0f} ms CPU" + (f" + PostgreSQL {db * 1000:.0f} ms" if postgres else "")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fleetwatch.collector.compliance import lifecycle
 from fleetwatch.collector.compliance.findings import covering_waiver
 from fleetwatch.collector.compliance.rules import REGISTRY
-from fleetwatch.collector.compliance.watch import watch_hosts
+from fleetwatch.collector.compliance.watch import HostWatch
 from fleetwatch.collector.refusals import (
     FindingClosed,
     InvalidWaiver,
@@ -62,6 +62,7 @@ class Casework:
     def __init__(self, store: Store, policy: PolicySource) -> None:
         self.store = store
         self.policy = policy
+        self.watch = HostWatch()
 
     # -- who answers for what ----------------------------------------------------------
 
@@ -208,7 +209,7 @@ class Casework:
                 lifecycle.finding_event("overdue", row, units[row.host_id], now) for row in overdue
             ]
             counts.overdue = len(overdue)
-            watched = watch_hosts(conn, self.store, policy, now)
+            watched = self.watch.round(conn, self.store, policy, now)
             counts.host_events = len(watched)
             events += watched
             self.store.events.append(conn, events)

@@ -5,9 +5,17 @@ A host is silent when its latest report is older than its ``max_report_age`` (st
 when it has none: an enrolled host ``max_report_age`` after it enrolled, a host only listed
 in the policy ``max_report_age`` after the collector first noticed it (never reported).
 `storage.silences` remembers what was noticed and announced. Run by the housekeeper, once
-per fleet (`Casework.tick`), every few seconds: it reads only the hosts that may have fallen
-silent (quiet for longer than the shortest report age the policy allows, or with a silence
-noticed), never every host of the fleet.
+per fleet (`Casework.tick`), every few seconds, and never reading every host of the fleet:
+
+- a *full* round (the first in a process, after a policy change, and every
+  ``FULL_ROUND_EVERY``) reads the hosts quiet for longer than the shortest report age the
+  policy allows, every silence, and the policy's hosts not enrolled;
+- the rounds between read only what can have changed without a policy change: hosts quiet
+  for that long with no silence noticed, silences not announced yet, and silences of hosts
+  that reported or enrolled since they were noticed. A fleet with many hosts silent for
+  good (switched off, not yet removed) costs these rounds nothing per such host.
+
+Only when each host was last heard from is read (`storage.hosts.Heard`), never its sections.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetwatch.collector.compliance.lifecycle import iso
 from fleetwatch.collector.storage.events import NewEvent
-from fleetwatch.collector.storage.silences import Silence
+from fleetwatch.collector.storage.silences import PENDING, Silence
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -26,11 +34,13 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from fleetwatch.collector.compliance.policy import Policy
-    from fleetwatch.collector.storage.hosts import HostRow
+    from fleetwatch.collector.storage.hosts import Heard
     from fleetwatch.collector.storage.store import Store
 
-PENDING = "pending"
 AGE = "max_report_age"
+# A round that reads every silence again, to catch what the rounds between cannot see: hosts
+# deleted, a silence's host enrolled again with an earlier clock.
+FULL_ROUND_EVERY = timedelta(minutes=10)
 
 
 _shortest: dict[str, float] = {}  # by policy digest
@@ -47,7 +57,7 @@ def shortest_age(policy: Policy) -> float:
 
 
 def _condition(
-    host: HostRow | None, noticed: datetime | None, age: timedelta, now: datetime
+    host: Heard | None, noticed: datetime | None, age: timedelta, now: datetime
 ) -> str | None:
     """never_reported, stale, pending (silent, within its grace) or None (reporting)."""
     if host is not None and host.observed_at is not None:
@@ -60,7 +70,7 @@ def _host_event(
     kind: str,
     *,
     host_id: str,
-    host: HostRow | None,
+    host: Heard | None,
     unit: str | None,
     age: timedelta,
     now: datetime,
@@ -73,13 +83,48 @@ def _host_event(
     return NewEvent(at=now, kind=kind, host_id=host_id, unit=unit, detail=detail)
 
 
-def watch_hosts(conn: Connection, store: Store, policy: Policy, now: datetime) -> list[NewEvent]:
-    """Announce hosts that fell silent, and those that came back; the events to append."""
-    silences = store.silences.all(conn)
-    cutoff = now - timedelta(seconds=shortest_age(policy))
-    # a host not among these reported within any age allowed, and has no silence to end
-    hosts = store.hosts.get_many(conn, {*store.hosts.quiet_since(conn, cutoff), *silences})
-    unenrolled = set(policy.hosts) - store.hosts.enrolled_among(conn, policy.hosts)
+class HostWatch:
+    """Announces hosts that fell silent and those that came back (see the module); holds when
+    this process last made a full round, and by which policy."""
+
+    def __init__(self) -> None:
+        self._full: tuple[str, datetime] | None = None  # policy digest, when
+
+    def _full_due(self, policy: Policy, now: datetime) -> bool:
+        if self._full is None:
+            return True
+        digest, at = self._full
+        return digest != policy.digest or not at <= now < at + FULL_ROUND_EVERY
+
+    def round(
+        self, conn: Connection, store: Store, policy: Policy, now: datetime
+    ) -> list[NewEvent]:
+        """One round: the events to append (their silences are written here)."""
+        cutoff = now - timedelta(seconds=shortest_age(policy))
+        if self._full_due(policy, now):
+            silences = store.silences.all(conn)
+            hosts = store.hosts.heard_before(conn, cutoff)
+            hosts.update(store.hosts.heard_of(conn, set(silences) - set(hosts)))
+            unenrolled = set(policy.hosts) - store.hosts.enrolled_among(conn, policy.hosts)
+            self._full = (policy.digest, now)
+        else:
+            silences = store.silences.to_check(conn)
+            hosts = store.hosts.heard_before(conn, cutoff, unsilenced=True)
+            hosts.update(store.hosts.heard_of(conn, silences))
+            unenrolled = {h for h in silences if h not in hosts and h in policy.hosts}
+        return _announce(conn, store, policy, now, hosts, silences, unenrolled)
+
+
+def _announce(
+    conn: Connection,
+    store: Store,
+    policy: Policy,
+    now: datetime,
+    hosts: dict[str, Heard],
+    silences: dict[str, Silence],
+    unenrolled: set[str],
+) -> list[NewEvent]:
+    """Announce what changed among the hosts and silences a round read."""
     events: list[NewEvent] = []
     new: list[Silence] = []
     back: list[str] = []

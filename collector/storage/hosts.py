@@ -7,10 +7,10 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
 
 from fleetwatch.collector.rate_limits import Bucket
-from fleetwatch.collector.storage.tables import hosts
+from fleetwatch.collector.storage.tables import OBSERVED, host_silences, hosts
 from fleetwatch.collector.storage.transactions import among
 
 if TYPE_CHECKING:
@@ -149,6 +149,20 @@ class HostRow:
         return min(self.last_collected_at, self.last_received_at)
 
 
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """What the silent-host watch reads of a host: when it was last heard from, never its
+    sections (see `compliance.watch`)."""
+
+    host_id: str
+    unit: str | None
+    enrolled_at: datetime
+    observed_at: datetime | None  # `HostRow.observed_at`; None: never reported
+
+
+_HEARD = (hosts.c.host_id, hosts.c.unit, hosts.c.enrolled_at, OBSERVED.label("observed_at"))
+
+
 # every column but the key, in the table's order
 _STATE_COLUMNS = tuple(f.name for f in fields(HostRow) if f.name != "host_id")
 
@@ -236,6 +250,27 @@ class Hosts:
             or_(collected.is_(None), received.is_(None), collected < cutoff, received < cutoff)
         )
         return [host_id for (host_id,) in conn.execute(query)]
+
+    def heard_of(self, conn: Connection, host_ids: Iterable[str]) -> dict[str, Heard]:
+        """When each of these hosts was last heard from (those enrolled)."""
+        wanted = sorted(set(host_ids))
+        found: dict[str, Heard] = {}
+        for start in range(0, len(wanted), _IDS_AT_ONCE):
+            chunk = wanted[start : start + _IDS_AT_ONCE]
+            query = select(*_HEARD).where(hosts.c.host_id.in_(chunk))
+            found.update((row.host_id, Heard(*row)) for row in conn.execute(query))
+        return found
+
+    def heard_before(
+        self, conn: Connection, cutoff: datetime, *, unsilenced: bool = False
+    ) -> dict[str, Heard]:
+        """Hosts whose latest report was observed before ``cutoff``, or that never reported
+        (through the index on when the latest report was observed); with ``unsilenced``, only
+        those without a silence noticed (`storage.silences`)."""
+        query = select(*_HEARD).where(or_(OBSERVED.is_(None), cutoff > OBSERVED))
+        if unsilenced:
+            query = query.where(~exists().where(host_silences.c.host_id == hosts.c.host_id))
+        return {row.host_id: Heard(*row) for row in conn.execute(query)}
 
     def enrolled_among(self, conn: Connection, host_ids: Iterable[str]) -> set[str]:
         """Which of these hosts are enrolled."""

@@ -6,15 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 
-from fleetwatch.collector.storage.tables import host_silences
+from fleetwatch.collector.storage.tables import host_silences, hosts
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from datetime import datetime
 
     from sqlalchemy import Connection
+
+
+PENDING = "pending"  # seen silent, within its grace: not announced yet
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,28 @@ class Silences:
 
     def all(self, conn: Connection) -> dict[str, Silence]:
         return {r.host_id: Silence(**r._mapping) for r in conn.execute(select(host_silences))}
+
+    def to_check(self, conn: Connection) -> dict[str, Silence]:
+        """The silences that may have changed without a policy change: those not announced
+        yet (pending), those of hosts that reported since they were noticed, and those of hosts
+        that enrolled since, and did not report yet.
+        An announced silence of a host not heard from since stays as it is."""
+        heard = hosts.c.host_id == host_silences.c.host_id
+        query = (
+            select(host_silences)
+            .outerjoin(hosts, heard)
+            .where(
+                or_(
+                    host_silences.c.condition == PENDING,
+                    hosts.c.last_received_at > host_silences.c.noticed_at,
+                    and_(
+                        hosts.c.last_received_at.is_(None),
+                        hosts.c.enrolled_at > host_silences.c.noticed_at,
+                    ),
+                )
+            )
+        )
+        return {r.host_id: Silence(**r._mapping) for r in conn.execute(query)}
 
     def add(self, conn: Connection, new: Sequence[Silence]) -> None:
         if new:

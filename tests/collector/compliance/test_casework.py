@@ -411,23 +411,61 @@ class TestSilentHosts:
     def test_hosts_that_report_are_not_read(
         self, service: CollectorService, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """The watch reads the rows of hosts quiet for longer than the shortest age the policy
-        allows (and of those never reported), not of every host."""
+        """The watch reads the hosts quiet for longer than the shortest age the policy allows
+        (and those never reported), not every host."""
         Host(service, "web-01").report(FIXED, 0)
-        read: list[str] = []
-        get_many = service.store.hosts.get_many
-
-        def spy(conn: Any, host_ids: Any, **kwargs: Any) -> Any:
-            read.extend(host_ids)
-            return get_many(conn, host_ids, **kwargs)
-
-        monkeypatch.setattr(service.store.hosts, "get_many", spy)
+        read = spy_on_reads(service, monkeypatch)
         service.casework.tick(T0 + timedelta(minutes=5))
         assert sorted(read) == ["web-02"]
         read.clear()
         service.casework.tick(T0 + timedelta(minutes=20))
         assert sorted(read) == ["web-01", "web-02"]
         assert kinds(service, host_id="web-01") == ["host_stale"]
+
+    def test_hosts_announced_silent_are_not_read_again_until_they_report(
+        self, service: CollectorService, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Between full rounds, a host whose silence was announced is not read again while it
+        stays silent; its report brings it back into the next round, which announces its
+        return; a full round reads it again."""
+        host = Host(service, "web-01")
+        host.report(FIXED, 0)
+        service.casework.tick(T0 + timedelta(minutes=1))  # the process's first: a full round
+        service.casework.tick(T0 + timedelta(minutes=20))
+        assert kinds(service, host_id="web-01") == ["host_stale"]
+        read = spy_on_reads(service, monkeypatch)
+        service.casework.tick(T0 + timedelta(minutes=21))
+        service.casework.tick(T0 + timedelta(minutes=22))
+        assert "web-01" not in read
+        host.report(FIXED, 23)
+        service.casework.tick(T0 + timedelta(minutes=24))
+        assert "web-01" in read
+        assert kinds(service, host_id="web-01") == ["host_stale", "host_back"]
+        read.clear()
+        service.casework.tick(T0 + timedelta(minutes=60))  # past FULL_ROUND_EVERY: full
+        assert "web-01" in read
+        assert kinds(service, host_id="web-01") == ["host_stale", "host_back", "host_stale"]
+
+
+def spy_on_reads(service: CollectorService, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hosts whose last report the silent-host watch reads from now on, as it reads them."""
+    read: list[str] = []
+    hosts = service.store.hosts
+    heard_before, heard_of = hosts.heard_before, hosts.heard_of
+
+    def before(*args: Any, **kwargs: Any) -> Any:
+        found = heard_before(*args, **kwargs)
+        read.extend(found)
+        return found
+
+    def of(*args: Any, **kwargs: Any) -> Any:
+        found = heard_of(*args, **kwargs)
+        read.extend(found)
+        return found
+
+    monkeypatch.setattr(hosts, "heard_before", before)
+    monkeypatch.setattr(hosts, "heard_of", of)
+    return read
 
 
 class TestFeedback:
