@@ -33,6 +33,14 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        # PostgreSQL reads in autocommit: at READ COMMITTED each statement sees its own
+        # snapshot inside a transaction too, so a BEGIN and a ROLLBACK around a read would only
+        # cost two round trips (a host token looked up, an API page).
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else engine
+        )
         # SQLite has one writer at a time anyway; queueing here is fairer than its busy loop.
         self._write_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
@@ -46,8 +54,9 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reading (on SQLite, a snapshot that writers do not block)."""
-        with self.engine.connect() as conn:
+        """A connection for reading (on SQLite, a snapshot that writers do not block; on
+        PostgreSQL, each statement on its own, as READ COMMITTED reads anyway)."""
+        with self._reader.connect() as conn:
             yield conn
 
     def ping(self) -> None:
