@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import ARRAY, any_, bindparam, delete, exists, insert, or_, select, update
 
 from fleetwatch.collector.rate_limits import Bucket
 from fleetwatch.collector.storage.tables import OBSERVED, host_silences, hosts
@@ -16,7 +17,7 @@ from fleetwatch.collector.storage.transactions import among
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from sqlalchemy import Connection, Row
+    from sqlalchemy import Connection, Row, Select, Update
 
     from fleetwatch.collector.storage.transactions import Database
 
@@ -215,6 +216,34 @@ def _host(row: Row[Any]) -> HostRow:
 _IDS_AT_ONCE = 5000  # ids in one IN list: well within every database's limit on parameters
 
 
+# Statements run on every batch of reports, built once (per database kind, per set of
+# columns): building and keying a statement cost more than running it.
+
+
+@functools.cache
+def _by_ids(dialect: str, *, lock: bool) -> Select[Any]:
+    """Hosts whose id is among ``:ids``, in id order, so that two writers locking
+    overlapping sets cannot deadlock; with ``lock``, locked until commit on PostgreSQL (on
+    SQLite a write transaction holds the whole database from its BEGIN)."""
+    ids = (
+        hosts.c.host_id == any_(bindparam("ids", type_=ARRAY(hosts.c.host_id.type)))
+        if dialect == "postgresql"
+        else hosts.c.host_id.in_(bindparam("ids", expanding=True))
+    )
+    query = select(hosts).where(ids).order_by(hosts.c.host_id)
+    return query.with_for_update() if lock and dialect == "postgresql" else query
+
+
+@functools.lru_cache(maxsize=256)
+def _update_statement(names: tuple[str, ...]) -> Update:
+    """Set these columns (``:b_<name>``) of the host ``:b_host_id``."""
+    return (
+        update(hosts)
+        .where(hosts.c.host_id == bindparam("b_host_id"))
+        .values({name: bindparam(f"b_{name}") for name in names})
+    )
+
+
 class Hosts:
     """The ``hosts`` table."""
 
@@ -232,11 +261,8 @@ class Hosts:
         wanted = sorted(set(host_ids))
         if not wanted:
             return {}
-        # in id order, so that two writers locking overlapping sets cannot deadlock
-        query = select(hosts).where(among(conn, hosts.c.host_id, wanted)).order_by(hosts.c.host_id)
-        if lock:
-            query = self._database.locking(query)
-        return {row.host_id: _host(row) for row in conn.execute(query)}
+        query = _by_ids(conn.dialect.name, lock=lock)
+        return {row.host_id: _host(row) for row in conn.execute(query, {"ids": wanted})}
 
     def all(self, conn: Connection) -> list[HostRow]:
         """Every enrolled host, by id."""
@@ -323,12 +349,7 @@ class Hosts:
                 values["b_host_id"] = change.host_id
                 by_columns.setdefault(tuple(columns), []).append(values)
         for names, group in by_columns.items():
-            statement = (
-                update(hosts)
-                .where(hosts.c.host_id == bindparam("b_host_id"))
-                .values({name: bindparam(f"b_{name}") for name in names})
-            )
-            conn.execute(statement, group)
+            conn.execute(_update_statement(names), group)
 
     def evaluated_against(
         self, conn: Connection, after: str = "", limit: int = 10_000

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Update
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,31 @@ class Extension:
     received_at: datetime
 
 
+def _extend_statement() -> Update:
+    """The row before a report (``:b_host_id``, ``:b_instance_id``, ``:b_sequence``) made to
+    stand for it. Built once: an aliased table's columns are built anew with each alias."""
+    before = reports.alias("before")
+    row_before = (
+        select(before.c.id)
+        .where(
+            before.c.host_id == bindparam("b_host_id"),
+            before.c.instance_id == bindparam("b_instance_id"),
+            before.c.sequence < bindparam("b_sequence"),
+        )
+        .order_by(before.c.sequence.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        update(reports)
+        .where(reports.c.id == row_before)
+        .values(through=bindparam("b_sequence"), last_received_at=bindparam("b_received_at"))
+    )
+
+
+_EXTEND = _extend_statement()
+
+
 class Reports:
     """The ``reports`` table."""
 
@@ -82,22 +107,8 @@ class Reports:
         """Let each host's row before these reports stand for them too, in one statement."""
         if not extensions:
             return
-        before = reports.alias("before")
-        row_before = (
-            select(before.c.id)
-            .where(
-                before.c.host_id == bindparam("b_host_id"),
-                before.c.instance_id == bindparam("b_instance_id"),
-                before.c.sequence < bindparam("b_sequence"),
-            )
-            .order_by(before.c.sequence.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
         conn.execute(
-            update(reports)
-            .where(reports.c.id == row_before)
-            .values(through=bindparam("b_sequence"), last_received_at=bindparam("b_received_at")),
+            _EXTEND,
             [
                 {
                     "b_host_id": e.host_id,

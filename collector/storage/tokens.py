@@ -7,9 +7,9 @@ administer (see `fleetwatch.collector.auth.tokens` for how tokens are made and h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from fleetwatch.collector.rate_limits import Bucket
 from fleetwatch.collector.storage.tables import api_tokens, host_tokens, hosts
@@ -17,7 +17,7 @@ from fleetwatch.collector.storage.tables import api_tokens, host_tokens, hosts
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Select
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,38 @@ class TokenHolder(NamedTuple):
     host_id: str
     older_active: bool
     report_bucket: Bucket | None
+
+
+def _holder_query() -> Select[Any]:
+    """The host of an active token (``:token_hash``), whether older tokens of that host are
+    active, and the host's report bucket. Built once: an aliased table's columns are built
+    anew with each alias, which cost more than the query on every report a cold cache took."""
+    older = host_tokens.alias("older")
+    older_active = (
+        select(older.c.id)
+        .where(
+            older.c.host_id == host_tokens.c.host_id,
+            older.c.revoked_at.is_(None),
+            older.c.id < host_tokens.c.id,
+        )
+        .exists()
+    )
+    return (
+        select(
+            host_tokens.c.host_id,
+            older_active.label("older"),
+            hosts.c.report_tokens,
+            hosts.c.report_tokens_at,
+        )
+        .join(hosts, hosts.c.host_id == host_tokens.c.host_id)
+        .where(
+            host_tokens.c.token_hash == bindparam("token_hash"),
+            host_tokens.c.revoked_at.is_(None),
+        )
+    )
+
+
+_HOLDER = _holder_query()
 
 
 class HostTokens:
@@ -82,29 +114,7 @@ class HostTokens:
         """The host of an active token, whether older tokens of that host are active, and
         the host's report rate bucket (see `fleetwatch.collector.rate_limits`)."""
         # one round trip: a token is checked on every report the token cache does not cover
-        older = host_tokens.alias("older")
-        older_active = (
-            select(older.c.id)
-            .where(
-                older.c.host_id == host_tokens.c.host_id,
-                older.c.revoked_at.is_(None),
-                older.c.id < host_tokens.c.id,
-            )
-            .exists()
-        )
-        row = conn.execute(
-            select(
-                host_tokens.c.host_id,
-                older_active.label("older"),
-                hosts.c.report_tokens,
-                hosts.c.report_tokens_at,
-            )
-            .join(hosts, hosts.c.host_id == host_tokens.c.host_id)
-            .where(
-                host_tokens.c.token_hash == token_hash,
-                host_tokens.c.revoked_at.is_(None),
-            )
-        ).first()
+        row = conn.execute(_HOLDER, {"token_hash": token_hash}).first()
         if row is None:
             return None
         bucket = (
