@@ -44,12 +44,17 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         )
         _sqlite_pragmas(engine, sqlite_synchronous)
         return engine
+    # No ping on each checkout (a round trip before every batch and every token looked up):
+    # when PostgreSQL restarts, the first statement on a dead connection fails (that request
+    # gets a 503; an agent keeps its report and sends it again) and SQLAlchemy then drops
+    # every connection of the pool made before it. Connections are renewed every half hour,
+    # ahead of anything between here and the database that drops idle ones.
     return create_engine(
         url,
         pool_size=10,
         max_overflow=20,
         pool_timeout=10,
-        pool_pre_ping=True,
+        pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
 
