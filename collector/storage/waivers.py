@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, insert, or_, select, update
 
 from fleetwatch.collector.storage.tables import waivers
+from fleetwatch.collector.storage.transactions import among
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -91,7 +92,7 @@ class Waivers:
         """Waivers in force that may cover these hosts (by host, unit or group): what one
         batch of reports needs, however many waivers the fleet holds."""
         reach = [
-            and_(waivers.c.scope == scope, waivers.c.target.in_(sorted(set(targets))))
+            and_(waivers.c.scope == scope, among(conn, waivers.c.target, sorted(set(targets))))
             for scope, targets in (("host", hosts), ("unit", units), ("group", groups))
         ]
         rows = conn.execute(
