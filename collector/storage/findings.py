@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, bindparam, case, func, insert, or_, select, type_coerce, update
 
 from fleetwatch.collector.storage.tables import UTCDateTime, findings, hosts
-from fleetwatch.collector.storage.transactions import among
+from fleetwatch.collector.storage.transactions import among, as_arrays
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from datetime import datetime
 
-    from sqlalchemy import ColumnElement, Connection, Select
+    from sqlalchemy import ColumnElement, Connection, Result, Select
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,12 @@ def shown() -> Select[Any]:
     )
 
 
+def _rows(result: Result[Any]) -> list[FindingRow]:
+    """Findings from a result of every column (their names looked up once, not per row)."""
+    names = tuple(result.keys())
+    return [FindingRow(**dict(zip(names, row, strict=True))) for row in result]
+
+
 class Findings:
     """The ``findings`` table.
 
@@ -175,15 +181,35 @@ class Findings:
         particular order: asking for the order costs a statement per row on SQLite)."""
         if not new:
             return []
-        rows = conn.execute(
-            insert(findings).returning(*findings.c),
-            [{name: getattr(finding, name) for name in _NEW_COLUMNS} for finding in new],
-        )
-        return [FindingRow(**row._mapping) for row in rows]
+        if conn.dialect.name == "postgresql":
+            given = as_arrays(
+                findings, [[getattr(f, name) for name in _NEW_COLUMNS] for f in new], _NEW_COLUMNS
+            )
+            rows = conn.execute(
+                insert(findings)
+                .from_select(_NEW_COLUMNS, select(*given.c))
+                .returning(*findings.c)
+            )
+        else:
+            rows = conn.execute(
+                insert(findings).returning(*findings.c),
+                [{name: getattr(finding, name) for name in _NEW_COLUMNS} for finding in new],
+            )
+        return _rows(rows)
 
     def save(self, conn: Connection, rows: Sequence[FindingRow]) -> None:
         """Write back what changed in these findings (every mutable column), in one statement."""
-        if rows:
+        if not rows:
+            return
+        if conn.dialect.name == "postgresql":
+            names = ("id", *_MUTABLE)
+            given = as_arrays(findings, [[getattr(r, n) for n in names] for r in rows], names)
+            conn.execute(
+                update(findings)
+                .where(findings.c.id == given.c.id)
+                .values({name: given.c[name] for name in _MUTABLE})
+            )
+        else:
             conn.execute(
                 update(findings)
                 .where(findings.c.id == bindparam("b_id"))
@@ -237,8 +263,8 @@ class Findings:
                 or_(findings.c.resolved_at.is_(None), findings.c.state == "resolved"),
             )
         )
-        for row in rows:
-            found[row.host_id].append(FindingRow(**row._mapping))
+        for row in _rows(rows):
+            found[row.host_id].append(row)
         return found
 
     def open_where(
@@ -311,8 +337,8 @@ class Findings:
         rows = conn.execute(
             select(findings).where(findings.c.host_id.in_(wanted), findings.c.resolved_at.is_(None))
         )
-        for row in rows:
-            found[row.host_id].append(FindingRow(**row._mapping))
+        for row in _rows(rows):
+            found[row.host_id].append(row)
         return found
 
     def open_for(self, conn: Connection, host_id: str) -> list[FindingRow]:

@@ -12,12 +12,12 @@ from sqlalchemy import ARRAY, any_, bindparam, delete, exists, insert, or_, sele
 
 from fleetwatch.collector.rate_limits import Bucket
 from fleetwatch.collector.storage.tables import OBSERVED, host_silences, hosts
-from fleetwatch.collector.storage.transactions import among
+from fleetwatch.collector.storage.transactions import among, as_arrays
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from sqlalchemy import Connection, Row, Select, Update
+    from sqlalchemy import Connection, Result, Row, Select, Update
 
     from fleetwatch.collector.storage.transactions import Database
 
@@ -202,15 +202,17 @@ class HostChange:
         return changed
 
 
-def _host(row: Row[Any]) -> HostRow:
-    return HostRow(
-        **{
-            **row._mapping,
-            "sections": _sections_from_json(row.sections),
-            "conditions": _conditions_from_json(row.conditions),
-            "inline": dict(row.inline or {}),
-        }
-    )
+def _hosts(result: Result[Any]) -> list[HostRow]:
+    """Hosts from a result of every column (their names looked up once, not per row)."""
+    names = tuple(result.keys())
+    return [_host(dict(zip(names, row, strict=True))) for row in result]
+
+
+def _host(columns: dict[str, Any]) -> HostRow:
+    columns["sections"] = _sections_from_json(columns["sections"])
+    columns["conditions"] = _conditions_from_json(columns["conditions"])
+    columns["inline"] = dict(columns["inline"] or {})
+    return HostRow(**columns)
 
 
 _IDS_AT_ONCE = 5000  # ids in one IN list: well within every database's limit on parameters
@@ -262,11 +264,11 @@ class Hosts:
         if not wanted:
             return {}
         query = _by_ids(conn.dialect.name, lock=lock)
-        return {row.host_id: _host(row) for row in conn.execute(query, {"ids": wanted})}
+        return {host.host_id: host for host in _hosts(conn.execute(query, {"ids": wanted}))}
 
     def all(self, conn: Connection) -> list[HostRow]:
         """Every enrolled host, by id."""
-        return [_host(r) for r in conn.execute(select(hosts).order_by(hosts.c.host_id))]
+        return _hosts(conn.execute(select(hosts).order_by(hosts.c.host_id)))
 
     def quiet_since(self, conn: Connection, cutoff: datetime) -> list[str]:
         """Hosts whose latest report was observed before ``cutoff`` (`HostRow.observed_at`),
@@ -366,7 +368,16 @@ class Hosts:
 
     def set_evaluated_against(self, conn: Connection, digests: Mapping[str, str]) -> None:
         """Record what these hosts were just evaluated against, in one statement."""
-        if digests:
+        if not digests:
+            return
+        if conn.dialect.name == "postgresql":
+            given = as_arrays(hosts, list(digests.items()), ("host_id", "baseline_digest"))
+            conn.execute(
+                update(hosts)
+                .where(hosts.c.host_id == given.c.host_id)
+                .values(baseline_digest=given.c.baseline_digest)
+            )
+        else:
             conn.execute(
                 update(hosts)
                 .where(hosts.c.host_id == bindparam("b_host_id"))

@@ -12,7 +12,7 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import any_, bindparam, select
+from sqlalchemy import any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import ColumnElement, Connection, Engine, Select, Table
     from sqlalchemy.sql.dml import Insert
+    from sqlalchemy.sql.selectable import TableValuedAlias
 
 
 class Database:
@@ -86,3 +87,15 @@ def among(
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+def as_arrays(table: Table, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> TableValuedAlias:
+    """Rows of values for these columns of ``table``, as PostgreSQL's ``unnest`` of one array
+    per column: a FROM item for an INSERT or UPDATE of many rows in a single statement of a
+    few parameters, which psycopg parses once and the server plans once (an executemany sends
+    a statement per row; a multi-row VALUES, a new statement text per number of rows)."""
+    arrays = [
+        bindparam(None, [row[i] for row in rows], type_=ARRAY(table.c[name].type))
+        for i, name in enumerate(names)
+    ]
+    return func.unnest(*arrays).table_valued(*names).render_derived()
