@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, insert, or_, select, update
 
-from fleetwatch.collector.storage.tables import waivers
+from fleetwatch.collector.storage.tables import host_placements, waivers
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -108,25 +108,38 @@ class Waivers:
         )
         return {r.name: WaiverRow(**r._mapping) for r in rows}
 
-    def query(
+    def page(
         self,
         conn: Connection,
         *,
         now: datetime,
         include_ended: bool = False,
-        units: list[str] | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[WaiverRow]:
-        """Waivers in force (or every one), newest first; ``units`` limits unit waivers and
-        host waivers to those targets (the caller works out which hosts that means)."""
+        unit: str | None = None,
+        before: int | None = None,
+        limit: int = 500,
+    ) -> tuple[list[WaiverRow], int | None]:
+        """One page of waivers in force (or every one), newest first (by id, the primary
+        key's order), before the id ``before``; and the id to page on from, if more follow.
+        ``unit``: only that unit's waivers and its hosts' (as `CaseWork.waiver_unit` places
+        them: a host by ``host_placements``), never a group's, which may span units."""
         query = select(waivers)
         if not include_ended:
             query = query.where(waivers.c.revoked_at.is_(None), waivers.c.expires_at > now)
-        if units is not None:
-            query = query.where(waivers.c.target.in_(units))
-        query = query.order_by(waivers.c.id.desc()).limit(limit).offset(offset)
-        return [WaiverRow(**r._mapping) for r in conn.execute(query)]
+        if unit is not None:
+            hosts_of_unit = select(host_placements.c.host_id).where(host_placements.c.unit == unit)
+            query = query.where(
+                or_(
+                    and_(waivers.c.scope == "unit", waivers.c.target == unit),
+                    and_(waivers.c.scope == "host", waivers.c.target.in_(hosts_of_unit)),
+                )
+            )
+        if before is not None:
+            query = query.where(waivers.c.id < before)
+        query = query.order_by(waivers.c.id.desc()).limit(limit + 1)
+        rows = [WaiverRow(**r._mapping) for r in conn.execute(query)]
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1].id
+        return rows, None
 
     def set(self, conn: Connection, waiver_id: int, **values: Any) -> None:
         conn.execute(update(waivers).where(waivers.c.id == waiver_id).values(**values))

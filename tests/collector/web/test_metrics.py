@@ -218,8 +218,9 @@ class TestMetricsDirectory:
 
 
 def test_the_fleet_figures_never_read_the_reports_table(client: TestClient) -> None:
-    """Four statements, over hosts, open findings and the vulnerabilities hosts carry: none
-    names the reports table, which grows with every report."""
+    """The kept counts of hosts (and the stale ones by index), open findings, what hosts
+    carry and the newest report: a handful of statements, none naming the reports table,
+    which grows with every report, and none reading the hosts table but by its indexes."""
     report(
         client,
         "web-02",
@@ -237,9 +238,8 @@ def test_the_fleet_figures_never_read_the_reports_table(client: TestClient) -> N
         figures = read_fleet_figures(svc)
     finally:
         event.remove(svc.engine, "before_cursor_execute", seen)
-    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(selects) == 4, statements
-    assert not [s for s in selects if re.search(r"\breports\b", s)], selects
+    assert len(statements) <= 6, statements
+    assert not [s for s in statements if re.search(r"\breports\b", s)], statements
     assert sum(figures.open_findings.values()) >= 1
 
 
