@@ -175,7 +175,14 @@ class HostVulnerabilities:
             table.outerjoin(host_placements, host_placements.c.host_id == table.c.host_id)
         )
         for wanted_unit in {wanted.scope_unit, wanted.unit} - {None}:
-            query = query.where(host_placements.c.unit == wanted_unit)
+            # the unit's hosts, in order from the cursor's on, drive the primary key: no
+            # sort, and no row of the hosts before the cursor read
+            hosts_of_unit = select(host_placements.c.host_id).where(
+                host_placements.c.unit == wanted_unit
+            )
+            if after is not None:
+                hosts_of_unit = hosts_of_unit.where(host_placements.c.host_id >= after[0])
+            query = query.where(table.c.host_id.in_(hosts_of_unit))
         if wanted.host_id is not None:
             query = query.where(table.c.host_id == wanted.host_id)
         if wanted.vuln is not None:
