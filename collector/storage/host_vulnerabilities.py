@@ -166,14 +166,12 @@ class HostVulnerabilities:
         limit: int = 500,
     ) -> VulnerabilityPage:
         """One page of rows in the primary key's order (host, vulnerability, source) after
-        the position ``after``, every filter in SQL, with each host's unit.
+        the position ``after``, every filter in SQL, and each row's host's unit.
 
         Keyset paging on the columns a filter leaves free: with one vulnerability asked for,
         the rows come from the index ``(vuln, host_id, source)`` in the same order, so a page
         deep into a CVE every host carries costs what the first does."""
-        query = select(table, host_placements.c.unit).select_from(
-            table.outerjoin(host_placements, host_placements.c.host_id == table.c.host_id)
-        )
+        query = select(table)
         for wanted_unit in {wanted.scope_unit, wanted.unit} - {None}:
             # the unit's hosts, in order from the cursor's on, drive the primary key: no
             # sort, and no row of the hosts before the cursor read
@@ -204,11 +202,20 @@ class HostVulnerabilities:
                 columns[0] > values[0] if len(free) == 1 else tuple_(*columns) > tuple_(*values)
             )
         query = query.order_by(*(column for column, _ in free)).limit(limit + 1)
-        found = list(conn.execute(query))
-        more = len(found) > limit
-        found = found[:limit]
-        rows = [HostVulnerability(**{c: r._mapping[c] for c in _COLUMNS}) for r in found]
-        units = {r.host_id: r.unit for r in found}
+        rows = [HostVulnerability(**r._mapping) for r in conn.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        # the page's hosts' units by their keys: joined in the statement, PostgreSQL would
+        # merge with every placement up to the cursor's
+        units: dict[str, str | None] = dict.fromkeys({r.host_id for r in rows})
+        if units:
+            units.update(
+                conn.execute(
+                    select(host_placements.c.host_id, host_placements.c.unit).where(
+                        host_placements.c.host_id.in_(sorted(units))
+                    )
+                ).all()
+            )
         last = rows[-1] if more and rows else None
         return VulnerabilityPage(
             rows, units, None if last is None else (last.host_id, last.vuln, last.source)
