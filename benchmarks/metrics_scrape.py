@@ -110,7 +110,8 @@ def _in_process(tmp: Path, database_url: str) -> None:
     settings = CollectorSettings(database_url=database_url, data_dir=tmp, metrics_dir=None)
     svc = CollectorService(settings)
     try:
-        read_fleet_figures(svc)  # connections, the policy's per-host cache
+        svc.fleet_recorder.place()  # as `serve` does at start: the hosts counted by unit
+        read_fleet_figures(svc)  # connections
         walls, cpus = [], []
         for _ in range(5):
             wall, cpu = time.perf_counter(), time.process_time()

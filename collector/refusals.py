@@ -203,6 +203,13 @@ class InvalidCursor(BadRequest):
     reason = "invalid_cursor"
 
 
+class OffsetPaging(BadRequest):
+    """``offset=`` on a list that pages by cursor: the caller would read its first page over
+    and over."""
+
+    reason = "offset_paging"
+
+
 class NoSuchHost(NotFound):
     """A host id the collector does not know (or the caller may not see)."""
 

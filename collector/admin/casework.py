@@ -146,7 +146,16 @@ def cmd_waivers(args: argparse.Namespace) -> int:
         waiver = client.post(f"/api/v1/waivers/{args.revoke}/revoke", body)
         _print_json_or(args, waiver, f"waiver {waiver['id']} revoked")
         return 0
-    waivers = client.get("/api/v1/waivers", all="true" if args.all else None)
+    pages = client.pages("/api/v1/waivers", all="true" if args.all else None)
+    if not render.stream(pages, args.json, waivers_table) and not args.json:
+        print("no waivers in force" if not args.all else "no waivers")
+    return 0
+
+
+def waivers_table(waivers: list[dict[str, Any]], *, header: bool = True) -> str:
+    """Waivers as table rows (without ``header``: rows that follow an earlier page's)."""
+    from fleetwatch.collector.admin import render
+
     rows = [
         [
             w["id"],
@@ -162,15 +171,15 @@ def cmd_waivers(args: argparse.Namespace) -> int:
         for w in waivers
     ]
     headers = ["ID", "FOR", "RULE", "SUBJECT", "EXPIRES", "OWNER", "STATE", "FROM", "REASON"]
-    _print_json_or(args, waivers, render.table(headers, rows))
-    return 0
+    return render.table(headers, rows, header=header)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin import render
 
-    events = _client().get(
+    pages = _client().pages(
         "/api/v1/audit",
+        args.limit,
         kind=args.kind,
         unit=args.unit,
         host_id=args.host,
@@ -178,8 +187,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         actor=args.actor,
         since=args.since,
         after=args.after,
-        limit=args.limit,
     )
+    if not render.stream(pages, args.json, audit_table) and not args.json:
+        print("no events")
+    return 0
+
+
+def audit_table(events: list[dict[str, Any]], *, header: bool = True) -> str:
+    """Events as table rows (without ``header``: rows that follow an earlier page's)."""
+    from fleetwatch.collector.admin import render
+
     rows = [
         [
             e["id"],
@@ -194,8 +211,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for e in events
     ]
     headers = ["EVENT", "AT", "KIND", "ACTOR", "UNIT", "HOST", "FINDING", "SUBJECT"]
-    _print_json_or(args, events, render.table(headers, rows))
-    return 0
+    return render.table(headers, rows, header=header)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -280,8 +296,10 @@ def add_parser(commands: Any) -> None:
     audit.add_argument("--finding", type=int)
     audit.add_argument("--actor")
     audit.add_argument("--since", type=moment, help="YYYY-MM-DD or a time")
-    audit.add_argument("--after", type=int, help="events after this id (to page on)")
-    audit.add_argument("--limit", type=int, default=1000)
+    audit.add_argument("--after", type=int, help="only events after this id")
+    audit.add_argument(
+        "--limit", type=int, default=1000, help="stop after this many events (default 1000)"
+    )
     audit.add_argument("--json", action="store_true", help="JSON for scripts")
     audit.set_defaults(func=cmd_audit)
 

@@ -168,8 +168,8 @@ def run_demo(
         if vulnerabilities is not None:
             print()
             print("vulnerabilities, by source package:")
-            rows = client.get("/api/v1/vulnerabilities", host_id=host_id, limit=100_000)
-            print(vulnerabilities_text(rows))
+            pages = client.pages("/api/v1/vulnerabilities", host_id=host_id)
+            print(vulnerabilities_text([row for page in pages for row in page]))
         if keep:
             print(_next_steps(url, directory, bin_dir, host_id))
             _run_agent_until_interrupted(bin_dir, env)

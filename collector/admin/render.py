@@ -54,16 +54,25 @@ def stream(
 ) -> int:
     """Print a list page by page as it comes: one JSON list (as `to_json` would print it
     whole), or table rows under one header. How many rows were printed."""
+    if as_json:
+        return stream_json(pages)
     count = 0
     for page in pages:
-        for row in page if as_json else ():
-            print(("[\n" if count == 0 else ",\n") + textwrap.indent(to_json(row), "  "), end="")
-            count += 1
-        if not as_json and page:
+        if page:
             print(as_table(page, header=count == 0), flush=True)
             count += len(page)
-    if as_json:
-        print("\n]" if count else "[]", flush=True)
+    return count
+
+
+def stream_json(pages: Iterable[list[Any]]) -> int:
+    """Print a list page by page as it comes, as one JSON list (as `to_json` would print it
+    whole). How many rows were printed."""
+    count = 0
+    for page in pages:
+        for row in page:
+            print(("[\n" if count == 0 else ",\n") + textwrap.indent(to_json(row), "  "), end="")
+            count += 1
+    print("\n]" if count else "[]", flush=True)
     return count
 
 

@@ -1,6 +1,7 @@
 """``fleetwatch vulns``: vulnerabilities by host, unit or CVE; importing the data; its status.
 
 fleetwatch vulns [--host H] [--unit U] [--cve CVE] [--severity S] [--fixable] [--json]
+                                              every page of the listing, a host at a time
 fleetwatch vulns import PATH [--format F]     on the collector's host, into its database
 fleetwatch vulns status [--json]              what data is loaded, from where and when
 
@@ -20,6 +21,7 @@ from fleetwatch.collector.admin import render
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterable, Iterator
 
 FORMATS = ("debian-tracker", "osv", "kev")
 
@@ -31,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     )
     vulns.add_argument("--host", help="only this host")
     vulns.add_argument("--unit", help="only hosts of this unit")
-    vulns.add_argument("--cve", help="only this vulnerability (every host carrying it)")
+    vulns.add_argument("--cve", help="only this vulnerability (the hosts carrying it)")
     vulns.add_argument(
         "--severity",
         action="append",
@@ -60,26 +62,38 @@ def add_parser(subparsers: Any) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from fleetwatch.collector.admin.cli import _client
 
-    client = _client()
-    if args.cve:
-        answer = client.get(f"/api/v1/vulnerabilities/{args.cve}")
-        rows = [
-            row
-            for row in answer["hosts"]
-            if (args.host is None or row["host_id"] == args.host)
-            and (args.unit is None or row["unit"] == args.unit)
-        ]
-    else:
-        rows = client.get(
-            "/api/v1/vulnerabilities",
-            host_id=args.host,
-            unit=args.unit,
-            severity=args.severity,
-            fixable="true" if args.fixable else None,
-            limit=100_000,
-        )
-    print(render.to_json(rows) if args.json else vulnerabilities_text(rows))
+    pages = _client().pages(
+        "/api/v1/vulnerabilities",
+        host_id=args.host,
+        unit=args.unit,
+        cve=args.cve,
+        severity=args.severity,
+        fixable="true" if args.fixable else None,
+    )
+    if args.json:
+        render.stream_json(pages)
+        return 0
+    printed = False
+    for rows in by_host(pages):
+        print(vulnerabilities_text(rows), flush=True)
+        printed = True
+    if not printed:
+        print(vulnerabilities_text([]))
     return 0
+
+
+def by_host(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a listing's pages, a host's at a time: the API lists them host by host,
+    so a host's text is printed once its last page came, not after the whole fleet's."""
+    held: list[dict[str, Any]] = []
+    for page in pages:
+        for row in page:
+            if held and row["host_id"] != held[0]["host_id"]:
+                yield held
+                held = []
+            held.append(row)
+    if held:
+        yield held
 
 
 def cmd_import(args: argparse.Namespace) -> int:

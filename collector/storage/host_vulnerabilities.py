@@ -9,8 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
+from fleetwatch.collector.storage.tables import host_placements
 from fleetwatch.collector.storage.tables import host_vulnerabilities as table
 
 if TYPE_CHECKING:
@@ -63,15 +75,31 @@ _CHANGED = tuple(c for c in _COLUMNS if c not in {"host_id", "vuln", "source", "
 
 
 @dataclass(frozen=True)
-class Page:
-    """Filters of a listing."""
+class VulnerabilityFilter:
+    """What a listing filters on: hosts of a unit (``scope_unit``: the reader's, if limited
+    to one; both by ``host_placements``), one host, one vulnerability, severities, and
+    whether a pending update fixes it."""
 
-    host_ids: list[str] | None = None
+    scope_unit: str | None = None
+    unit: str | None = None
+    host_id: str | None = None
     vuln: str | None = None
-    severities: list[str] | None = None
+    severities: tuple[str, ...] | None = None
     fixable: bool | None = None
-    limit: int = 1000
-    offset: int = 0
+
+
+# A row's place in a listing: (host, vulnerability, source package), the primary key.
+Position = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class VulnerabilityPage:
+    """One page of a listing: its rows, each row's host's unit, and the position of the
+    last row if more follow."""
+
+    rows: list[HostVulnerability]
+    units: dict[str, str | None]
+    next_after: Position | None
 
 
 class HostVulnerabilities:
@@ -129,23 +157,69 @@ class HostVulnerabilities:
                 )
             )
 
-    def query(self, conn: Connection, page: Page) -> list[HostVulnerability]:
-        """Rows by host, vulnerability, severity and fixability, in a stable order."""
+    def page(
+        self,
+        conn: Connection,
+        wanted: VulnerabilityFilter,
+        *,
+        after: Position | None = None,
+        limit: int = 500,
+    ) -> VulnerabilityPage:
+        """One page of rows in the primary key's order (host, vulnerability, source) after
+        the position ``after``, every filter in SQL, and each row's host's unit.
+
+        Keyset paging on the columns a filter leaves free: with one vulnerability asked for,
+        the rows come from the index ``(vuln, host_id, source)`` in the same order, so a page
+        deep into a CVE every host carries costs what the first does."""
         query = select(table)
-        if page.host_ids is not None:
-            query = query.where(table.c.host_id.in_(page.host_ids))
-        if page.vuln is not None:
-            query = query.where(table.c.vuln == page.vuln)
-        if page.severities is not None:
-            query = query.where(table.c.severity.in_(page.severities))
-        if page.fixable is not None:
-            query = query.where(table.c.fixable.is_(page.fixable))
-        query = (
-            query.order_by(table.c.host_id, table.c.source, table.c.vuln)
-            .limit(page.limit)
-            .offset(page.offset)
+        for wanted_unit in {wanted.scope_unit, wanted.unit} - {None}:
+            # the unit's hosts, in order from the cursor's on, drive the primary key: no
+            # sort, and no row of the hosts before the cursor read
+            hosts_of_unit = select(host_placements.c.host_id).where(
+                host_placements.c.unit == wanted_unit
+            )
+            if after is not None:
+                hosts_of_unit = hosts_of_unit.where(host_placements.c.host_id >= after[0])
+            query = query.where(table.c.host_id.in_(hosts_of_unit))
+        if wanted.host_id is not None:
+            query = query.where(table.c.host_id == wanted.host_id)
+        if wanted.vuln is not None:
+            query = query.where(table.c.vuln == wanted.vuln)
+        if wanted.severities is not None:
+            query = query.where(table.c.severity.in_(wanted.severities))
+        if wanted.fixable is not None:
+            query = query.where(table.c.fixable.is_(wanted.fixable))
+        keys = [
+            (table.c.host_id, wanted.host_id is None),
+            (table.c.vuln, wanted.vuln is None),
+            (table.c.source, True),
+        ]
+        free = [(column, index) for index, (column, is_free) in enumerate(keys) if is_free]
+        if after is not None:
+            columns = [column for column, _ in free]
+            values = [literal(after[index]) for _, index in free]
+            query = query.where(
+                columns[0] > values[0] if len(free) == 1 else tuple_(*columns) > tuple_(*values)
+            )
+        query = query.order_by(*(column for column, _ in free)).limit(limit + 1)
+        rows = [HostVulnerability(**r._mapping) for r in conn.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        # the page's hosts' units by their keys: joined in the statement, PostgreSQL would
+        # merge with every placement up to the cursor's
+        units: dict[str, str | None] = dict.fromkeys({r.host_id for r in rows})
+        if units:
+            units.update(
+                conn.execute(
+                    select(host_placements.c.host_id, host_placements.c.unit).where(
+                        host_placements.c.host_id.in_(sorted(units))
+                    )
+                ).all()
+            )
+        last = rows[-1] if more and rows else None
+        return VulnerabilityPage(
+            rows, units, None if last is None else (last.host_id, last.vuln, last.source)
         )
-        return [HostVulnerability(**r._mapping) for r in conn.execute(query)]
 
     def counts(self, conn: Connection) -> tuple[int, int]:
         """(rows, hosts with at least one)."""

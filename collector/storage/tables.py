@@ -101,6 +101,8 @@ hosts = Table(
     # tokens at report_tokens_at (seconds since the epoch); NULL until its first report
     Column("report_tokens", Float(), nullable=True),
     Column("report_tokens_at", Float(), nullable=True),
+    # the newest report received, for /metrics, without a pass over every host
+    Index(None, "last_received_at"),
 )
 
 # The fleet's other rate limits (enrollment per address, rotations per host, admin writes per
@@ -328,7 +330,8 @@ host_vulnerabilities = Table(
     Column("note", Text(), nullable=True),
     Column("first_seen", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("host_id", "vuln", "source"),
-    Index(None, "vuln"),
+    # one vulnerability's hosts, in the listing's order (the primary key's, host first)
+    Index(None, "vuln", "host_id", "source"),
 )
 
 # -- dashboard: browser sessions, where each host stands in the policy, fleet snapshots --------

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, union_all, update
 
-from fleetwatch.collector.storage.tables import waivers
+from fleetwatch.collector.storage.tables import host_placements, waivers
 from fleetwatch.collector.storage.transactions import among
 
 if TYPE_CHECKING:
@@ -109,25 +109,41 @@ class Waivers:
         )
         return {r.name: WaiverRow(**r._mapping) for r in rows}
 
-    def query(
+    def page(
         self,
         conn: Connection,
         *,
         now: datetime,
         include_ended: bool = False,
-        units: list[str] | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[WaiverRow]:
-        """Waivers in force (or every one), newest first; ``units`` limits unit waivers and
-        host waivers to those targets (the caller works out which hosts that means)."""
-        query = select(waivers)
+        unit: str | None = None,
+        before: int | None = None,
+        limit: int = 500,
+    ) -> tuple[list[WaiverRow], int | None]:
+        """One page of waivers in force (or every one), newest first (by id, the primary
+        key's order), before the id ``before``; and the id to page on from, if more follow.
+        ``unit``: only that unit's waivers and its hosts' (as `CaseWork.waiver_unit` places
+        them: a host by ``host_placements``), never a group's, which may span units."""
+        conditions = []
         if not include_ended:
-            query = query.where(waivers.c.revoked_at.is_(None), waivers.c.expires_at > now)
-        if units is not None:
-            query = query.where(waivers.c.target.in_(units))
-        query = query.order_by(waivers.c.id.desc()).limit(limit).offset(offset)
-        return [WaiverRow(**r._mapping) for r in conn.execute(query)]
+            conditions += [waivers.c.revoked_at.is_(None), waivers.c.expires_at > now]
+        if before is not None:
+            conditions.append(waivers.c.id < before)
+        query = select(waivers).where(*conditions).order_by(waivers.c.id.desc()).limit(limit + 1)
+        if unit is not None:
+            # the unit's own and its hosts', each through the index of targets: a unit's
+            # waivers sorted, not the fleet's read newest first until the page fills
+            hosts_of_unit = select(host_placements.c.host_id).where(host_placements.c.unit == unit)
+            reach = (
+                and_(waivers.c.scope == "unit", waivers.c.target == unit),
+                and_(waivers.c.scope == "host", waivers.c.target.in_(hosts_of_unit)),
+            )
+            parts = [select(query.where(r).subquery()) for r in reach]
+            both = union_all(*parts).subquery()
+            query = select(both).order_by(both.c.id.desc()).limit(limit + 1)
+        rows = [WaiverRow(**r._mapping) for r in conn.execute(query)]
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1].id
+        return rows, None
 
     def set(self, conn: Connection, waiver_id: int, **values: Any) -> None:
         conn.execute(update(waivers).where(waivers.c.id == waiver_id).values(**values))

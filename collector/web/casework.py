@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from fleetwatch.collector.refusals import NoSuchUnit, NoSuchWaiver
+from fleetwatch.collector.refusals import InvalidCursor, NoSuchUnit, NoSuchWaiver
+from fleetwatch.collector.web import paging
 from fleetwatch.collector.web.bearer import Reader, Responder, admin, admin_write
 from fleetwatch.collector.web.casework_views import (
     AcknowledgeRequest,
@@ -26,6 +27,7 @@ from fleetwatch.collector.web.casework_views import (
     WaiverView,
     utc,
 )
+from fleetwatch.collector.web.paging import DEFAULT_LIMIT, CursorParam, Limit, Offset
 from fleetwatch.collector.web.views import FindingView
 
 if TYPE_CHECKING:
@@ -166,24 +168,36 @@ def _waiver_view(row: WaiverRow, now: datetime) -> WaiverView:
 @router.get("/api/v1/waivers", response_model=list[WaiverView], tags=["response"])
 def list_waivers(
     request: Request,
+    response: Response,
     principal: Reader,
     include_ended: Annotated[bool, Query(alias="all")] = False,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+    offset: Offset = None,
 ) -> list[WaiverView]:
-    """Waivers in force (with all=true, revoked and expired ones too), newest first; a token
-    limited to a unit sees the waivers of its unit and of its hosts."""
+    """Waivers in force (with all=true, revoked and expired ones too), newest first: one
+    page; the next page's cursor in ``X-Next-Cursor`` and ``Link``. A token limited to a unit
+    sees the waivers of its unit and of its hosts."""
+    paging.no_offset(offset)
     svc = _service(request)
     now = datetime.now(UTC)
-    units = None
-    if principal.unit is not None:
-        units = [principal.unit, *svc.policy.current.hosts_of_unit(principal.unit)]
+    filters = {"all": include_ended, "scope": principal.unit}
+    before = None
+    if cursor is not None:
+        (before,) = paging.decode(cursor, "waivers", filters, 1)
+        if not isinstance(before, int):
+            raise InvalidCursor("cursor does not hold a position in this list")
     with svc.store.read() as conn:
-        rows = svc.store.waivers.query(
-            conn, now=now, include_ended=include_ended, units=units, limit=limit, offset=offset
+        rows, last = svc.store.waivers.page(
+            conn,
+            now=now,
+            include_ended=include_ended,
+            unit=principal.unit,
+            before=before,
+            limit=limit,
         )
-    if principal.unit is not None:
-        rows = [r for r in rows if r.scope != "group"]
+    if last is not None:
+        paging.next_page(request, response, paging.encode("waivers", filters, [last]))
     return [_waiver_view(r, now) for r in rows]
 
 
@@ -248,6 +262,7 @@ def get_waiver(
 )
 def audit(  # noqa: PLR0913, PLR0917  (one parameter per filter)
     request: Request,
+    response: Response,
     kind: Annotated[str | None, Query(max_length=32)] = None,
     unit: Annotated[str | None, Query(max_length=255)] = None,
     host_id: Annotated[str | None, Query(max_length=253)] = None,
@@ -255,12 +270,28 @@ def audit(  # noqa: PLR0913, PLR0917  (one parameter per filter)
     actor: Annotated[str | None, Query(max_length=255)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Event id to page on from")] = 0,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Event id to start after")] = 0,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
 ) -> list[EventView]:
-    """The audit log, oldest first, filtered; page on with ``after`` = the last id seen
-    (admin). Nothing in the API changes it."""
+    """The audit log, oldest first, filtered: one page; the next page's cursor in
+    ``X-Next-Cursor`` and ``Link`` (``after``, an event id, starts after it, as the cursor
+    does) (admin). Nothing in the API changes it."""
     svc = _service(request)
+    since, until = utc(since), utc(until)
+    filters = {
+        "kind": kind,
+        "unit": unit,
+        "host_id": host_id,
+        "finding_id": finding_id,
+        "actor": actor,
+        "since": since,
+        "until": until,
+    }
+    if cursor is not None:
+        (after,) = paging.decode(cursor, "audit", filters, 1)
+        if not isinstance(after, int):
+            raise InvalidCursor("cursor does not hold a position in this list")
     with svc.store.read() as conn:
         rows = svc.store.events.query(
             conn,
@@ -269,11 +300,14 @@ def audit(  # noqa: PLR0913, PLR0917  (one parameter per filter)
             host_id=host_id,
             finding_id=finding_id,
             actor=actor,
-            since=utc(since),
-            until=utc(until),
+            since=since,
+            until=until,
             after=after,
-            limit=limit,
+            limit=limit + 1,
         )
+    if len(rows) > limit:
+        rows = rows[:limit]
+        paging.next_page(request, response, paging.encode("audit", filters, [rows[-1].id]))
     return [EventView.model_validate(r) for r in rows]
 
 

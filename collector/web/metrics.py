@@ -12,11 +12,13 @@ Two kinds of figures:
 - **the fleet** (hosts by status and unit, open findings by unit, rule and severity, the
   oldest open finding's age, overdue findings by unit and severity, vulnerabilities by
   severity and exploited, the newest report received), read from the database at scrape
-  time by four statements (`storage.fleet`: one pass over ``hosts``, its newest report,
-  open findings grouped by unit with their overdue count, ``host_vulnerabilities``
-  grouped) and kept ``metrics_cache_seconds`` in the process that read them: a Prometheus
-  scraping every 15 s costs the database one read of each kind at most per interval and
-  worker;
+  time without visiting every host: hosts by unit and status from the counts triggers keep
+  (`storage.tallies`: a few rows, and the stale hosts found through the index of when facts
+  were true), open findings grouped by the unit each host is placed in with their overdue
+  count, ``host_vulnerabilities`` grouped, and the newest report from the end of an index
+  (`storage.fleet`); kept ``metrics_cache_seconds`` in the process that read them: a
+  Prometheus scraping every 15 s costs the database one read of each kind at most per
+  interval and worker;
 - **the collector's own** (`collector.instruments`): counters and histograms every worker
   process adds to. Under ``fleetwatch serve`` they are in prometheus_client's multiprocess
   mode, in the directory ``serve`` made (``metrics_dir``): whichever worker answers a scrape
@@ -29,7 +31,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -42,31 +44,23 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from fleetwatch.collector.compliance.placement import default_age
 from fleetwatch.collector.compliance.rules.registry import SEVERITIES
-from fleetwatch.collector.storage import fleet
+from fleetwatch.collector.storage import fleet, tallies
 from fleetwatch.collector.web.bearer import fleet_reader
-from fleetwatch.collector.web.views import STATUSES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterator
 
     from prometheus_client.metrics_core import Metric
 
-    from fleetwatch.collector.compliance.policy import Policy
     from fleetwatch.collector.service import CollectorService
-    from fleetwatch.collector.web.views import Status
 
 router = APIRouter()
 
-# A host without a unit, as a label value (an empty label is the same as no label).
-NO_UNIT = ""
-# The severity label of a vulnerability the data does not rate.
+# The severity label of a vulnerability the data does not rate. (A host without a unit has
+# the unit label "": an empty label is the same as no label.)
 UNRATED = "unrated"
-# A host id no host can have (ids are DNS names): whose policy is the defaults alone.
-_UNLISTED = "(unlisted)"
-# Hosts moved to another unit by the policy, past which their findings are grouped host by
-# host rather than left out of the grouping by unit by name.
-MAX_MOVED = 1000
 
 
 @dataclass(frozen=True)
@@ -87,39 +81,28 @@ def read_fleet_figures(svc: CollectorService, now: datetime | None = None) -> Fl
     """The fleet's figures, read from the database now."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
-    policy = svc.policy.current
     with svc.store.read() as conn:
-        census = _Census(policy, now)
-        for host in fleet.host_presence(conn, census.cutoffs):
-            census.count(host)
+        units = tallies.hosts_by_status(conn, now, default_age(svc.policy.current))
+        by_unit = list(fleet.open_findings_by_unit(conn, now))
         last_report = fleet.last_received(conn)
-        unit_of, moved = census.unit_of, census.moved
-        if len(moved) > MAX_MOVED:  # many hosts changed units: group each host's findings
-            by_unit = _by_unit(fleet.open_findings_of(conn, None, now), unit_of)
-        else:
-            by_unit = list(fleet.open_findings_by_unit(conn, now, leaving_out=moved))
-            by_unit += _by_unit(fleet.open_findings_of(conn, moved, now), unit_of)
         vulnerabilities = {
             (v.severity or UNRATED, v.exploited): v.count for v in fleet.vulnerabilities(conn)
         }
-    hosts = census.hosts
-    for host_id, listed in policy.hosts.items():
-        if host_id not in unit_of:  # in the policy, never enrolled
-            hosts[listed.unit or NO_UNIT, "never_reported"] += 1
-    for unit in {u for u, _ in hosts}:
-        for status in STATUSES:
-            hosts.setdefault((unit, status), 0)
+    hosts = {
+        (unit, status): count
+        for unit, counted in units.items()
+        for status, count in counted.by_status.items()
+    }
     open_findings: Counter[tuple[str, str, str]] = Counter()
     oldest: dict[tuple[str, str], datetime] = {}
     overdue: Counter[tuple[str, str]] = Counter()
     for row in by_unit:
-        unit = row.owner or NO_UNIT
-        open_findings[unit, row.rule, row.severity] += row.count
-        overdue[unit, row.severity] += row.overdue
-        if (unit, row.severity) not in oldest or row.oldest < oldest[unit, row.severity]:
-            oldest[unit, row.severity] = row.oldest
+        open_findings[row.owner, row.rule, row.severity] += row.count
+        overdue[row.owner, row.severity] += row.overdue
+        if (row.owner, row.severity) not in oldest or row.oldest < oldest[row.owner, row.severity]:
+            oldest[row.owner, row.severity] = row.oldest
     return FleetFigures(
-        hosts=dict(hosts),
+        hosts=hosts,
         open_findings=dict(open_findings),
         oldest_open=oldest,
         overdue=dict(overdue),
@@ -128,51 +111,6 @@ def read_fleet_figures(svc: CollectorService, now: datetime | None = None) -> Fl
         taken_at=now,
         seconds=time.perf_counter() - started,
     )
-
-
-class _Census:
-    """Enrolled hosts counted by unit and status, as `views.status_of` would find them."""
-
-    def __init__(self, policy: Policy, now: datetime) -> None:
-        self.policy = policy
-        self.default = policy.for_host(_UNLISTED).baseline.max_report_age
-        # every max_report_age of the policy, each compared with in SQL as a cutoff
-        ages = {self.default} | {policy.for_host(h).baseline.max_report_age for h in policy.hosts}
-        self.column = {age: i for i, age in enumerate(sorted(ages))}
-        self.cutoffs = [now - timedelta(seconds=age) for age in sorted(ages)]
-        self.hosts: Counter[tuple[str, str]] = Counter()
-        self.unit_of: dict[str, str] = {}  # every enrolled host's unit now
-        self.moved: set[str] = set()  # hosts the policy put in another unit than they enrolled
-
-    def count(self, host: fleet.HostPresence) -> None:
-        unit, age = host.unit or NO_UNIT, self.default
-        if host.host_id in self.policy.hosts:
-            resolved = self.policy.for_host(host.host_id)
-            age = resolved.baseline.max_report_age
-            if resolved.unit and resolved.unit != unit:
-                unit = resolved.unit
-                self.moved.add(host.host_id)
-        self.unit_of[host.host_id] = unit
-        status: Status
-        if not host.reported:
-            status = "never_reported"
-        elif host.older_than[self.column[age]]:
-            status = "stale"
-        else:
-            status = "noncompliant" if host.has_open else "compliant"
-        self.hosts[unit, status] += 1
-
-
-def _by_unit(
-    rows: Iterable[fleet.OpenFindings], unit_of: dict[str, str]
-) -> list[fleet.OpenFindings]:
-    """Findings grouped by host, put in the unit each host is in now."""
-    return [
-        fleet.OpenFindings(
-            unit_of.get(r.owner or "", NO_UNIT), r.rule, r.severity, r.count, r.oldest, r.overdue
-        )
-        for r in rows
-    ]
 
 
 class FleetCollector:

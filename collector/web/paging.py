@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Query
 
-from fleetwatch.collector.refusals import InvalidCursor
+from fleetwatch.collector.refusals import InvalidCursor, OffsetPaging
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -50,6 +50,27 @@ CursorParam = Annotated[
         description="The X-Next-Cursor of the previous page (same filters), to read the next",
     ),
 ]
+
+# Lists that paged by offset before they paged by cursor still name the parameter, so that a
+# client that sends one is told, not given the first page again and again.
+Offset = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        deprecated=True,
+        description="Gone: only 0 is accepted. Page with the cursor in X-Next-Cursor",
+    ),
+]
+
+
+def no_offset(offset: int | None) -> None:
+    """Refuse an offset past 0: this list pages by cursor."""
+    if offset:
+        msg = (
+            "offset paging is gone: read the X-Next-Cursor header of a page and send it back "
+            "as ?cursor= for the next"
+        )
+        raise OffsetPaging(msg)
 
 
 def _digest(listing: str, body: bytes) -> str:
@@ -112,7 +133,9 @@ __all__ = [
     "MAX_LIMIT",
     "CursorParam",
     "Limit",
+    "Offset",
     "decode",
     "encode",
     "next_page",
+    "no_offset",
 ]

@@ -1,29 +1,35 @@
 """The vulnerability API: which hosts carry which vulnerabilities, and what data is loaded.
 
-    GET /api/v1/vulnerabilities?host_id=&unit=&cve=&severity=&fixable=&limit=&offset=
-    GET /api/v1/vulnerabilities/{cve}        every host (the caller may see) carrying it
+    GET /api/v1/vulnerabilities?host_id=&unit=&cve=&severity=&fixable=&limit=&cursor=
+    GET /api/v1/vulnerabilities/{cve}?limit=&cursor=   the hosts (the caller may see) carrying it
     GET /api/v1/vulnerability-data           the data sets loaded: source, time, counts
 
 Scoped like the rest of the read API: a token limited to a unit sees that unit's hosts only.
+Both lists page by cursor (`web.paging`), every filter and the unit scope applied in SQL.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from fleetwatch.collector.storage.host_vulnerabilities import Page
+from fleetwatch.collector.refusals import InvalidCursor
+from fleetwatch.collector.storage.host_vulnerabilities import VulnerabilityFilter
+from fleetwatch.collector.web import paging
 from fleetwatch.collector.web.bearer import Reader, fleet_reader
-from fleetwatch.collector.web.routes import MAX_ID, service
+from fleetwatch.collector.web.paging import DEFAULT_LIMIT, CursorParam, Limit, Offset
+from fleetwatch.collector.web.routes import service
 from fleetwatch.schema import HostId  # noqa: TC001  (FastAPI reads annotations)
 
 if TYPE_CHECKING:
-    from fleetwatch.collector.auth.identity import Principal
-    from fleetwatch.collector.service import CollectorService
-    from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerability
+    from fleetwatch.collector.storage.host_vulnerabilities import (
+        HostVulnerability,
+        VulnerabilityPage,
+    )
 
 router = APIRouter()
 Severity = Literal["low", "medium", "high", "critical"]
@@ -85,77 +91,83 @@ class VulnerabilityData(BaseModel):
     host_vulnerabilities: int
 
 
-def _visible(
-    svc: CollectorService, principal: Principal, unit: str | None, host_id: str | None
-) -> dict[str, str | None] | None:
-    """host -> unit of the hosts the caller may see and asked for; None: every host."""
-    if unit is None and principal.unit is None and host_id is None:
-        return None
-    policy = svc.policy.current
+def _page(
+    request: Request,
+    response: Response,
+    listing: str,
+    wanted: VulnerabilityFilter,
+    limit: int,
+    cursor: str | None,
+) -> VulnerabilityPage:
+    """One page of a vulnerability listing; the next page's cursor in the headers."""
+    filters = dataclasses.asdict(wanted)
+    after = None
+    if cursor is not None:
+        position = paging.decode(cursor, listing, filters, 3)
+        if not all(isinstance(key, str) for key in position):
+            raise InvalidCursor("cursor does not hold a position in this list")
+        after = (position[0], position[1], position[2])
+    svc = service(request)
     with svc.store.read() as conn:
-        hosts = {h.host_id: h.unit for h in svc.store.hosts.all(conn)}
-    visible = {}
-    for name, enrolled_unit in hosts.items():
-        host_unit = policy.for_host(name).unit or enrolled_unit
-        if (
-            principal.may_see(host_unit)
-            and (unit is None or host_unit == unit)
-            and (host_id is None or name == host_id)
-        ):
-            visible[name] = host_unit
-    return visible
+        page = svc.store.host_vulnerabilities.page(conn, wanted, after=after, limit=limit)
+    if page.next_after is not None:
+        following = paging.encode(listing, filters, list(page.next_after))
+        paging.next_page(request, response, following)
+    return page
 
 
-def _units(svc: CollectorService, rows: list[HostVulnerability]) -> dict[str, str | None]:
-    policy = svc.policy.current
-    with svc.store.read() as conn:
-        enrolled = {h.host_id: h.unit for h in svc.store.hosts.all(conn)}
-    return {r.host_id: policy.for_host(r.host_id).unit or enrolled.get(r.host_id) for r in rows}
+def _views(page: VulnerabilityPage) -> list[VulnerabilityView]:
+    return [VulnerabilityView.of(r, page.units.get(r.host_id)) for r in page.rows]
 
 
 @router.get("/api/v1/vulnerabilities", response_model=list[VulnerabilityView], tags=["read"])
 def list_vulnerabilities(  # noqa: PLR0913, PLR0917  (one parameter per query filter)
     request: Request,
+    response: Response,
     principal: Reader,
     host_id: HostId | None = None,
     unit: Annotated[str | None, Query(max_length=255)] = None,
     cve: Annotated[str | None, Query(max_length=128)] = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
     fixable: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+    offset: Offset = None,
 ) -> list[VulnerabilityView]:
     """Vulnerabilities hosts carry now, by host, unit, CVE, severity (repeatable) and whether
-    a pending update fixes them; in pages of ``limit`` from ``offset``."""
-    svc = service(request)
-    visible = _visible(svc, principal, unit, host_id)
-    page = Page(
-        host_ids=None if visible is None else sorted(visible),
+    a pending update fixes them, in order of host, CVE and source package: one page; the next
+    page's cursor in ``X-Next-Cursor`` and ``Link``."""
+    paging.no_offset(offset)
+    wanted = VulnerabilityFilter(
+        scope_unit=principal.unit,
+        unit=unit,
+        host_id=host_id,
         vuln=cve,
-        severities=list(severity) if severity else None,
+        severities=tuple(sorted(set(severity))) if severity else None,
         fixable=fixable,
-        limit=limit,
-        offset=offset,
     )
-    with svc.store.read() as conn:
-        rows = svc.store.host_vulnerabilities.query(conn, page)
-    units = visible if visible is not None else _units(svc, rows)
-    return [VulnerabilityView.of(r, units.get(r.host_id)) for r in rows]
+    return _views(_page(request, response, "vulnerabilities", wanted, limit, cursor))
 
 
 @router.get("/api/v1/vulnerabilities/{cve}", response_model=VulnerabilityHosts, tags=["read"])
-def vulnerability_hosts(request: Request, cve: VulnId, principal: Reader) -> VulnerabilityHosts:
-    """Every host carrying a vulnerability (that the caller may see)."""
+def vulnerability_hosts(
+    request: Request,
+    response: Response,
+    cve: VulnId,
+    principal: Reader,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+) -> VulnerabilityHosts:
+    """The hosts carrying a vulnerability (that the caller may see), a page of them in
+    ``hosts`` (the next page's cursor in ``X-Next-Cursor`` and ``Link``), and when CISA
+    listed it as exploited."""
     svc = service(request)
-    visible = _visible(svc, principal, None, None)
-    page = Page(host_ids=None if visible is None else sorted(visible), vuln=cve, limit=100_000)
-    with svc.store.read() as conn:
-        rows = svc.store.host_vulnerabilities.query(conn, page)
-    units = visible if visible is not None else _units(svc, rows)
+    wanted = VulnerabilityFilter(scope_unit=principal.unit, vuln=cve)
+    page = _page(request, response, "vulnerability-hosts", wanted, limit, cursor)
     return VulnerabilityHosts(
         vuln=cve,
         exploited_since=svc.vulnerabilities.index.exploited.get(cve),
-        hosts=[VulnerabilityView.of(r, units.get(r.host_id)) for r in rows],
+        hosts=_views(page),
     )
 
 

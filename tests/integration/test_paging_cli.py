@@ -1,18 +1,26 @@
-"""`fleetwatch hosts` and `fleetwatch findings` page through a real collector's lists."""
+"""`fleetwatch hosts`, `findings`, `waivers` and `vulns` page through a real collector's
+lists."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import Connection, insert
 
 from fleetwatch.collector.admin.client import PAGE
+from fleetwatch.collector.storage.engine import make_engine
+from fleetwatch.collector.storage.host_vulnerabilities import HostVulnerability
+from fleetwatch.collector.storage.tables import host_vulnerabilities, waivers
+from fleetwatch.collector.storage.waivers import NewWaiver
 from tests.helpers import CollectorProcess, make_report
 
 BIN = Path(sys.executable).parent
@@ -94,3 +102,45 @@ class TestFindingsCommand:
         assert {f["host_id"] for f in every} == {"h00000"}
         first = json.loads(fleetwatch(collector, "findings", "--json", "--limit", "1").stdout)
         assert first == every[:1]
+
+
+def rows_added(collector: CollectorProcess, write: Callable[[Connection], object]) -> None:
+    """Rows written straight into the collector's database (a page's worth of API calls
+    would take minutes)."""
+    engine = make_engine(collector.env["FLEETWATCH_DATABASE_URL"])
+    try:
+        with engine.begin() as conn:
+            write(conn)
+    finally:
+        engine.dispose()
+
+
+class TestWaiversAndVulnsCommands:
+    def test_waivers_page_through_every_waiver_once(self, collector: CollectorProcess) -> None:
+        """`fleetwatch waivers` lists more waivers than a page holds, newest first, once
+        each."""
+        now = datetime.now(UTC)
+        one = NewWaiver("api", None, "host", "", "allowed_ports", "*", "r", "o", "admin", now,
+                        now + timedelta(days=300))  # fmt: skip
+        added = [dataclasses.asdict(one) | {"target": f"gone-{i:05d}"} for i in range(PAGE + 3)]
+        rows_added(collector, lambda conn: conn.execute(insert(waivers), added))
+        done = fleetwatch(collector, "waivers", "--json")
+        assert done.returncode == 0, done.stderr
+        targets = [w["target"] for w in json.loads(done.stdout)]
+        assert targets == [f"gone-{i:05d}" for i in reversed(range(PAGE + 3))]
+
+    def test_vulns_page_through_and_print_a_host_once(self, collector: CollectorProcess) -> None:
+        """`fleetwatch vulns` follows the cursor: a host whose vulnerabilities fill more
+        than a page is printed once, with every one of them."""
+        one = HostVulnerability(
+            "h00000", "", "pkg", "bookworm", "1.0", "1.1", "open", "low", None, None, False,
+            False, [], [], ["pkg"], None, None, datetime.now(UTC),
+        )  # fmt: skip
+        added = [dataclasses.asdict(one) | {"vuln": f"CVE-2099-{i:05d}"} for i in range(PAGE + 3)]
+        rows_added(collector, lambda conn: conn.execute(insert(host_vulnerabilities), added))
+        done = fleetwatch(collector, "vulns")
+        assert done.returncode == 0, done.stderr
+        text = done.stdout.splitlines()
+        assert text[:2] == ["h00000", f"  pkg 1.0 (pkg): {PAGE + 3} vulnerabilities"]
+        listed = [line.split()[0] for line in text[2:]]
+        assert listed == [f"CVE-2099-{i:05d}" for i in range(PAGE + 3)]

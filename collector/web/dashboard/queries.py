@@ -24,7 +24,7 @@ from fleetwatch.collector.storage.fleet_view import (
     Scope,
     UnitCounts,
 )
-from fleetwatch.collector.storage.host_vulnerabilities import Page
+from fleetwatch.collector.storage.host_vulnerabilities import VulnerabilityFilter
 from fleetwatch.collector.web.dashboard.charts import Chart, line_chart
 
 if TYPE_CHECKING:
@@ -249,9 +249,9 @@ def host_view(svc: CollectorService, principal: Principal, host_id: str) -> Host
             Scope(), FindingFilter(host_id=host_id, state="resolved"), limit=50
         )
         reports = svc.store.reports.of_host(conn, host_id, REPORTS_SHOWN, None) if host else []
-        vulnerabilities = svc.store.host_vulnerabilities.query(
-            conn, Page(host_ids=[host_id], limit=VULNERABILITIES_SHOWN)
-        )
+        vulnerabilities = svc.store.host_vulnerabilities.page(
+            conn, VulnerabilityFilter(host_id=host_id), limit=VULNERABILITIES_SHOWN
+        ).rows
     vulnerabilities.sort(key=lambda v: (not v.exploited, not v.fixable, -(v.cvss or 0), v.vuln))
     return HostView(
         host_id=host_id,

@@ -4,6 +4,7 @@ scoped to their unit."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from collections import Counter
@@ -62,6 +63,18 @@ class Fleet:
             headers={"Authorization": f"Bearer {token or self.collector.admin_token}"},
             timeout=10,
         )
+
+    def all_pages(self, path: str, **params: Any) -> list[Any]:
+        """Every page of a list (a CVE's: the ``hosts`` of each), following X-Next-Cursor."""
+        pages = []
+        while True:
+            response = self.get(path, **params)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            pages.append(body["hosts"] if isinstance(body, dict) else body)
+            if "X-Next-Cursor" not in response.headers:
+                return pages
+            params = {**params, "cursor": response.headers["X-Next-Cursor"]}
 
     def report(self, host_id: str, **versions: str) -> None:
         url = self.collector.url
@@ -138,10 +151,46 @@ def test_listing_filters_and_pages(fleet: Fleet) -> None:
         (h, "CVE-2005-2541") for h in ("db-01", "web-01")
     }
     assert by(fixable="true") == set()
-    pages = [fleet.get("/api/v1/vulnerabilities", limit=3, offset=o).json() for o in (0, 3, 6)]
-    assert [len(p) for p in pages] == [3, 3, 1]
-    assert [r for p in pages for r in p] == every
     assert fleet.get("/api/v1/vulnerabilities", severity="bad").status_code == 422
+
+
+def test_pages_hold_every_row_once_in_key_order(fleet: Fleet) -> None:
+    """Pages of 3 give every row once, in order of host, CVE and source package; a filter
+    (a CVE, a severity, a unit) holds on every page, the CVE's own list pages the same."""
+    every = fleet.get("/api/v1/vulnerabilities").json()
+    pages = fleet.all_pages("/api/v1/vulnerabilities", limit=3)
+    assert [len(p) for p in pages] == [3, 3, 1]
+    keys = [(r["host_id"], r["vuln"], r["source"]) for p in pages for r in p]
+    assert keys == sorted(set(keys))
+    assert [r for p in pages for r in p] == every
+    for params in ({"severity": "low"}, {"cve": "CVE-2024-0727"}, {"unit": "parks"}):
+        paged = [
+            r for p in fleet.all_pages("/api/v1/vulnerabilities", limit=1, **params) for r in p
+        ]
+        assert paged == fleet.get("/api/v1/vulnerabilities", **params).json()
+        assert paged
+    hosts = fleet.all_pages("/api/v1/vulnerabilities/CVE-2024-0727", limit=1)
+    assert [h["host_id"] for p in hosts for h in p] == ["db-01", "web-01"]
+
+
+def test_bad_cursors_and_offsets_are_refused(fleet: Fleet) -> None:
+    """A tampered cursor, one of other filters or of the other list, and an offset (paging
+    by offset is gone) are refused with 400 saying what is wrong."""
+    cursor = fleet.get("/api/v1/vulnerabilities", limit=3).headers["X-Next-Cursor"]
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    forged = base64.urlsafe_b64encode(raw.replace(b"db-01", b"web-0")).decode().rstrip("=")
+    for params, words in (
+        ({"cursor": forged}, "altered"),
+        ({"cursor": cursor, "severity": "low"}, "other filters"),
+        ({"offset": 3}, "X-Next-Cursor"),
+    ):
+        refused = fleet.get("/api/v1/vulnerabilities", **params)
+        assert refused.status_code == 400, params
+        assert words in refused.json()["detail"]
+    other = fleet.get("/api/v1/vulnerabilities/CVE-2024-0727", cursor=cursor)
+    assert other.status_code == 400
+    assert "another list" in other.json()["detail"]
+    assert fleet.get("/api/v1/vulnerabilities", limit=5001).status_code == 422
 
 
 def test_a_cve_and_every_host_carrying_it(fleet: Fleet) -> None:

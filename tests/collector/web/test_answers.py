@@ -36,6 +36,7 @@ STATUSES: dict[type[Refusal], int] = {
     refusals.UnsupportedSchemaVersion: 400,
     refusals.BadRequest: 400,
     refusals.InvalidCursor: 400,
+    refusals.OffsetPaging: 400,
     refusals.Unauthenticated: 401,
     refusals.MissingToken: 401,
     refusals.UnknownToken: 401,

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from fleetwatch.collector.settings import CollectorSettings
 from fleetwatch.collector.storage import tallies
 from fleetwatch.collector.storage.tables import hosts
+from fleetwatch.collector.storage.waivers import NewWaiver
 from fleetwatch.collector.web.app import create_app
 from fleetwatch.collector.web.paging import MAX_LIMIT
 from tests.helpers import make_report, ports_section
@@ -270,6 +271,114 @@ class TestReportPages:
             "/api/v1/tokens", {"name": "parks", "kind": "read", "unit": "parks"}
         ).json()["token"]
         assert fleet.get("/api/v1/hosts/h001/reports", token).status_code == 404
+
+
+def waiver(scope: str, target: str, hours: float = 1) -> dict[str, str]:
+    return {
+        "scope": scope, "target": target, "rule": "allowed_ports", "reason": "r", "owner": "o",
+        "expires_at": (datetime.now(UTC) + timedelta(hours=hours)).isoformat(),
+    }  # fmt: skip
+
+
+def tampered(cursor: str) -> str:
+    """The cursor with one byte of its position changed (its check left as it was)."""
+    raw = bytearray(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    at = raw.index(b'"p":[') + 5
+    raw[at] = ord("9") if raw[at] != ord("9") else ord("8")
+    return base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+
+
+class TestWaiverPages:
+    def _waivers(self, fleet: Fleet) -> dict[str, list[int]]:
+        """A host waiver on each of the 20 hosts, one per unit, a group's, an expired one,
+        and three revoked: their ids, by what they are."""
+        made: dict[str, list[int]] = {"host": [], "unit": []}
+        for i in range(20):
+            answer = fleet.post("/api/v1/waivers", waiver("host", f"h{i:03d}"))
+            assert answer.status_code == 200, answer.text
+            made["host"].append(answer.json()["id"])
+        for unit in UNITS:
+            made["unit"].append(fleet.post("/api/v1/waivers", waiver("unit", unit)).json()["id"])
+        past = datetime.now(UTC) - timedelta(hours=1)
+        with fleet.store.write() as conn:
+            for scope, target, expires in (("group", "web", past + timedelta(hours=2)),
+                                           ("host", "h000", past)):  # fmt: skip
+                row = fleet.store.waivers.add(
+                    conn,
+                    NewWaiver("api", None, scope, target, "allowed_ports", "*", "r", "o",
+                              "admin", past - timedelta(hours=1), expires),
+                )  # fmt: skip
+                made.setdefault(scope if scope == "group" else "expired", []).append(row.id)
+        made["revoked"] = [made["host"][3], made["host"][4], made["unit"][0]]
+        for waiver_id in made["revoked"]:
+            assert fleet.post(f"/api/v1/waivers/{waiver_id}/revoke").status_code == 200
+        return made
+
+    def test_every_waiver_once_newest_first(self, fleet: Fleet) -> None:
+        """Pages of 3 list every waiver once, newest first; in force only, without the
+        revoked and expired ones."""
+        made = self._waivers(fleet)
+        every = ids(fleet.all_pages("/api/v1/waivers", all="true", limit=3), "id")
+        assert every == sorted({i for group in made.values() for i in group}, reverse=True)
+        assert len(every) == 25
+        ended = set(made["revoked"]) | set(made["expired"])
+        in_force = ids(fleet.all_pages("/api/v1/waivers", limit=3), "id")
+        assert in_force == [i for i in every if i not in ended]
+        assert all(w["in_force"] for page in fleet.all_pages("/api/v1/waivers") for w in page)
+
+    def test_a_unit_reader_pages_through_its_units_waivers_only(self, fleet: Fleet) -> None:
+        """A token limited to a unit gets its unit's waiver and its hosts', never a group's,
+        on every page."""
+        made = self._waivers(fleet)
+        token = fleet.post(
+            "/api/v1/tokens", {"name": "water", "kind": "read", "unit": "water"}
+        ).json()["token"]
+        seen = ids_rows(fleet.all_pages("/api/v1/waivers", token, all="true", limit=3))
+        hosts = {f"h{i:03d}" for i in range(1, 20, 3)}
+        assert {(w["scope"], w["target"]) for w in seen} == {("unit", "water")} | {
+            ("host", h) for h in hosts
+        }
+        assert len(seen) == len(hosts) + 1
+        assert [w["id"] for w in seen] == sorted((w["id"] for w in seen), reverse=True)
+        assert made["group"][0] not in {w["id"] for w in seen}
+
+    def test_bad_cursors_and_offsets_are_refused(self, fleet: Fleet) -> None:
+        """A tampered cursor, one of other filters, and an offset (paging by offset is
+        gone) are refused with 400 saying what is wrong."""
+        self._waivers(fleet)
+        first = fleet.get("/api/v1/waivers", all="true", limit=3)
+        cursor = first.headers["X-Next-Cursor"]
+        altered = fleet.get("/api/v1/waivers", all="true", cursor=tampered(cursor))
+        assert altered.status_code == 400
+        assert "altered" in altered.json()["detail"]
+        other = fleet.get("/api/v1/waivers", cursor=cursor)
+        assert other.status_code == 400
+        assert "other filters" in other.json()["detail"]
+        offset = fleet.get("/api/v1/waivers", offset=3)
+        assert offset.status_code == 400
+        assert "X-Next-Cursor" in offset.json()["detail"]
+        assert fleet.get("/api/v1/waivers", offset=0).status_code == 200
+        assert fleet.get("/api/v1/waivers", limit=MAX_LIMIT + 1).status_code == 422
+
+
+class TestAuditPages:
+    def test_every_event_once_with_a_filter_and_a_bad_cursor_refused(self, fleet: Fleet) -> None:
+        """The audit log pages oldest first, each event once, a unit filter held on every
+        page; ``after`` starts where the cursor would; a tampered cursor gets 400."""
+        for i in range(12):
+            assert fleet.post("/api/v1/waivers", waiver("host", f"h{i:03d}")).status_code == 200
+        every = ids_rows(fleet.all_pages("/api/v1/audit", limit=3))
+        assert len(every) >= 12
+        assert [e["id"] for e in every] == sorted({e["id"] for e in every})
+        parks = ids_rows(fleet.all_pages("/api/v1/audit", unit="parks", limit=3))
+        assert parks == [e for e in every if e["unit"] == "parks"]
+        assert len(parks) == 4
+        after = ids(fleet.all_pages("/api/v1/audit", after=every[4]["id"], limit=3), "id")
+        assert after == [e["id"] for e in every[5:]]
+        cursor = fleet.get("/api/v1/audit", limit=3).headers["X-Next-Cursor"]
+        refused = fleet.get("/api/v1/audit", limit=3, cursor=tampered(cursor))
+        assert refused.status_code == 400
+        assert "altered" in refused.json()["detail"]
 
 
 class TestTallies:
