@@ -144,9 +144,10 @@ def _validated(data: dict[str, Any]) -> _PolicyFile:
     """The policy file's tables, validated; ``ValidationError`` as the whole file's model raises.
 
     A large fleet's file is mostly ``[hosts."NAME"]`` tables alike but for the name (a unit
-    and a list of groups): each different table is validated once and its entry shared by
-    the hosts that list the same (entries are frozen). Should anything fail, the whole file
-    is validated again as one model, so that the error reported is the one it names first.
+    and a list of groups): each different table (of strings, integers, booleans and lists
+    of strings) is validated once and its entry shared by the hosts that list the same
+    (entries are frozen). Should anything fail, the whole file is validated again as one
+    model, so that the error reported is the one it names first.
     """
     hosts = data.get("hosts")
     if isinstance(hosts, dict):
@@ -162,10 +163,10 @@ def _validated(data: dict[str, Any]) -> _PolicyFile:
 
 
 def _host_entries(tables: dict[Any, Any]) -> dict[str, HostEntry]:
-    """The ``[hosts]`` tables as entries, tables of the same strings sharing one entry."""
+    """The ``[hosts]`` tables as entries, tables of the same values sharing one entry."""
     _HOST_IDS.validate_python(list(tables))
     entries: dict[str, HostEntry] = {}
-    shared: dict[tuple[tuple[str, object], ...], HostEntry] = {}
+    shared: dict[tuple[tuple[str, type, object], ...], HostEntry] = {}
     for host_id, table in tables.items():
         key = _sharing_key(table)
         entry = shared.get(key) if key is not None else None
@@ -177,20 +178,25 @@ def _host_entries(tables: dict[Any, Any]) -> dict[str, HostEntry]:
     return entries
 
 
-def _sharing_key(table: object) -> tuple[tuple[str, object], ...] | None:
-    """A host table of strings and lists of strings, as a key; None for any other table.
+# values equal only when they are the same policy value (not floats: -0.0 == 0.0)
+_SCALARS = frozenset({str, int, bool})
 
-    Types are checked exactly: ``1`` and ``true`` are equal keys in Python but not the same
-    policy value.
+
+def _sharing_key(table: object) -> tuple[tuple[str, type, object], ...] | None:
+    """A host table of strings, integers, booleans and lists of strings, as a key; else None.
+
+    Each value is keyed with its exact type: ``1`` and ``true`` are equal in Python but not
+    the same policy value.
     """
     if type(table) is not dict:
         return None
-    key: list[tuple[str, object]] = []
+    key: list[tuple[str, type, object]] = []
     for name, value in table.items():
-        if type(value) is str:
-            key.append((name, value))
-        elif type(value) is list and all(type(item) is str for item in value):
-            key.append((name, tuple(value)))
+        kind = type(value)
+        if kind in _SCALARS:
+            key.append((name, kind, value))
+        elif kind is list and all(type(item) is str for item in value):
+            key.append((name, kind, tuple(value)))
         else:
             return None
     return tuple(key)

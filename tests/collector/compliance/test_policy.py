@@ -161,6 +161,16 @@ class TestLargeHostTables:
         assert policy.for_host("web-03").baseline == policy.for_host("web-01").baseline
         assert policy.for_host("web-03").host_id == "web-03"
 
+    def test_equal_values_of_another_type_are_not_shared(self) -> None:
+        """A table with ``true`` does not take the entry of one with ``1``."""
+        text = "".join(
+            f'[hosts."{host}"]\nignore_loopback = {value}\n'
+            for host, value in [("a", 1), ("b", "true"), ("c", 1)]
+        )
+        policy = Policy.from_text(text)
+        assert policy.hosts["a"] is policy.hosts["c"]
+        assert policy.hosts["b"] is not policy.hosts["a"]
+
     @pytest.mark.parametrize(
         ("hosts", "message"),
         [
