@@ -3,9 +3,9 @@
     python -m benchmarks.policy_parse --hosts 100000 [--own 0.01] [--rounds 3]
 
 Writes the policy `benchmarks.reload` uses (100 groups; each host its own table with a unit
-and one group), a fraction ``--own`` of the hosts with a key of their own
-(``max_disk_percent``, different from one host to the next), and times in this process,
-each the best of ``--rounds``:
+and one group), a fraction ``--own`` of the hosts with a key of their own (``max_report_age``,
+different on every host: no two of their tables alike), and times in this process, each the
+best of ``--rounds``:
 
 - parsing: `tomllib` (as before) and `compliance.policy_toml` (toml-rs, as now);
 - validating: the whole file as one model (as before) and as `Policy.from_text` does now;
@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 
 def policy_text(hosts: int, own: float) -> str:
-    """The reload benchmark's policy, a fraction of its hosts with a key of their own."""
+    """The reload benchmark's policy, a fraction of its hosts with a value of their own."""
     every = round(1 / own) if own > 0 else 0
     lines = []
     host = 0
@@ -43,7 +43,7 @@ def policy_text(hosts: int, own: float) -> str:
         lines.append(line)
         if line.startswith("groups ="):  # the last line of a host's table
             if every and host % every == 0:
-                lines.append(f"max_disk_percent = {50 + host % 50}")
+                lines.append(f"max_report_age = {900 + host}")
             host += 1
     return "\n".join(lines) + "\n"
 
