@@ -27,9 +27,10 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 
+from fleetwatch.collector.compliance import policy_toml
 from fleetwatch.collector.compliance.response import (
     DueDays,
     ResponsePolicy,
@@ -136,6 +137,71 @@ class _PolicyFile(BaseModel):
     waivers: dict[Annotated[str, Field(min_length=1, max_length=255)], WaiverEntry] = {}
 
 
+_HOST_IDS = TypeAdapter(list[HostId])
+
+
+def _validated(data: dict[str, Any]) -> _PolicyFile:
+    """The policy file's tables, validated; ``ValidationError`` as the whole file's model raises.
+
+    A large fleet's file is mostly ``[hosts."NAME"]`` tables alike but for the name (a unit
+    and a list of groups): each different table (of strings, integers, booleans and lists
+    of strings) is validated once and its entry shared by the hosts that list the same
+    (entries are frozen). Should anything fail, the whole file is validated again as one
+    model, so that the error reported is the one it names first.
+    """
+    hosts = data.get("hosts")
+    if isinstance(hosts, dict):
+        rest = {table: value for table, value in data.items() if table != "hosts"}
+        try:
+            parsed = _PolicyFile.model_validate(rest)
+            parsed.hosts = _host_entries(hosts)
+        except ValidationError:
+            pass  # the whole file again, below, for the error it names first
+        else:
+            return parsed
+    return _PolicyFile.model_validate(data)
+
+
+def _host_entries(tables: dict[Any, Any]) -> dict[str, HostEntry]:
+    """The ``[hosts]`` tables as entries, tables of the same values sharing one entry."""
+    _HOST_IDS.validate_python(list(tables))
+    entries: dict[str, HostEntry] = {}
+    shared: dict[tuple[tuple[str, type, object], ...], HostEntry] = {}
+    for host_id, table in tables.items():
+        key = _sharing_key(table)
+        entry = shared.get(key) if key is not None else None
+        if entry is None:
+            entry = HostEntry.model_validate(table)
+            if key is not None:
+                shared[key] = entry
+        entries[host_id] = entry
+    return entries
+
+
+# values equal only when they are the same policy value (not floats: -0.0 == 0.0)
+_SCALARS = frozenset({str, int, bool})
+
+
+def _sharing_key(table: object) -> tuple[tuple[str, type, object], ...] | None:
+    """A host table of strings, integers, booleans and lists of strings, as a key; else None.
+
+    Each value is keyed with its exact type: ``1`` and ``true`` are equal in Python but not
+    the same policy value.
+    """
+    if type(table) is not dict:
+        return None
+    key: list[tuple[str, type, object]] = []
+    for name, value in table.items():
+        kind = type(value)
+        if kind in _SCALARS:
+            key.append((name, kind, value))
+        elif kind is list and all(type(item) is str for item in value):
+            key.append((name, kind, tuple(value)))
+        else:
+            return None
+    return tuple(key)
+
+
 @dataclass(frozen=True)
 class HostPolicy:
     """A host's resolved baseline, with its unit and groups as the policy names them."""
@@ -164,6 +230,18 @@ class HostPolicy:
         verification to the evaluations after, so neither changes what the rules find.
         """
         return _evaluation_digest(self.digest, self.unit, self.groups)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        msg = f"{path}: cannot read: {exc.strerror}"
+        raise PolicyError(msg) from exc
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _baseline_digest(baseline: Baseline) -> str:
@@ -217,12 +295,12 @@ class Policy:
     @classmethod
     def from_text(cls, text: str, source: str = "policy") -> Policy:  # noqa: C901  (a check per table)
         try:
-            data = tomllib.loads(text)
+            data = policy_toml.loads(text)
         except tomllib.TOMLDecodeError as exc:
             msg = f"{source}: not valid TOML: {exc}"
             raise PolicyError(msg) from exc
         try:
-            parsed = _PolicyFile.model_validate(data)
+            parsed = _validated(data)
         except ValidationError as exc:
             error = exc.errors()[0]
             what = error["msg"]
@@ -245,7 +323,7 @@ class Policy:
                 units[entry.unit] = Unit(name=entry.unit, title=entry.unit)
         return cls(
             source=source,
-            digest=hashlib.sha256(text.encode()).hexdigest(),
+            digest=_text_digest(text),
             defaults=parsed.defaults,
             groups=parsed.groups,
             hosts=parsed.hosts,
@@ -261,12 +339,7 @@ class Policy:
 
     @classmethod
     def from_file(cls, path: Path) -> Policy:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            msg = f"{path}: cannot read: {exc.strerror}"
-            raise PolicyError(msg) from exc
-        return cls.from_text(text, str(path))
+        return cls.from_text(_read(path), str(path))
 
     def hosts_of_unit(self, unit: str) -> list[str]:
         """The hosts the policy places in a unit."""
@@ -348,13 +421,16 @@ class PolicySource:
             return False
         self._stamp = stamp
         try:
-            policy = Policy.from_file(self.path)
+            text = _read(self.path)
+            # the same text written again is the same policy: not parsed a second time
+            same = _text_digest(text) == self.current.digest
+            policy = self.current if same else Policy.from_text(text, str(self.path))
         except PolicyError as exc:
             self.error = str(exc)
             self._on_reload("rejected")
             return False
         self.error = None
-        if policy.digest == self.current.digest:
+        if same:
             self._on_reload("unchanged")
             return False
         self.current = policy

@@ -151,6 +151,52 @@ class TestErrors:
         assert str(excinfo.value).startswith("policy.toml: ")
 
 
+class TestLargeHostTables:
+    def test_hosts_listed_alike_share_one_entry(self) -> None:
+        """Host tables of the same unit and groups are one entry; each host keeps its own."""
+        text = POLICY + '[hosts."web-03"]\nunit = "parks"\ngroups = ["web", "monitored"]\n'
+        policy = Policy.from_text(text)
+        assert policy.hosts["web-01"] is policy.hosts["web-03"]
+        assert policy.hosts["web-02"] is not policy.hosts["web-01"]
+        assert policy.for_host("web-03").baseline == policy.for_host("web-01").baseline
+        assert policy.for_host("web-03").host_id == "web-03"
+
+    def test_equal_values_of_another_type_are_not_shared(self) -> None:
+        """A table with ``true`` does not take the entry of one with ``1``."""
+        text = "".join(
+            f'[hosts."{host}"]\nignore_loopback = {value}\n'
+            for host, value in [("a", 1), ("b", "true"), ("c", 1)]
+        )
+        policy = Policy.from_text(text)
+        assert policy.hosts["a"] is policy.hosts["c"]
+        assert policy.hosts["b"] is not policy.hosts["a"]
+
+    @pytest.mark.parametrize(
+        ("hosts", "message"),
+        [
+            ('[hosts."b"]\nunit = 1\n', '[hosts."b"] unit: Input should be a valid string'),
+            ('[hosts."b"]\ngroups = "web"\n', '[hosts."b"] groups: Input should be a valid list'),
+            ('[hosts."b"]\nunit = ""\n', '[hosts."b"] unit: String should have at least 1'),
+            ('[hosts."b"]\nunt = "parks"\n', '[hosts."b"] unt: unknown key'),
+            ('[hosts."b c"]\nunit = "parks"\n', '[hosts."b c"] [key]: String should match pattern'),
+            ('[hosts."b"]\nunit = "parks"\n[hosts."b".x]\n', '[hosts."b"] x: unknown key'),
+        ],
+    )
+    def test_a_bad_host_among_good_ones_gets_the_same_error(self, hosts: str, message: str) -> None:
+        """The first bad host table is named, as when each table was validated on its own."""
+        good = '[hosts."a"]\nunit = "parks"\n'
+        text = good + hosts + good.replace('"a"', '"c"')
+        with pytest.raises(PolicyError) as excinfo:
+            Policy.from_text(text, "policy.toml")
+        assert str(excinfo.value).startswith(f"policy.toml: {message}")
+
+    def test_an_error_before_the_hosts_is_named_first(self) -> None:
+        """A bad [defaults] key is the error reported, whatever the hosts hold."""
+        text = '[defaults]\nmax_disk_percent = 120\n[hosts."b"]\nunit = 1\n'
+        with pytest.raises(PolicyError, match=r"^policy: \[defaults\] max_disk_percent"):
+            Policy.from_text(text)
+
+
 class TestPortSpec:
     def test_ranges_and_single_ports(self) -> None:
         spec = parse_port_spec("TCP/8000-8100")
@@ -174,6 +220,28 @@ class TestPolicySource:
         assert not source.reload_if_changed()
         assert source.error is not None
         assert source.current.for_host("web-01").baseline.max_report_age == 300
+
+    def test_the_same_text_written_again_is_not_read_again(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rewrite of the same text is unchanged, the policy in force kept, nothing parsed."""
+        path = tmp_path / "policy.toml"
+        path.write_text(POLICY)
+        outcomes: list[str] = []
+        source = PolicySource(path, outcomes.append)
+        path.write_text(POLICY.replace("max_report_age = 600", "max_report_age = 300"))
+        assert source.reload_if_changed()
+        current = source.current
+
+        def unparsed(text: str, source: str = "policy") -> Policy:
+            raise AssertionError(source)
+
+        monkeypatch.setattr(Policy, "from_text", unparsed)
+        path.unlink()  # another inode, as a rewrite by rename leaves it
+        path.write_text(POLICY.replace("max_report_age = 600", "max_report_age = 300"))
+        assert not source.reload_if_changed()
+        assert source.current is current
+        assert outcomes == ["loaded", "unchanged"]
 
     def test_missing_file_at_start_is_an_error(self, tmp_path: Path) -> None:
         with pytest.raises(PolicyError, match="cannot read"):
