@@ -186,9 +186,7 @@ class Findings:
                 findings, [[getattr(f, name) for name in _NEW_COLUMNS] for f in new], _NEW_COLUMNS
             )
             rows = conn.execute(
-                insert(findings)
-                .from_select(_NEW_COLUMNS, select(*given.c))
-                .returning(*findings.c)
+                insert(findings).from_select(_NEW_COLUMNS, select(*given.c)).returning(*findings.c)
             )
         else:
             rows = conn.execute(

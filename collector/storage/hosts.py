@@ -12,12 +12,12 @@ from sqlalchemy import ARRAY, any_, bindparam, delete, exists, insert, or_, sele
 
 from fleetwatch.collector.rate_limits import Bucket
 from fleetwatch.collector.storage.tables import OBSERVED, host_silences, hosts
-from fleetwatch.collector.storage.transactions import among, as_arrays
+from fleetwatch.collector.storage.transactions import as_arrays
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from sqlalchemy import Connection, Result, Row, Select, Update
+    from sqlalchemy import Connection, Result, Select, Update
 
     from fleetwatch.collector.storage.transactions import Database
 

@@ -89,7 +89,9 @@ def among(
     return column.in_(values)
 
 
-def as_arrays(table: Table, rows: Sequence[Sequence[Any]], names: Sequence[str]) -> TableValuedAlias:
+def as_arrays(
+    table: Table, rows: Sequence[Sequence[Any]], names: Sequence[str]
+) -> TableValuedAlias:
     """Rows of values for these columns of ``table``, as PostgreSQL's ``unnest`` of one array
     per column: a FROM item for an INSERT or UPDATE of many rows in a single statement of a
     few parameters, which psycopg parses once and the server plans once (an executemany sends
