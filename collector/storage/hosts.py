@@ -270,15 +270,6 @@ class Hosts:
         """Every enrolled host, by id."""
         return _hosts(conn.execute(select(hosts).order_by(hosts.c.host_id)))
 
-    def quiet_since(self, conn: Connection, cutoff: datetime) -> list[str]:
-        """Hosts whose latest report was observed before ``cutoff`` (`HostRow.observed_at`),
-        or that never reported: their ids only, without reading every host's row."""
-        collected, received = hosts.c.last_collected_at, hosts.c.last_received_at
-        query = select(hosts.c.host_id).where(
-            or_(collected.is_(None), received.is_(None), collected < cutoff, received < cutoff)
-        )
-        return [host_id for (host_id,) in conn.execute(query)]
-
     def heard_of(self, conn: Connection, host_ids: Iterable[str]) -> dict[str, Heard]:
         """When each of these hosts was last heard from (those enrolled)."""
         wanted = sorted(set(host_ids))
