@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -37,6 +38,7 @@ from pathlib import Path
 OVERLAID = ("etc", "opt", "var", "usr/local", "root", "home")
 DEFAULT_DIR = Path("/tmp/fleetwatch-lab")
 STATE_FILE = "lab.json"
+SUBNET_LOCK = Path("/run/fleetwatch-lab.lock")
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 # PID 1 of a lab host: starts sshd, reaps every orphan (daemons double-fork), ends with sshd.
@@ -182,13 +184,17 @@ class Lab:
         return lab
 
     def _build(self, names: list[str], root: Path | None = None) -> None:
-        subnet = _free_subnet()
-        self.subnet = str(subnet)
-        addresses = list(subnet.hosts())
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
-        _run("ip", "link", "add", self.bridge, "type", "bridge")
-        self.save()
-        _run("ip", "addr", "add", f"{addresses[0]}/{subnet.prefixlen}", "dev", self.bridge)
+        # Labs built at once (the suite runs in several processes) must not pick one subnet:
+        # the pick and the bridge's address that claims it happen under one lock.
+        with SUBNET_LOCK.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subnet = _free_subnet()
+            self.subnet = str(subnet)
+            addresses = list(subnet.hosts())
+            _run("ip", "link", "add", self.bridge, "type", "bridge")
+            self.save()
+            _run("ip", "addr", "add", f"{addresses[0]}/{subnet.prefixlen}", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
         for index, name in enumerate(names, start=1):
             host = LabHost(

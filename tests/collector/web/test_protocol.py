@@ -63,7 +63,15 @@ class TestUvicornStillFits:
         """A new protocol still has the per-request attributes protocol.py reads."""
         config = uvicorn.Config(_app, http=GuardedHttpToolsProtocol, lifespan="off")
         config.load()
-        protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+        # a loop of its own: whether the main thread has a current loop depends on the tests
+        # that ran before this one in the same process
+        loop = asyncio.new_event_loop()
+        try:
+            protocol = HttpToolsProtocol(
+                config=config, server_state=ServerState(), app_state={}, _loop=loop
+            )
+        finally:
+            loop.close()
         for name in ATTRIBUTES:
             assert hasattr(protocol, name), revisit(f"it no longer sets self.{name}")
 
