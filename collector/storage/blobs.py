@@ -6,24 +6,32 @@ marked released, and pruning deletes it with the last reports that could refer t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import zstandard
 from sqlalchemy import bindparam, delete, select, update
 
 from fleetwatch.collector.storage.tables import blobs
+from fleetwatch.collector.storage.transactions import among_given
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Select
 
     from fleetwatch.collector.storage.transactions import Database
 
 COMPRESSION_LEVEL = 3
 DELETE_CHUNK = 500  # hashes per DELETE, well under every database's limit on parameters
+
+
+@functools.lru_cache(maxsize=2)
+def _held(dialect: str) -> Select[Any]:
+    """Which of ``:hashes`` are held: built once per database kind (with every batch)."""
+    return select(blobs.c.hash).where(among_given(dialect, blobs.c.hash, "hashes"))
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ class Blobs:
         wanted = sorted(set(hashes))
         if not wanted:
             return set()
-        return set(conn.execute(select(blobs.c.hash).where(blobs.c.hash.in_(wanted))).scalars())
+        return set(conn.execute(_held(conn.dialect.name), {"hashes": wanted}).scalars())
 
     def add(self, conn: Connection, new: Sequence[NewBlob], now: datetime) -> None:
         """Store contents, compressed, in one statement; hashes already held are skipped."""

@@ -12,13 +12,14 @@ host's latest report was observed, which reads give as its ``last_seen`` (`shown
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, case, func, insert, or_, select, type_coerce, update
 
 from fleetwatch.collector.storage.tables import UTCDateTime, findings, hosts
-from fleetwatch.collector.storage.transactions import among, as_arrays
+from fleetwatch.collector.storage.transactions import among_given, as_arrays
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -161,6 +162,16 @@ def _rows(result: Result[Any]) -> list[FindingRow]:
     return [FindingRow(**dict(zip(names, row, strict=True))) for row in result]
 
 
+@functools.lru_cache(maxsize=2)
+def _live_of(dialect: str) -> Select[Any]:
+    """The findings of hosts ``:ids`` a report may still change (built once per database kind:
+    it runs with every batch of reports)."""
+    return select(findings).where(
+        among_given(dialect, findings.c.host_id, "ids"),
+        or_(findings.c.resolved_at.is_(None), findings.c.state == "resolved"),
+    )
+
+
 class Findings:
     """The ``findings`` table.
 
@@ -255,12 +266,7 @@ class Findings:
         found: dict[str, list[FindingRow]] = {h: [] for h in wanted}
         if not wanted:
             return found
-        rows = conn.execute(
-            select(findings).where(
-                among(conn, findings.c.host_id, wanted),
-                or_(findings.c.resolved_at.is_(None), findings.c.state == "resolved"),
-            )
-        )
+        rows = conn.execute(_live_of(conn.dialect.name), {"ids": wanted})
         for row in _rows(rows):
             found[row.host_id].append(row)
         return found

@@ -12,7 +12,7 @@ from sqlalchemy import ARRAY, any_, bindparam, delete, exists, insert, or_, sele
 
 from fleetwatch.collector.rate_limits import Bucket
 from fleetwatch.collector.storage.tables import OBSERVED, host_silences, hosts
-from fleetwatch.collector.storage.transactions import as_arrays
+from fleetwatch.collector.storage.transactions import array_values, arrays_of, as_arrays
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -246,6 +246,18 @@ def _update_statement(names: tuple[str, ...]) -> Update:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _update_from_arrays(names: tuple[str, ...]) -> Update:
+    """PostgreSQL: set these columns of many hosts in one statement, from one array per column
+    (``:a_host_id``, ``:a_<name>``...)."""
+    given = arrays_of(hosts, ("host_id", *names))
+    return (
+        update(hosts)
+        .where(hosts.c.host_id == given.c.host_id)
+        .values({name: given.c[name] for name in names})
+    )
+
+
 class Hosts:
     """The ``hosts`` table."""
 
@@ -333,16 +345,33 @@ class Hosts:
         return bool(done.rowcount)
 
     def update(self, conn: Connection, changes: Iterable[HostChange]) -> None:
-        """Write what changed: one statement per set of columns changed, whatever the hosts."""
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        """Write what changed: one statement per set of columns changed, whatever the hosts.
+
+        On PostgreSQL the statement takes one array per column, so a batch's hosts are one
+        statement to send, parse and plan, not one per host as an executemany would be.
+        """
+        by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for change in changes:
             columns = change.columns()
             if columns:
-                values = {f"b_{name}": value for name, value in columns.items()}
-                values["b_host_id"] = change.host_id
-                by_columns.setdefault(tuple(columns), []).append(values)
-        for names, group in by_columns.items():
-            conn.execute(_update_statement(names), group)
+                by_columns.setdefault(tuple(columns), []).append(
+                    (change.host_id, *columns.values())
+                )
+        arrays = conn.dialect.name == "postgresql"
+        for names, rows in by_columns.items():
+            if arrays:
+                conn.execute(_update_from_arrays(names), array_values(rows, ("host_id", *names)))
+            else:
+                conn.execute(
+                    _update_statement(names),
+                    [
+                        {
+                            "b_host_id": row[0],
+                            **{f"b_{n}": v for n, v in zip(names, row[1:], strict=True)},
+                        }
+                        for row in rows
+                    ],
+                )
 
     def evaluated_against(
         self, conn: Connection, after: str = "", limit: int = 10_000

@@ -6,19 +6,20 @@ housekeeper keeps the policy's in step with the file (`compliance.waivers`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, insert, or_, select, union_all, update
+from sqlalchemy import and_, bindparam, insert, or_, select, union_all, update
 
 from fleetwatch.collector.storage.tables import host_placements, waivers
-from fleetwatch.collector.storage.transactions import among
+from fleetwatch.collector.storage.transactions import among_given
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import datetime
 
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Select
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,25 @@ class WaiverRow(NewWaiver):
         return self.revoked_at is None and now < self.expires_at
 
 
+@functools.lru_cache(maxsize=2)
+def _in_force_over(dialect: str) -> Select[Any]:
+    """Waivers in force at ``:now`` over hosts ``:hosts``, units ``:units`` or groups
+    ``:groups``: built once per database kind (it runs with every batch of reports)."""
+    reach = [
+        and_(waivers.c.scope == scope, among_given(dialect, waivers.c.target, name))
+        for scope, name in (("host", "hosts"), ("unit", "units"), ("group", "groups"))
+    ]
+    return (
+        select(waivers)
+        .where(
+            waivers.c.revoked_at.is_(None),
+            waivers.c.expires_at > bindparam("now", type_=waivers.c.expires_at.type),
+            or_(*reach),
+        )
+        .order_by(waivers.c.id)
+    )
+
+
 class Waivers:
     """The ``waivers`` table."""
 
@@ -91,14 +111,14 @@ class Waivers:
     ) -> list[WaiverRow]:
         """Waivers in force that may cover these hosts (by host, unit or group): what one
         batch of reports needs, however many waivers the fleet holds."""
-        reach = [
-            and_(waivers.c.scope == scope, among(conn, waivers.c.target, sorted(set(targets))))
-            for scope, targets in (("host", hosts), ("unit", units), ("group", groups))
-        ]
         rows = conn.execute(
-            select(waivers)
-            .where(waivers.c.revoked_at.is_(None), waivers.c.expires_at > now, or_(*reach))
-            .order_by(waivers.c.id)
+            _in_force_over(conn.dialect.name),
+            {
+                "now": now,
+                "hosts": sorted(set(hosts)),
+                "units": sorted(set(units)),
+                "groups": sorted(set(groups)),
+            },
         )
         return [WaiverRow(**r._mapping) for r in rows]
 

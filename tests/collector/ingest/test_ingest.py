@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -465,6 +466,37 @@ class TestQuietReports:
         ingest(service, make_report("web-01", 7, quiet(after_change, 21.0)))
         assert rows(service, "web-01") == [(1, 5), (6, 7)]
         assert count(service, blobs, blobs.c.section == "resources") == 0
+
+    def test_quiet_reports_in_one_batch_extend_each_hosts_row_to_its_newest(
+        self, service: CollectorService
+    ) -> None:
+        """Two quiet reports of one host in one batch, beside other hosts' quiet reports,
+        leave each host one row through its newest report, with every host's latest figures."""
+        acks = {}
+        for host in ("web-01", "web-02", "web-03"):
+            service.identity.enroll(host, "s3cret")
+            acks[host] = ingest(service, make_report(host, 1))
+        bodies = [
+            make_report("web-01", 2, quiet(acks["web-01"], 31.0)),
+            make_report("web-02", 2, quiet(acks["web-02"], 32.0)),
+            make_report("web-01", 3, quiet(acks["web-01"], 33.0)),
+            make_report("web-03", 2, quiet(acks["web-03"], 34.0)),
+        ]
+        TestBatches.batch(service, bodies)
+        assert rows(service, "web-01") == [(1, 3)]
+        assert rows(service, "web-02") == [(1, 2)]
+        assert rows(service, "web-03") == [(1, 2)]
+        with service.store.read() as conn:
+            latest = service.store.hosts.get_many(conn, ["web-01", "web-02", "web-03"])
+        assert {h: row.last_sequence for h, row in latest.items()} == {
+            "web-01": 3,
+            "web-02": 2,
+            "web-03": 2,
+        }
+        assert {
+            h: json.loads(row.inline["resources"])["mounts"][0]["percent"]
+            for h, row in latest.items()
+        } == {"web-01": 33.0, "web-02": 32.0, "web-03": 34.0}
 
     def test_a_gap_in_the_sequence_starts_a_row(self, service: CollectorService) -> None:
         """A report after a lost one is not folded into the run: the gap stays visible."""
