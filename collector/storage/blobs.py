@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zstandard
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from fleetwatch.collector.storage.tables import blobs
 from fleetwatch.collector.storage.transactions import among_given
@@ -32,6 +33,16 @@ DELETE_CHUNK = 500  # hashes per DELETE, well under every database's limit on pa
 def _held(dialect: str) -> Select[Any]:
     """Which of ``:hashes`` are held: built once per database kind (with every batch)."""
     return select(blobs.c.hash).where(among_given(dialect, blobs.c.hash, "hashes"))
+
+
+# PostgreSQL: contents released, with when, in one statement from two arrays
+_RELEASE_FROM_ARRAYS = text(
+    "UPDATE blobs SET released_at = given.at FROM unnest(:a_hash, :a_at) AS given(hash, at) "
+    "WHERE blobs.hash = given.hash"
+).bindparams(
+    bindparam("a_hash", type_=ARRAY(blobs.c.hash.type)),
+    bindparam("a_at", type_=ARRAY(blobs.c.released_at.type)),
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,12 @@ class Blobs:
 
     def release(self, conn: Connection, released: Mapping[str, datetime]) -> None:
         """Hosts moved on from these contents (at these times): prunable after retention."""
-        if released:
+        if released and conn.dialect.name == "postgresql":
+            conn.execute(
+                _RELEASE_FROM_ARRAYS,
+                {"a_hash": sorted(released), "a_at": [released[h] for h in sorted(released)]},
+            )
+        elif released:
             conn.execute(
                 update(blobs)
                 .where(blobs.c.hash == bindparam("b_hash"))

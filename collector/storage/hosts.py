@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ARRAY, any_, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import ARRAY, any_, bindparam, delete, exists, insert, or_, select, text, update
 
 from fleetwatch.collector.rate_limits import Bucket
 from fleetwatch.collector.storage.tables import OBSERVED, host_silences, hosts
-from fleetwatch.collector.storage.transactions import array_values, arrays_of, as_arrays
+from fleetwatch.collector.storage.transactions import as_arrays
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from sqlalchemy import Connection, Result, Select, Update
+    from sqlalchemy import Connection, Dialect, Result, Select, TextClause, Update
 
     from fleetwatch.collector.storage.transactions import Database
 
@@ -247,14 +248,29 @@ def _update_statement(names: tuple[str, ...]) -> Update:
 
 
 @functools.lru_cache(maxsize=256)
-def _update_from_arrays(names: tuple[str, ...]) -> Update:
-    """PostgreSQL: set these columns of many hosts in one statement, from one array per column
-    (``:a_host_id``, ``:a_<name>``...)."""
-    given = arrays_of(hosts, ("host_id", *names))
-    return (
-        update(hosts)
-        .where(hosts.c.host_id == given.c.host_id)
-        .values({name: given.c[name] for name in names})
+def _update_from_json(names: tuple[str, ...], dialect: Dialect) -> TextClause:
+    """PostgreSQL: set these columns of many hosts in one statement, from one JSON array of
+    rows (``:rows``, made by `_json_rows`). One document rather than an array per column:
+    psycopg quotes every element of a text array with regular expressions, and the JSON
+    columns' text is all quotes; ``json.dumps`` writes the whole batch in C."""
+    fields = ", ".join(
+        f"{name} {hosts.c[name].type.compile(dialect=dialect)}" for name in ("host_id", *names)
+    )
+    assignments = ", ".join(f"{name} = given.{name}" for name in names)
+    return text(
+        f"UPDATE hosts SET {assignments} FROM json_to_recordset(:rows) AS given({fields}) "  # noqa: S608  (column names of our own table)
+        "WHERE hosts.host_id = given.host_id"
+    )
+
+
+def _json_value(value: Any) -> Any:
+    return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
+
+
+def _json_rows(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    keys = ("host_id", *names)
+    return json.dumps(
+        [{key: _json_value(v) for key, v in zip(keys, row, strict=True)} for row in rows]
     )
 
 
@@ -347,8 +363,8 @@ class Hosts:
     def update(self, conn: Connection, changes: Iterable[HostChange]) -> None:
         """Write what changed: one statement per set of columns changed, whatever the hosts.
 
-        On PostgreSQL the statement takes one array per column, so a batch's hosts are one
-        statement to send, parse and plan, not one per host as an executemany would be.
+        On PostgreSQL the statement takes the rows as one JSON document, so a batch's hosts
+        are one statement to send, parse and plan, not one per host as an executemany would be.
         """
         by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for change in changes:
@@ -360,7 +376,9 @@ class Hosts:
         arrays = conn.dialect.name == "postgresql"
         for names, rows in by_columns.items():
             if arrays:
-                conn.execute(_update_from_arrays(names), array_values(rows, ("host_id", *names)))
+                conn.execute(
+                    _update_from_json(names, conn.dialect), {"rows": _json_rows(names, rows)}
+                )
             else:
                 conn.execute(
                     _update_statement(names),

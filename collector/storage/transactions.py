@@ -109,16 +109,3 @@ def as_arrays(
         for i, name in enumerate(names)
     ]
     return func.unnest(*arrays).table_valued(*names).render_derived()
-
-
-def arrays_of(table: Table, names: Sequence[str]) -> TableValuedAlias:
-    """As `as_arrays`, with each column's array a named parameter (``:a_<column>``) given when
-    the statement runs (`array_values`): for a statement built once and run with every batch,
-    which then costs no statement building and no cache key."""
-    arrays = [bindparam(f"a_{name}", type_=ARRAY(table.c[name].type)) for name in names]
-    return func.unnest(*arrays).table_valued(*names).render_derived()
-
-
-def array_values(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> dict[str, list[Any]]:
-    """The parameters of `arrays_of` for these rows of values, one per column."""
-    return {f"a_{name}": [row[i] for row in rows] for i, name in enumerate(names)}
