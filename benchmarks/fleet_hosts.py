@@ -77,14 +77,16 @@ def resources(rng: random.Random) -> dict[str, Any]:
     return section("resources", data)
 
 
-def body(host: Host, sections: dict[str, Any]) -> tuple[bytes, bool]:
+def body(
+    host: Host, sections: dict[str, Any], collected_at: datetime | None = None
+) -> tuple[bytes, bool]:
     return gz(
         {
             "schema_version": 1,
             "host_id": host.host_id,
             "instance_id": host.instance,
             "sequence": host.sequence,
-            "collected_at": datetime.now(UTC).isoformat(),
+            "collected_at": (collected_at or datetime.now(UTC)).isoformat(),
             "agent_version": "0.1.0",
             "sections": sections,
         }
