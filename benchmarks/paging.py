@@ -7,7 +7,8 @@ On a fleet seeded by `benchmarks.dashboard` (the policy in DIR), starts `fleetwa
 and times each page (request sent to last byte received, on loopback; the median of
 ``--repeat`` after one warm-up): the first page of hosts, a page 90,000 hosts in (by its
 cursor), hosts of one unit, of one status, found by text, sorted by last report both ways,
-findings of one severity and a page deep into them, a host's reports; then, in process, the
+findings of one severity and a page deep into them, a host's reports, the units (each with
+its hosts and counts: not paged); then, in process, the
 fleet's hosts by unit and status from the kept counts (`storage.tallies`) beside the same
 counted over every host.
 """
@@ -173,6 +174,8 @@ def measure(url: str, directory: Path, repeat: int, limit: int) -> None:
                 print(f"  {label:<45} {line}", flush=True)
             line = _timed(session, base + f"/hosts/{deep_host}/reports", {"limit": 50}, repeat)
             print(f"  {'a host`s reports':<45} {line}", flush=True)
+            line = _timed(session, base + "/units", {}, repeat)
+            print(f"  {'units, with their hosts and counts':<45} {line}", flush=True)
         finally:
             collector.stop()
     _counts(url, directory, repeat)

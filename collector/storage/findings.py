@@ -361,6 +361,23 @@ class Findings:
             counts.setdefault(host_id, {})[severity] = int(count)
         return counts
 
+    def open_tally(self, conn: Connection, now: datetime) -> dict[str, tuple[int, int, int]]:
+        """host -> (open findings that count, of them overdue at ``now``, open but waived):
+        one aggregate over the open findings, a narrow row per host that has any."""
+        waived = findings.c.waiver_id.is_not(None)
+        late = and_(findings.c.waiver_id.is_(None), findings.c.due_at <= now)
+        rows = conn.execute(
+            select(
+                findings.c.host_id,
+                func.sum(case((waived, 0), else_=1)),
+                func.sum(case((late, 1), else_=0)),
+                func.sum(case((waived, 1), else_=0)),
+            )
+            .where(findings.c.resolved_at.is_(None))
+            .group_by(findings.c.host_id)
+        )
+        return {h: (int(n), int(o), int(w)) for h, n, o, w in rows}
+
     def query(  # noqa: PLR0913  (one parameter per filter)
         self,
         conn: Connection,

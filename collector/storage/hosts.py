@@ -298,6 +298,10 @@ class Hosts:
         """Every enrolled host, by id."""
         return _hosts(conn.execute(select(hosts).order_by(hosts.c.host_id)))
 
+    def units(self, conn: Connection) -> dict[str, str | None]:
+        """Every enrolled host's unit as it enrolled, by id: two narrow columns."""
+        return dict(conn.execute(select(hosts.c.host_id, hosts.c.unit)).tuples().all())
+
     def heard_of(self, conn: Connection, host_ids: Iterable[str]) -> dict[str, Heard]:
         """When each of these hosts was last heard from (those enrolled)."""
         wanted = sorted(set(host_ids))

@@ -50,19 +50,32 @@ def _service(request: Request) -> CollectorService:
 def _units(svc: CollectorService, principal: Principal) -> list[UnitView]:
     now = datetime.now(UTC)
     policy = svc.policy.current
+    # one pass over narrow rows: each host's unit, and each host's open findings counted in
+    # SQL, summed per unit here (not every finding read, nor every unit walking them all)
     with svc.store.read() as conn:
-        enrolled = {h.host_id: h.unit for h in svc.store.hosts.all(conn)}
-        open_rows = svc.store.findings.open_where(conn)
+        enrolled = svc.store.hosts.units(conn)
+        tally = svc.store.findings.open_tally(conn, now)
     unit_of = {
         h: policy.for_host(h).unit or enrolled.get(h) for h in set(enrolled) | set(policy.hosts)
     }
     names = set(policy.units) | {u for u in unit_of.values() if u is not None}
+    members: dict[str, list[str]] = {}
+    sums: dict[str, list[int]] = {}
+    for host_id, unit_name in unit_of.items():
+        if unit_name is None:
+            continue
+        members.setdefault(unit_name, []).append(host_id)
+        counted = tally.get(host_id)
+        if counted:
+            total = sums.setdefault(unit_name, [0, 0, 0])
+            for i, n in enumerate(counted):
+                total[i] += n
     views = []
     for name in sorted(names):
         if not principal.may_see(name):
             continue
         unit = policy.units.get(name)
-        rows = [r for r in open_rows if unit_of.get(r.host_id) == name]
+        open_findings, overdue_findings, waived_findings = sums.get(name, [0, 0, 0])
         views.append(
             UnitView(
                 name=name,
@@ -71,10 +84,10 @@ def _units(svc: CollectorService, principal: Principal) -> list[UnitView]:
                 targets=list(unit.targets) if unit else [],
                 digest=unit.digest if unit else "immediate",
                 declared=name in policy.declared_units,
-                hosts=sorted(h for h, u in unit_of.items() if u == name),
-                open_findings=sum(1 for r in rows if not r.waived),
-                overdue_findings=sum(1 for r in rows if r.is_overdue(now)),
-                waived_findings=sum(1 for r in rows if r.waived),
+                hosts=sorted(members.get(name, [])),
+                open_findings=open_findings,
+                overdue_findings=overdue_findings,
+                waived_findings=waived_findings,
             )
         )
     return views

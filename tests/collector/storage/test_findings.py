@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from fleetwatch.collector.storage.findings import FindingChange, NewFinding
@@ -23,6 +24,29 @@ class TestFindings:
         assert {f.key for f in by_host["a"]} == {"tcp/80", "tcp/81"}
         assert by_host["b"] == []
         assert all(f.open for f in by_host["a"])
+
+    def test_open_tally_counts_open_overdue_and_waived_per_host(self, store: Store) -> None:
+        """Per host: open findings that count, those past due, and open ones a waiver excuses;
+        resolved ones are not counted, and a host with nothing open is not listed."""
+        enroll(store, "a", "b", "c")
+        now = T0 + timedelta(days=10)
+        with store.write() as conn:
+            store.findings.add(
+                conn,
+                [
+                    replace(found("a", "tcp/80"), due_at=T0 + timedelta(days=1)),
+                    replace(found("a", "tcp/81"), due_at=T0 + timedelta(days=30)),
+                    replace(found("a", "tcp/82"), due_at=T0 + timedelta(days=1), waiver_id=7),
+                    found("b", "tcp/80"),
+                    found("c", "tcp/80"),
+                ],
+            )
+            (gone,) = store.findings.open_for(conn, "c")
+            store.findings.change(
+                conn, [FindingChange(gone.id, gone.severity, gone.detail, gone.last_seen, now)]
+            )
+        with store.read() as conn:
+            assert store.findings.open_tally(conn, now) == {"a": (2, 1, 1), "b": (1, 0, 0)}
 
     def test_changes_are_one_statement(self, store: Store, statements: Statements) -> None:
         """Seen again and resolved, in one batch: one UPDATE."""
