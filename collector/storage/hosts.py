@@ -377,9 +377,9 @@ class Hosts:
                 by_columns.setdefault(tuple(columns), []).append(
                     (change.host_id, *columns.values())
                 )
-        arrays = conn.dialect.name == "postgresql"
+        postgresql = conn.dialect.name == "postgresql"
         for names, rows in by_columns.items():
-            if arrays:
+            if postgresql:
                 conn.execute(
                     _update_from_json(names, conn.dialect), {"rows": _json_rows(names, rows)}
                 )

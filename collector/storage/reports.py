@@ -8,6 +8,7 @@ adds no row however often it reports, and its rows still say which reports arriv
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -135,22 +136,27 @@ class Reports:
         if not extensions:
             return
         if conn.dialect.name == "postgresql":
-            # A row updated twice by one statement takes one of the two: of reports that
-            # extend one row (same host and instance), the newest says where it ends.
-            newest: dict[tuple[str, str], Extension] = {}
+            # A row one statement updates twice takes only one of the two updates, so a
+            # host's second quiet report in the batch goes in a second round, its third in a
+            # third: the rounds apply them in the order they came, as one statement each did.
+            rounds: list[list[Extension]] = []
+            taken: Counter[tuple[str, str]] = Counter()
             for e in extensions:
-                kept = newest.get((e.host_id, e.instance_id))
-                if kept is None or e.sequence > kept.sequence:
-                    newest[(e.host_id, e.instance_id)] = e
-            conn.execute(
-                _EXTEND_FROM_ARRAYS,
-                {
-                    "a_host_id": [e.host_id for e in newest.values()],
-                    "a_instance_id": [e.instance_id for e in newest.values()],
-                    "a_sequence": [e.sequence for e in newest.values()],
-                    "a_received_at": [e.received_at for e in newest.values()],
-                },
-            )
+                n = taken[(e.host_id, e.instance_id)]
+                taken[(e.host_id, e.instance_id)] += 1
+                if n == len(rounds):
+                    rounds.append([])
+                rounds[n].append(e)
+            for group in rounds:
+                conn.execute(
+                    _EXTEND_FROM_ARRAYS,
+                    {
+                        "a_host_id": [e.host_id for e in group],
+                        "a_instance_id": [e.instance_id for e in group],
+                        "a_sequence": [e.sequence for e in group],
+                        "a_received_at": [e.received_at for e in group],
+                    },
+                )
             return
         conn.execute(
             _EXTEND,

@@ -470,27 +470,33 @@ class TestQuietReports:
     def test_quiet_reports_in_one_batch_extend_each_hosts_row_to_its_newest(
         self, service: CollectorService
     ) -> None:
-        """Two quiet reports of one host in one batch, beside other hosts' quiet reports,
-        leave each host one row through its newest report, with every host's latest figures."""
+        """Quiet reports of one host in one batch, beside other hosts' quiet reports, extend
+        its row through the newest; a report with new content between two quiet ones starts a
+        row the second extends, and the first still extends the row before. Every host keeps
+        its latest figures."""
         acks = {}
         for host in ("web-01", "web-02", "web-03"):
             service.identity.enroll(host, "s3cret")
             acks[host] = ingest(service, make_report(host, 1))
+        changed = quiet(acks["web-02"], 32.0)
+        changed["ports"] = ports_section(("tcp", "0.0.0.0", 22), ("tcp", "0.0.0.0", 9999))
         bodies = [
             make_report("web-01", 2, quiet(acks["web-01"], 31.0)),
             make_report("web-02", 2, quiet(acks["web-02"], 32.0)),
             make_report("web-01", 3, quiet(acks["web-01"], 33.0)),
+            make_report("web-02", 3, changed),
             make_report("web-03", 2, quiet(acks["web-03"], 34.0)),
+            make_report("web-02", 4, {**changed, "ports": {"hash": changed["ports"]["hash"]}}),
         ]
         TestBatches.batch(service, bodies)
         assert rows(service, "web-01") == [(1, 3)]
-        assert rows(service, "web-02") == [(1, 2)]
+        assert rows(service, "web-02") == [(1, 2), (3, 4)]
         assert rows(service, "web-03") == [(1, 2)]
         with service.store.read() as conn:
             latest = service.store.hosts.get_many(conn, ["web-01", "web-02", "web-03"])
         assert {h: row.last_sequence for h, row in latest.items()} == {
             "web-01": 3,
-            "web-02": 2,
+            "web-02": 4,
             "web-03": 2,
         }
         assert {
