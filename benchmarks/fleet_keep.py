@@ -26,6 +26,8 @@ from fleetwatch.collector.storage.engine import normalize_url
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sqlalchemy.engine import URL
+
 
 @dataclass
 class KeptFleet:
@@ -97,12 +99,7 @@ class KeptFleet:
         # carry the set-up's dead rows and no planner statistics at all: a hundred thousand
         # hosts planned as a few hundred, plans that walk every host, and the PostgreSQL CPU
         # per report counted four times over. Vacuumed and analyzed as autovacuum would have.
-        copy = create_engine(kept.set(database=name), isolation_level="AUTOCOMMIT")
-        with copy.connect() as conn:
-            if conn.execute(text("SHOW autovacuum")).scalar_one() != "on":
-                print("  autovacuum is off on this server: VACUUM ANALYZE of the copy", flush=True)
-                conn.execute(text("VACUUM ANALYZE"))
-        copy.dispose()
+        vacuum_if_autovacuum_is_off(kept.set(database=name), "the copy")
 
         def drop_database() -> None:
             with admin.connect() as conn:
@@ -110,6 +107,17 @@ class KeptFleet:
             admin.dispose()
 
         return kept.set(database=name).render_as_string(hide_password=False), drop_database
+
+
+def vacuum_if_autovacuum_is_off(url: URL | str, what: str) -> None:
+    """VACUUM ANALYZE a PostgreSQL database a benchmark just wrote in bulk, where the server
+    does not do it by itself."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if conn.execute(text("SHOW autovacuum")).scalar_one() != "on":
+            print(f"  autovacuum is off on this server: VACUUM ANALYZE of {what}", flush=True)
+            conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
 
 
 def _create_database(postgres: str, name: str) -> str:
