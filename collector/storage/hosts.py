@@ -300,7 +300,7 @@ class Hosts:
 
     def units(self, conn: Connection) -> dict[str, str | None]:
         """Every enrolled host's unit as it enrolled, by id: two narrow columns."""
-        return dict(conn.execute(select(hosts.c.host_id, hosts.c.unit)).tuples().all())
+        return dict(conn.execute(select(hosts.c.host_id, hosts.c.unit)).all())
 
     def heard_of(self, conn: Connection, host_ids: Iterable[str]) -> dict[str, Heard]:
         """When each of these hosts was last heard from (those enrolled)."""
