@@ -308,7 +308,13 @@ class FleetView:
                 "unit": func.coalesce(listed.c.unit, ""),
                 "status": listed.c.status,
             }[sort]
-            if after is not None:
+            if after is not None and sort == "host":
+                # the key is the host id itself: one comparison, which the index answers (the
+                # pair (host id, host id) matches no index, and a page far in walked every
+                # host before it)
+                host_id = listed.c.host_id
+                conditions.append(host_id < after[1] if descending else host_id > after[1])
+            elif after is not None:
                 position = tuple_(key, listed.c.host_id)
                 cursor = tuple_(literal(after[0]), literal(after[1]))
                 conditions.append(position < cursor if descending else position > cursor)
