@@ -22,6 +22,10 @@ pytestmark = [pytest.mark.browser]
 if browser.missing():
     pytest.skip(browser.missing() or "", allow_module_level=True)
 
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -136,7 +140,21 @@ def sign_in(driver: Any, fleet: Fleet, token: str) -> None:
 def follow(driver: Any, element: Any) -> None:
     """Click a link or button and wait until the page it leads to replaced this one."""
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
+
+    def replaced(_: Any) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # asked about a node while the navigation takes it away, chromedriver can answer
+            # this instead of "stale element": the page is being replaced all the same
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 30).until(replaced)
 
 
 def wait_for_hosts(driver: Any, fleet: Fleet, count: int) -> None:
